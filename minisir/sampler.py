@@ -1,0 +1,568 @@
+"""Batched llama.cpp sampler: the hot path for every teacher and student generation.
+
+All sequences of one `generate` call advance together through one `llama_batch`.
+Each prompt is evaluated once for the group of sequences admitted with it (its tokens
+carry all their sequence ids, so the KV cells are shared), finished sequences free their
+slot for waiting ones, and sampling happens in numpy so every completion gets the
+log-probability of each sampled token under the raw model distribution.
+
+Each completion draws from its own random stream keyed by (seed, prompt, sample), so
+results do not depend on how sequences were scheduled or on `n_parallel`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import ContextOverflow, MinisirError, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+_TOP_P_CANDIDATES = 1024  # tokens sorted for nucleus sampling before falling back to a full sort
+
+
+@dataclass
+class Completion:
+    """One sampled continuation, with what the trainer needs to learn from it."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (EOG token or stop string) | "length"
+    prompt_ids: list[int] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class _Slot:
+    """A live sequence: which job it serves and what it has produced so far."""
+
+    seq_id: int
+    prompt: int
+    sample: int
+    rng: np.random.Generator
+    pos: int
+    budget: int
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    done: str | None = None
+
+
+def _llama():
+    """Import llama_cpp lazily so that `minisir --help` works without it."""
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MinisirError(
+            "llama-cpp-python is not installed: run the README's set-up command "
+            "(`pip install llama-cpp-python==0.3.36`)"
+        ) from exc
+    return llama_cpp
+
+
+_LOG_CALLBACK = None  # kept alive: llama.cpp calls it for the process lifetime
+_LEVEL_NAMES = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level: 3 warn, 4 error
+
+
+def quiet_llama_logs() -> None:
+    """Route llama.cpp's chatter to Python logging: errors and warnings only."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+    ll = _llama()
+    llama_log = logging.getLogger("llama.cpp")
+
+    def forward(level: int, text: bytes, _user) -> None:
+        if level in _LEVEL_NAMES:
+            llama_log.log(_LEVEL_NAMES[level], text.decode("utf-8", errors="replace").rstrip())
+
+    _LOG_CALLBACK = ll.llama_log_callback(forward)
+    ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def amx_workaround_needed() -> bool:
+    """True when llama.cpp's extra (AMX) buffer types may run and crash with SIGILL.
+
+    The AMX kernels crash on these machines' CPUs; they are only used when the build
+    has them or the CPU advertises AMX. MINISIR_EXTRA_BUFTS=0/1 overrides the guess.
+    """
+    forced = os.environ.get("MINISIR_EXTRA_BUFTS")
+    if forced in ("0", "1"):
+        return forced == "0"
+    info = _llama().llama_print_system_info().decode(errors="replace")
+    if "AMX" in info:
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return any(line.startswith("flags") and " amx" in line for line in fh)
+    except OSError:
+        return False
+
+
+def model_params(n_gpu_layers: int = -1):
+    """llama_model_params with AMX-safe buffers and full GPU offload when available."""
+    ll = _llama()
+    params = ll.llama_model_default_params()
+    params.n_gpu_layers = (10_000 if n_gpu_layers < 0 else n_gpu_layers) if ll.llama_supports_gpu_offload() else 0
+    if amx_workaround_needed():
+        params.use_extra_bufts = False
+    return params
+
+
+class amx_safe_defaults:
+    """Context manager making the high-level `llama_cpp.Llama` load AMX-safe as well."""
+
+    def __enter__(self):
+        import llama_cpp.llama as high
+
+        self._module = high.llama_cpp
+        self._orig = self._module.llama_model_default_params
+        orig = self._orig
+        safe = amx_workaround_needed()
+
+        def patched():
+            params = orig()
+            if safe:
+                params.use_extra_bufts = False
+            return params
+
+        self._module.llama_model_default_params = patched
+        return self
+
+    def __exit__(self, *exc):
+        self._module.llama_model_default_params = self._orig
+
+
+class Sampler:
+    """One GGUF model in llama.cpp, sampled in parallel sequences, with LoRA hot-swap."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        n_parallel: int = 16,
+        n_gpu_layers: int = -1,
+        n_batch: int = 512,
+    ) -> None:
+        ll = _llama()
+        self._ll = ll
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelNotFound(f"model file {path} does not exist; pass an existing GGUF file")
+        quiet_llama_logs()
+        ll.llama_backend_init()
+        self.model_path = path
+        self.n_parallel = max(1, int(n_parallel))
+        self.n_batch = max(int(n_batch), self.n_parallel)
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.amx_workaround = amx_workaround_needed()
+        self._model = ll.llama_model_load_from_file(str(path).encode(), model_params(n_gpu_layers))
+        if not self._model:
+            raise ModelNotFound(f"llama.cpp could not load {path}; is it a complete GGUF file?")
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train = ll.llama_model_n_ctx_train(self._model)
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = self.n_parallel
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.kv_unified = True  # prompt cells are shared by all sequences of a group
+        cparams.no_perf = True
+        self._ctx = ll.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            raise MinisirError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {path}; "
+                "lower sampler.n_ctx or sampler.n_parallel"
+            )
+        self.n_ctx = ll.llama_n_ctx(self._ctx)
+        self._mem = ll.llama_get_memory(self._ctx)
+        self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel)
+        self._adapter = None
+        self.adapter_path: Path | None = None
+        self.adapter_scale = 0.0
+        self.chat_template = self._meta_chat_template()
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Free llama.cpp memory; the sampler is unusable afterwards."""
+        ll = self._ll
+        if getattr(self, "_ctx", None):
+            ll.llama_batch_free(self._batch)
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_adapter", None):
+            ll.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
+        if getattr(self, "_model", None):
+            ll.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ----------------------------------------------------------------- metadata
+    def _meta_chat_template(self) -> str | None:
+        raw = self._ll.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as text (None when absent)."""
+        buf = ctypes.create_string_buffer(4096)
+        n = self._ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    # ----------------------------------------------------------------- tokens
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Token ids exactly as llama.cpp will evaluate them (special tokens parsed)."""
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        buf = (self._ll.llama_token * cap)()
+        n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
+        if n < 0:
+            cap = -n
+            buf = (self._ll.llama_token * cap)()
+            n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
+        return list(buf[:n])
+
+    def _piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """Text of `ids` (special tokens rendered as nothing)."""
+        return b"".join(self._piece(t) for t in ids).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
+
+    # ----------------------------------------------------------------- adapters
+    def set_adapter(self, path: str | os.PathLike, scale: float = 1.0) -> None:
+        """Load a GGUF LoRA adapter and make it the only active one; frees the old one."""
+        ll = self._ll
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFound(f"adapter {path} does not exist")
+        adapter = ll.llama_adapter_lora_init(self._model, str(path).encode())
+        if not adapter:
+            raise MinisirError(
+                f"llama.cpp refused adapter {path}: it must be a GGUF LoRA for this model's architecture"
+            )
+        arr = (ll.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(float(scale))
+        if ll.llama_set_adapters_lora(self._ctx, arr, 1, scales) != 0:
+            ll.llama_adapter_lora_free(adapter)
+            raise MinisirError(f"llama.cpp could not activate adapter {path}")
+        old, self._adapter = self._adapter, adapter
+        if old:
+            ll.llama_adapter_lora_free(old)
+        self.adapter_path, self.adapter_scale = path, float(scale)
+        ll.llama_memory_clear(self._mem, True)
+
+    def clear_adapter(self) -> None:
+        """Back to the base model; the KV cache is cleared so nothing stale is reused."""
+        ll = self._ll
+        ll.llama_set_adapters_lora(self._ctx, None, 0, None)
+        if self._adapter:
+            ll.llama_adapter_lora_free(self._adapter)
+        self._adapter, self.adapter_path, self.adapter_scale = None, None, 0.0
+        ll.llama_memory_clear(self._mem, True)
+
+    # ----------------------------------------------------------------- decoding
+    def _decode(self, tokens: Sequence[tuple[int, int, Sequence[int], bool]]) -> None:
+        """Decode one batch of (token, pos, seq_ids, want_logits) entries."""
+        b = self._batch
+        for i, (tok, pos, seqs, want) in enumerate(tokens):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = len(seqs)
+            for k, s in enumerate(seqs):
+                b.seq_id[i][k] = s
+            b.logits[i] = want
+        b.n_tokens = len(tokens)
+        rc = self._ll.llama_decode(self._ctx, b)
+        if rc != 0:
+            self._ll.llama_memory_clear(self._mem, True)
+            raise MinisirError(
+                f"llama_decode failed with code {rc} (KV cache full?): raise sampler.n_ctx "
+                f"(now {self.n_ctx}) or lower sampler.n_parallel (now {self.n_parallel})"
+            )
+
+    def _logits(self, n_rows: int) -> np.ndarray:
+        """The last decode's output rows as an (n_rows, vocab) float32 view."""
+        ptr = self._ll.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+
+    def _eval_prompt(self, ids: list[int], seqs: list[int]) -> np.ndarray:
+        """Evaluate a prompt once for all `seqs`; returns a copy of its last logits row."""
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start : start + self.n_batch]
+            last = start + len(chunk) == len(ids)
+            self._decode(
+                [(t, start + i, seqs, last and i == len(chunk) - 1) for i, t in enumerate(chunk)]
+            )
+        return self._logits(1)[0].copy()
+
+    def check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        """Raise ContextOverflow when one sequence cannot fit the context."""
+        if n_prompt + max_tokens > self.n_ctx:
+            raise ContextOverflow(
+                f"prompt of {n_prompt} tokens + max_tokens {max_tokens} exceeds the sampler context "
+                f"of {self.n_ctx} tokens: raise sampler.n_ctx or shorten the prompt"
+            )
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+        progress=None,
+    ) -> list[list[Completion]]:
+        """Sample `n` completions for each prompt; returns them grouped by prompt.
+
+        `progress`, when given, is called with the number of tokens produced each step.
+        """
+        if n < 1 or max_tokens < 1:
+            raise ValueError("n and max_tokens must be >= 1")
+        ids = [self.tokenize(p) for p in prompts]
+        for p in ids:
+            self.check_fits(len(p), max_tokens)
+        results: list[list[Completion | None]] = [[None] * n for _ in prompts]
+        pending = deque((i, n) for i in range(len(prompts)))  # (prompt, samples still to start)
+        next_sample = [0] * len(prompts)
+        free = list(range(self.n_parallel))[::-1]
+        live: dict[int, _Slot] = {}
+        first_logits: dict[int, np.ndarray] = {}
+        reserved = 0  # KV cells promised to live sequences and their prompts
+        held: dict[int, int] = {}  # prompt -> live sequences still holding its cells
+        stops = [s for s in stop if s]
+        self._ll.llama_memory_clear(self._mem, True)
+
+        while pending or live:
+            # Admit: give free slots to the next prompt while the context can hold them.
+            while pending and free:
+                p, todo = pending[0]
+                per_seq = max_tokens
+                cost_prompt = 0 if held.get(p) else len(ids[p])
+                k = min(todo, len(free), max(0, (self.n_ctx - reserved - cost_prompt) // per_seq))
+                if k == 0:
+                    if not live:  # nothing will free cells: cannot make progress
+                        raise ContextOverflow(
+                            f"sampler context of {self.n_ctx} tokens cannot hold one sequence of "
+                            f"{len(ids[p])} + {max_tokens} tokens: raise sampler.n_ctx"
+                        )
+                    break
+                seqs = [free.pop() for _ in range(k)]
+                first_logits[p] = self._eval_prompt(ids[p], seqs)
+                reserved += len(ids[p]) + k * per_seq
+                held[p] = held.get(p, 0) + k
+                admitted = []
+                for s in seqs:
+                    j = next_sample[p]
+                    next_sample[p] += 1
+                    live[s] = _Slot(s, p, j, np.random.default_rng([seed, p, j]), len(ids[p]), per_seq)
+                    admitted.append(live[s])
+                rows = np.broadcast_to(first_logits[p], (k, self.n_vocab))
+                self._advance(admitted, rows, temperature, top_p, max_tokens, stops)
+                if todo - k:
+                    pending[0] = (p, todo - k)
+                else:
+                    pending.popleft()
+                    first_logits.pop(p, None)
+                if progress:
+                    progress(k)
+
+            # Retire finished sequences, freeing their slot and cells.
+            for s in [s for s, sl in live.items() if sl.done]:
+                sl = live.pop(s)
+                results[sl.prompt][sl.sample] = _finish(sl, ids[sl.prompt], stops)
+                self._ll.llama_memory_seq_rm(self._mem, s, -1, -1)
+                free.append(s)
+                reserved -= sl.budget
+                held[sl.prompt] -= 1
+                if held[sl.prompt] == 0:
+                    reserved -= len(ids[sl.prompt])
+            if not live:
+                continue
+
+            # One decode step for every live sequence.
+            order = list(live.values())
+            self._decode([(sl.ids[-1], sl.pos, (sl.seq_id,), True) for sl in order])
+            for sl in order:
+                sl.pos += 1
+            self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops)
+            if progress:
+                progress(len(order))
+        return results  # type: ignore[return-value]
+
+    def _advance(
+        self,
+        slots: list[_Slot],
+        logits: np.ndarray,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stops: list[str],
+    ) -> None:
+        """Sample one token for each slot from its logits row and update its state."""
+        toks, lps = sample_rows(logits, temperature, top_p, [sl.rng for sl in slots])
+        for sl, tok, lp in zip(slots, toks.tolist(), lps.tolist()):
+            sl.ids.append(tok)
+            sl.logprobs.append(lp)
+            if self.is_eog(tok):
+                sl.done = "stop"
+                continue
+            sl.raw += self._piece(tok)
+            if stops:
+                tail = sl.raw[-(max(map(len, stops)) * 4 + 16) :].decode("utf-8", errors="ignore")
+                if any(s in tail for s in stops):
+                    sl.done = "stop"
+                    continue
+            if len(sl.ids) >= max_tokens:
+                sl.done = "length"
+
+    # ----------------------------------------------------------------- scoring
+    def score(
+        self, prompt_ids: Sequence[int], completion_ids: Sequence[int], stepwise: bool = True
+    ) -> list[float]:
+        """Log-probabilities of `completion_ids` after `prompt_ids` (raw distribution).
+
+        `stepwise` replays generation's schedule (prompt in one batch, then one token per
+        decode), which reproduces a single sequence's sampled log-probs exactly; quantised
+        kernels give slightly different numbers for other batch shapes. `stepwise=False`
+        scores everything in one batch, much faster.
+        """
+        prompt_ids, completion_ids = list(prompt_ids), list(completion_ids)
+        if not prompt_ids or not completion_ids:
+            raise ValueError("score needs a non-empty prompt and completion")
+        self.check_fits(len(prompt_ids) + len(completion_ids), 0)
+        self._ll.llama_memory_clear(self._mem, True)
+        try:
+            if stepwise:
+                rows = [self._eval_prompt(prompt_ids, [0])]
+                for i, tok in enumerate(completion_ids[:-1]):
+                    self._decode([(tok, len(prompt_ids) + i, (0,), True)])
+                    rows.append(self._logits(1)[0])
+                    rows[-1] = rows[-1].copy()
+                return [log_softmax_at(r, t) for r, t in zip(rows, completion_ids)]
+            all_ids = prompt_ids + completion_ids
+            first = len(prompt_ids) - 1  # this position's logits predict the first completion token
+            out: list[float] = []
+            for start in range(0, len(all_ids), self.n_batch):
+                chunk = all_ids[start : start + self.n_batch]
+                want = [first <= start + i < len(all_ids) - 1 for i in range(len(chunk))]
+                self._decode([(t, start + i, (0,), w) for i, (t, w) in enumerate(zip(chunk, want))])
+                logits = self._logits(sum(want))
+                targets = [all_ids[start + i + 1] for i, w in enumerate(want) if w]
+                out.extend(log_softmax_at(logits[r], t) for r, t in enumerate(targets))
+            return out
+        finally:
+            self._ll.llama_memory_clear(self._mem, True)
+
+
+def _finish(sl: _Slot, prompt_ids: list[int], stops: list[str]) -> Completion:
+    """Freeze a finished slot into a Completion; text is cut before the first stop string."""
+    text = bytes(sl.raw).decode("utf-8", errors="replace")
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return Completion(
+        text=text if cut < 0 else text[:cut],
+        token_ids=sl.ids,
+        logprobs=sl.logprobs,
+        finish_reason=sl.done or "length",
+        prompt_ids=prompt_ids,
+    )
+
+
+def log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """log p(token) under softmax(logits), computed stably in float64."""
+    m = float(logits.max())
+    lse = m + float(np.log(np.exp(logits - m, dtype=np.float64).sum()))
+    return float(logits[token]) - lse
+
+
+_BLOCK = 1024  # vocabulary block for two-level inverse-CDF sampling
+
+
+def sample_rows(
+    logits: np.ndarray, temperature: float, top_p: float, rngs: Sequence[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one token per row; return tokens and their log-probs under the raw distribution.
+
+    Temperature 0 is greedy. Full-vocabulary sampling uses a two-level inverse CDF (block
+    sums, then one block) so a 262k vocabulary costs one exp pass, not a full cumsum.
+    Nucleus sampling sorts only the top candidates unless their mass falls short of `top_p`.
+    """
+    rows = np.arange(len(logits))
+    m = logits.max(axis=1, keepdims=True)
+    shifted = logits - m
+    expd = np.exp(shifted)
+    lse = m[:, 0] + np.log(expd.sum(axis=1, dtype=np.float64))
+    if temperature <= 0:
+        toks = logits.argmax(axis=1)
+        return toks, logits[rows, toks] - lse
+    probs = expd if temperature == 1.0 else np.exp(shifted / temperature)
+    u = np.array([rng.random() for rng in rngs])
+    if top_p >= 1.0:
+        toks = _inverse_cdf(probs, u)
+    else:
+        toks = np.array([_nucleus(row, top_p, x) for row, x in zip(probs, u)])
+    return toks, logits[rows, toks] - lse
+
+
+def _inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index where each row's unnormalised CDF crosses u * total, exactly, blockwise."""
+    starts = np.arange(0, probs.shape[1], _BLOCK)
+    blocks = np.add.reduceat(probs, starts, axis=1, dtype=np.float64)
+    cum = np.cumsum(blocks, axis=1)
+    out = np.empty(len(probs), dtype=np.int64)
+    for r in range(len(probs)):
+        target = u[r] * cum[r, -1]
+        b = min(int(np.searchsorted(cum[r], target, side="right")), len(starts) - 1)
+        before = cum[r, b - 1] if b else 0.0
+        inner = np.cumsum(probs[r, starts[b] : starts[b] + _BLOCK], dtype=np.float64)
+        k = min(int(np.searchsorted(inner, target - before, side="right")), len(inner) - 1)
+        out[r] = starts[b] + k
+    return out
+
+
+def _nucleus(probs: np.ndarray, top_p: float, u: float) -> int:
+    """Sample from the smallest set of top tokens holding `top_p` of the mass."""
+    total = float(probs.sum(dtype=np.float64))
+    k = min(_TOP_P_CANDIDATES, len(probs))
+    cand = np.argpartition(probs, -k)[-k:]
+    if float(probs[cand].sum(dtype=np.float64)) < top_p * total:
+        cand = np.arange(len(probs))
+    cand = cand[np.argsort(-probs[cand], kind="stable")]
+    cum = np.cumsum(probs[cand], dtype=np.float64)
+    keep = int(np.searchsorted(cum, top_p * total, side="left")) + 1
+    cum = cum[:keep]
+    return int(cand[min(int(np.searchsorted(cum, u * cum[-1], side="right")), keep - 1)])
