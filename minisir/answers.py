@@ -1,0 +1,247 @@
+"""Answer extraction and equivalence for majority voting.
+
+There is no ground truth in self-play: the majority answer of G student samples is
+the pseudo label, so two answers that mean the same number must land in the same
+class (1/2, 0.5, \\frac{1}{2}). A fast exact path handles plain numbers; math-verify
+(sympy) handles the rest. Nothing here may raise on model output: a crash would
+kill a training step over one odd string.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+log = logging.getLogger(__name__)
+
+# Model output can be huge (a runaway generation); answers longer than this are not
+# worth sympy's time and are compared as normalised strings only.
+MAX_VERIFY_CHARS = 200
+# math-verify's own per-call timeouts (seconds, signal based: main thread only).
+VERIFY_TIMEOUT_S = 2
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Return the content of the LAST \\boxed{...} (or \\fbox{...}), braces balanced.
+
+    The last box is the final answer. If that last box is unterminated (output cut
+    off) the answer is None rather than an earlier box: the student never finished.
+    Linear time: one regex scan plus one brace walk from the last opening.
+    """
+    if not text:
+        return None
+    last = None
+    for last in _BOX_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    depth = 1
+    i = last.end()
+    start = i
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in "{}":
+            i += 2  # escaped brace: literal, does not count
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                content = text[start:i].strip()
+                return content or None
+        i += 1
+    return None
+
+
+_UNIT_WORDS = (
+    "dollars?|cents?|euros?|pounds?|usd|cm|mm|km|m|meters?|metres?|centimeters?|"
+    "centimetres?|kilometers?|kilometres?|inches|inch|in|feet|foot|ft|yards?|yd|miles?|mi|"
+    "kg|g|grams?|kilograms?|lbs?|ounces?|oz|liters?|litres?|l|ml|gallons?|"
+    "hours?|hrs?|h|minutes?|mins?|seconds?|secs?|s|days?|weeks?|months?|years?|"
+    "degrees?|units?|sq|square|cubic|mph|km/h|percent|points?|people|students?|apples?|"
+    "items?|pieces?|times|ways|marbles?|books?|cookies?|eggs?|pages?|toys?|cups?|boxes?"
+)
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?"
+_TRAILING_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:(?:{_UNIT_WORDS})\b\.?\s*)+(?:\^?[23])?$", re.I)
+_TRAILING_WORDS_RE = re.compile(rf"^({_NUM})\s+[A-Za-z]{{2,}}[A-Za-z \-]*$")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_THOUSANDS_RE = re.compile(r"^([-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?=\s|$|[A-Za-z])")
+_ASSIGN_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)(.+)$")
+
+
+def normalize_answer(ans: str) -> str:
+    """Canonical string form of an answer, so trivially equal answers compare equal.
+
+    Drops $, \\text{...} unit words, degree signs, % , \\left/\\right, spacing macros,
+    thousands separators, a trailing period and a leading "x =". Percent is dropped
+    (GSM-style: "50%" means the number 50). Idempotent.
+    """
+    if ans is None:
+        return ""
+    s = str(ans)[:10_000].strip()
+    s = s.replace("\\$", "").replace("$", "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\left", "").replace("\\right", "")
+    for sp in ("\\!", "\\,", "\\;", "\\:", "\\ ", "~", "\\quad", "\\qquad"):
+        s = s.replace(sp, " ")
+    s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
+    s = s.replace("°", "").replace("\\degree", "")
+    s = s.replace("\\%", "").replace("%", "")
+    # Unwrap \text{..}; what is left after a number is a unit and goes below.
+    s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(1).strip() + " ", s)
+    s = s.strip().rstrip(".").strip()
+    m = _ASSIGN_RE.match(s)
+    if m and "=" not in m.group(1):
+        s = m.group(1).strip()
+    m = _THOUSANDS_RE.match(s)
+    if m:  # "1,000 dollars": only a leading, well-formed group, never a tuple like (1,2)
+        s = m.group(1).replace(",", "") + s[m.end():]
+    m = _TRAILING_UNIT_RE.match(s) or _TRAILING_WORDS_RE.match(s)
+    if m:
+        s = m.group(1)
+    s = s.rstrip(".").strip()
+    s = re.sub(r"\s+", "", s)
+    if re.fullmatch(r"[A-Za-z]+", s):
+        s = s.lower()
+    return s
+
+
+_FRAC_RE = re.compile(r"^([-+]?)\\frac\{([-+]?\d+)\}\{([-+]?\d+)\}$")
+_PLAIN_NUM_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$")
+_SLASH_RE = re.compile(r"^([-+]?\d+)/(\d+)$")
+
+
+def _as_number(s: str) -> Fraction | None:
+    """Exact value of a plain numeric answer, None for anything symbolic."""
+    try:
+        if _PLAIN_NUM_RE.match(s):
+            if len(s) > 60:
+                return None
+            return Fraction(s)
+        m = _SLASH_RE.match(s)
+        if m and int(m.group(2)) != 0:
+            return Fraction(int(m.group(1)), int(m.group(2)))
+        m = _FRAC_RE.match(s)
+        if m and int(m.group(3)) != 0:
+            v = Fraction(int(m.group(2)), int(m.group(3)))
+            return -v if m.group(1) == "-" else v
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@functools.lru_cache(maxsize=4096)
+def _mv_parse(s: str, timed: bool):
+    from math_verify import parse  # imported lazily: sympy import is slow
+
+    timeout = VERIFY_TIMEOUT_S if timed else None
+    return parse("\\boxed{" + s + "}", parsing_timeout=timeout, raise_on_error=False)
+
+
+def _math_verify_equal(a: str, b: str) -> bool:
+    from math_verify import verify
+
+    # signal.alarm timeouts only work in the main thread; elsewhere run untimed
+    # (inputs are length-capped so sympy work stays small).
+    timed = _in_main_thread()
+    pa, pb = _mv_parse(a, timed), _mv_parse(b, timed)
+    if not pa or not pb:
+        return False
+    timeout = VERIFY_TIMEOUT_S if timed else None
+    return bool(
+        verify(pa, pb, timeout_seconds=timeout, raise_on_error=False)
+        or verify(pb, pa, timeout_seconds=timeout, raise_on_error=False)
+    )
+
+
+@functools.lru_cache(maxsize=16384)
+def _equivalent_norm(a: str, b: str) -> bool:
+    if not a or not b:
+        return False  # an empty answer is no answer, even against another empty one
+    if a == b:
+        return True
+    na, nb = _as_number(a), _as_number(b)
+    if na is not None and nb is not None:
+        return na == nb
+    if len(a) > MAX_VERIFY_CHARS or len(b) > MAX_VERIFY_CHARS:
+        return False
+    try:
+        return _math_verify_equal(a, b)
+    except Exception as exc:  # noqa: BLE001 - model output must never crash a step
+        log.debug("math-verify failed on %r vs %r: %s", a, b, exc)
+        return False
+
+
+def equivalent(a: str | None, b: str | None) -> bool:
+    """True when two answers denote the same value. Never raises; None never matches."""
+    if a is None or b is None:
+        return False
+    try:
+        na, nb = normalize_answer(a), normalize_answer(b)
+    except Exception:  # noqa: BLE001
+        return False
+    if na > nb:  # symmetric cache key
+        na, nb = nb, na
+    return _equivalent_norm(na, nb)
+
+
+@dataclass
+class Vote:
+    """Outcome of a majority vote over G student answers."""
+
+    answer: str | None  # normalised representative of the winning class
+    count: int  # members of the winning class
+    n_parsed: int  # answers that were extracted (not None / not empty)
+    n_total: int
+    solve_rate: float  # count / n_parsed, 0 when nothing parsed
+    agrees: list[bool] = field(default_factory=list)  # per input answer
+
+
+def majority_vote(answers: list[str | None]) -> Vote:
+    """Group answers into equivalence classes and return the largest (earliest on ties).
+
+    Unparsed answers (None/empty) never form a class and never agree. Each answer joins
+    the first class whose representative it is equivalent to.
+    """
+    reps: list[str] = []
+    counts: list[int] = []
+    member: list[int | None] = []
+    n_parsed = 0
+    for raw in answers:
+        norm = normalize_answer(raw) if raw is not None else ""
+        if not norm:
+            member.append(None)
+            continue
+        n_parsed += 1
+        for idx, rep in enumerate(reps):
+            if equivalent(norm, rep):
+                counts[idx] += 1
+                member.append(idx)
+                break
+        else:
+            reps.append(norm)
+            counts.append(1)
+            member.append(len(reps) - 1)
+    if not reps:
+        return Vote(None, 0, 0, len(answers), 0.0, [False] * len(answers))
+    best = max(range(len(reps)), key=lambda i: (counts[i], -i))
+    return Vote(
+        answer=reps[best],
+        count=counts[best],
+        n_parsed=n_parsed,
+        n_total=len(answers),
+        solve_rate=counts[best] / n_parsed,
+        agrees=[m == best for m in member],
+    )

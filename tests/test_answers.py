@@ -1,0 +1,135 @@
+"""Answer extraction, normalisation, equivalence and majority vote (real math-verify)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{42}.", "42"),
+        ("first \\boxed{1} then \\boxed{2}", "2"),  # last box wins
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
+        ("\\boxed{\\frac{\\sqrt{2}}{2}} end", "\\frac{\\sqrt{2}}{2}"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces do not count
+        ("\\fbox{7}", "7"),
+        ("\\boxed {3}", "3"),
+        ("no box here", None),
+        ("\\boxed{5", None),  # unterminated
+        ("\\boxed{1} and then \\boxed{2", None),  # last box cut off: not finished
+        ("\\boxed{}", None),
+        ("", None),
+    ],
+)
+def test_extract_boxed(text, expected):
+    assert extract_boxed(text) == expected
+
+
+def test_extract_boxed_bounded_time_on_huge_input():
+    huge = "\\boxed{" + "{" * 200_000 + "x" + "a" * 1_000_000
+    t0 = time.perf_counter()
+    assert extract_boxed(huge) is None
+    assert extract_boxed("\\boxed{1}" * 100_000) == "1"
+    assert time.perf_counter() - t0 < 5.0
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("$18$", "18"),
+        ("\\$1,000", "1000"),
+        ("1,000 dollars", "1000"),
+        ("18 \\text{ dollars}", "18"),
+        ("5\\text{ cm}^2", "5"),
+        ("12 cm", "12"),
+        ("90^\\circ", "90"),
+        ("90°", "90"),
+        ("x = 5", "5"),
+        ("5.", "5"),
+        ("\\dfrac{1}{2}", "\\frac{1}{2}"),
+        ("\\text{Yes}", "yes"),
+        ("(1,2)", "(1,2)"),  # a tuple is not a thousands separator
+        ("50\\%", "50"),
+        ("2x + 1", "2x+1"),
+    ],
+)
+def test_normalize(raw, expected):
+    assert normalize_answer(raw) == expected
+    assert normalize_answer(normalize_answer(raw)) == normalize_answer(raw)  # idempotent
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("1/2", "0.5"),
+        ("\\frac{1}{2}", "0.5"),
+        ("\\dfrac{3}{4}", "0.75"),
+        ("-\\frac{1}{2}", "-0.5"),
+        ("\\frac12", "0.5"),
+        ("5", "5.0"),
+        ("1,000", "1000"),
+        ("$18", "18 dollars"),
+        ("x=5", "5"),
+        ("\\sqrt{2}", "2^{1/2}"),
+        ("x+1", "1+x"),
+        ("\\pi/2", "\\frac{\\pi}{2}"),
+    ],
+)
+def test_equivalent_true(a, b):
+    assert equivalent(a, b)
+    assert equivalent(b, a)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [("5", "6"), ("0.5", "0.51"), ("\\sqrt{2}", "2"), ("x+1", "x-1"), (None, "1"), ("", ""), ("1", None)],
+)
+def test_equivalent_false(a, b):
+    assert not equivalent(a, b)
+
+
+def test_equivalent_never_raises_on_garbage():
+    for junk in ["\\frac{", "}}}{{{", "\\boxed{\\boxed{", "a" * 5000, "1/0", "\\sqrt[", "=="]:
+        assert equivalent(junk, "1") in (True, False)
+        assert equivalent(junk, junk) is True
+
+
+def test_equivalent_in_worker_thread():
+    """math-verify's signal timeouts only work in the main thread; we must not crash."""
+    out = {}
+
+    def work():
+        out["r"] = (equivalent("\\frac{2}{4}+x", "x+0.5"), equivalent("y^2", "y*y"))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(30)
+    assert out["r"] == (True, True)
+
+
+def test_majority_vote_classes_and_rate():
+    vote = majority_vote(["1/2", "0.5", "3", None, "3", "\\frac{1}{2}"])
+    assert normalize_answer(vote.answer) in {"1/2", "0.5", "\\frac{1}{2}"}
+    assert (vote.count, vote.n_parsed, vote.n_total) == (3, 5, 6)
+    assert vote.solve_rate == pytest.approx(0.6)
+    assert vote.agrees == [True, True, False, False, False, True]
+
+
+def test_majority_vote_tie_goes_to_earliest_class():
+    vote = majority_vote(["7", "8", "8", "7"])
+    assert vote.answer == "7" and vote.count == 2
+    assert vote.agrees == [True, False, False, True]
+
+
+def test_majority_vote_unparsed_never_forms_class():
+    vote = majority_vote([None, None, "", "4"])
+    assert vote.answer == "4" and vote.count == 1 and vote.n_parsed == 1
+    assert vote.solve_rate == 1.0
+    empty = majority_vote([None, None])
+    assert empty.answer is None and empty.solve_rate == 0.0 and empty.agrees == [False, False]
