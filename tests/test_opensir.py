@@ -1,0 +1,254 @@
+"""OpenSIR prompts, parsing, rewards, group selection; embeddings and diversity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from minisir.embed import EMPTY_DIVERSITY, Embedder, diversity_scores
+from minisir.methods.opensir import (
+    STUDENT_STOP,
+    TEACHER_STOP,
+    few_shot_problems,
+    OpenSIRConfig,
+    has_box,
+    length_score,
+    parse_teacher,
+    select_groups,
+    solvability,
+    student_prompt,
+    student_reward,
+    teacher_prompt,
+    teacher_reward,
+)
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_defaults_and_window_validation():
+    cfg = OpenSIRConfig()
+    assert (cfg.solve_low, cfg.solve_peak, cfg.solve_high) == (0.5, 0.7, 0.9)
+    assert cfg.seeds == ["What is 1+1?"] and cfg.weights.format == 0.1
+    with pytest.raises(ValidationError, match="solve_peak"):
+        OpenSIRConfig(solve_low=0.5, solve_peak=0.95, solve_high=0.9)
+    with pytest.raises(ValidationError, match="solve_low"):
+        OpenSIRConfig(solve_low=0.7, solve_peak=0.7, solve_high=0.9)
+    with pytest.raises(ValidationError, match="teacher_sampels"):
+        OpenSIRConfig(teacher_sampels=4)  # typo: extra fields are forbidden
+    with pytest.raises(ValidationError):
+        OpenSIRConfig(student_samples=1)
+    with pytest.raises(ValidationError):
+        OpenSIRConfig(weights={"diversity": -1})
+
+
+# ----------------------------------------------------------------------------- rewards
+
+
+@pytest.mark.parametrize(
+    "s, expected",
+    [
+        (0.0, 0.0), (0.49, 0.0), (0.5, 0.0),  # below / at the low edge
+        (0.6, 0.5), (0.7, 1.0), (0.8, 0.5),  # linear up to the peak and back down
+        (0.9, 0.0), (0.95, 0.0), (1.0, 0.0),  # at / above the high edge
+    ],
+)
+def test_solvability_table(s, expected):
+    assert solvability(s, 0.5, 0.9, 0.7) == pytest.approx(expected)
+
+
+def test_solvability_asymmetric_peak():
+    assert solvability(0.875, 0.5, 1.0, 0.75) == pytest.approx(0.5)
+    assert solvability(0.625, 0.5, 1.0, 0.75) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        solvability(0.5, 0.5, 0.9, 0.95)
+
+
+@pytest.mark.parametrize("mean, expected", [(0, 0.0), (64, 0.25), (256, 1.0), (1000, 1.0), (-3, 0.0)])
+def test_length_score(mean, expected):
+    assert length_score(mean, 256) == pytest.approx(expected)
+
+
+def test_teacher_reward_terms_and_invalid():
+    cfg = OpenSIRConfig()
+    score = teacher_reward(True, 0.7, 0.4, 128, cfg)
+    assert (score.solvability, score.diversity, score.length, score.format) == pytest.approx((1.0, 0.4, 0.5, 1.0))
+    w = cfg.weights
+    assert score.reward == pytest.approx(w.solvability * 1.0 + w.diversity * 0.4 + w.length * 0.5 + w.format)
+    dead = teacher_reward(False, 0.7, 0.4, 128, cfg)
+    assert dead.reward == 0.0 and dead.solvability == dead.diversity == dead.length == dead.format == 0.0
+    assert teacher_reward(True, 1.0, 0.0, 0, cfg).reward == pytest.approx(w.format)
+
+
+def test_student_reward():
+    assert student_reward(True, True, 0.1) == pytest.approx(1.1)
+    assert student_reward(False, True, 0.1) == pytest.approx(0.1)
+    assert student_reward(False, False, 0.1) == 0.0
+    assert has_box("so \\boxed{4}") and not has_box("so 4") and not has_box("\\boxed{4")
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_parse_completion_without_opening_tag():
+    # prompt ended with "<problem>", sampler stopped on "</concepts>" (excluded from text)
+    text = " A car goes 60 km in 1.5 hours. What is its speed?</problem>\n<concepts>rates, division"
+    out = parse_teacher(text)
+    assert out.valid and out.reason is None
+    assert out.problem == "A car goes 60 km in 1.5 hours. What is its speed?"
+    assert out.concepts == ["rates", "division"]
+    start, end = out.concept_span
+    assert text[start:end] == "<concepts>rates, division"
+
+
+def test_parse_full_tags():
+    text = "<problem>What is 3^4?</problem>\n<concepts>exponents; powers</concepts>\n"
+    out = parse_teacher(text)
+    assert out.valid and out.problem == "What is 3^4?" and out.concepts == ["exponents", "powers"]
+    assert text[slice(*out.concept_span)] == "<concepts>exponents; powers</concepts>"
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("What is 2+2? <concepts>a</concepts>", "missing </problem>"),
+        ("What is 2+2?</problem> no concepts here", "missing <concepts>"),
+        ("   </problem><concepts>a, b</concepts>", "empty problem"),
+        ("What?</problem><concepts> , ;</concepts>", "empty concepts"),
+        ("What?</problem><concepts></concepts>", "empty concepts"),
+        ("A</problem><problem>B</problem><concepts>x</concepts>", "duplicate </problem>"),
+        ("A</problem><concepts>x</concepts><concepts>y</concepts>", "duplicate <concepts>"),
+        ("<concepts>x</concepts><problem>A</problem>", "misordered <concepts>"),
+        ("A</problem><concepts>x\n\nReference problem: more text", "missing </concepts>"),
+        ("A" * 3000 + "</problem><concepts>x</concepts>", "problem too long"),
+        ("A</problem><concepts>" + "x" * 400 + "</concepts>", "concepts too long"),
+        ("A</problem><concepts>" + ", ".join("abcdefghij") + "</concepts>", "concepts too long"),
+        ("Compute 2+2. \\boxed{4}</problem><concepts>x</concepts>", "problem contains an answer"),
+        ("", "missing </problem>"),
+    ],
+)
+def test_parse_malformed(text, reason):
+    out = parse_teacher(text)
+    assert not out.valid and out.reason == reason
+
+
+def test_parse_truncated_output_rejected():
+    out = parse_teacher("What is 2+2?</problem><concepts>addition", finish_reason="length")
+    assert not out.valid and out.reason == "truncated"
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_completion_prompts_end_where_the_model_writes():
+    p = teacher_prompt("What is 1+1?", ["Find the area of a circle of radius 2."])
+    assert p.endswith("Reference problem: What is 1+1?\n<problem>")
+    assert "Find the area of a circle of radius 2." in p
+    # every few-shot item is itself parseable the way the model's output will be
+    items = p.split("\n<problem>")[1:-1]
+    assert len(items) == len(few_shot_problems())
+    for item in items:
+        out = parse_teacher(item.split("\n\n", 1)[0])
+        assert out.valid and out.problem in few_shot_problems()
+    # stop strings cut the model before it starts the next item
+    assert any(s in "\nReference problem: x" for s in TEACHER_STOP)
+    s = student_prompt("What is  2 +\n 3?")
+    assert s.endswith("Problem: What is 2 + 3?\nSolution:")
+    assert "\\boxed{" in s and any(stop in "\nProblem: next" for stop in STUDENT_STOP)
+
+
+def test_chat_prompts_use_template():
+    seen = []
+
+    def chat(messages):
+        seen.append(messages)
+        return "<chat>" + messages[-1]["content"] + "</chat>"
+
+    t = teacher_prompt("What is 1+1?", ["old problem"], chat=chat)
+    assert t.startswith("<chat>") and "<problem>" in t and "old problem" in t
+    s = student_prompt("What is 2+3?", chat=chat)
+    assert s.startswith("<chat>") and "\\boxed" in s
+    assert len(seen) == 2 and seen[0][0]["role"] == "user"
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def test_select_groups():
+    teacher = {
+        "ref-a": [1.0, 1.0, 1.0, 1.0],  # zero variance: never picked
+        "ref-b": [0.0, 1.0, 0.0, 1.0],  # variance 0.25
+        "ref-c": [0.0, 2.0, 0.0, 0.0],  # variance 0.75
+        "ref-d": [0.0, 2.0, 0.0, 0.0],  # tie with c: c comes first
+    }
+    problems = {"p1": 0.5, "p2": None, "p3": 1.7, "p4": 1.7, "p5": 0.1}
+    t, s = select_groups(teacher, problems, n_teacher=1, n_student=1)
+    assert t == ["ref-c"] and s == ["p3"]
+    t, s = select_groups(teacher, problems, n_teacher=3, n_student=3)
+    assert t == ["ref-c", "ref-d", "ref-b"] and s == ["p3", "p4", "p1"]
+    t, s = select_groups(teacher, problems, n_teacher=10, n_student=10)
+    assert "ref-a" not in t and "p2" not in s and len(s) == 4
+    assert select_groups({}, {}, 1, 1) == ([], [])
+    # with student rewards known, problems whose students all agree are skipped
+    students = {"p3": [1.1, 1.1, 1.1], "p4": [1.1, 0.0, 1.1], "p1": [0.0, 1.1]}
+    assert select_groups(teacher, problems, 1, 2, student_rewards=students)[1] == ["p4", "p1"]
+
+
+# ----------------------------------------------------------------------------- diversity
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_diversity_hand_computed():
+    ref = _unit([[1, 0, 0], [0, 1, 0]])
+    new = _unit([[1, 0, 0], [0, 0, 1]])
+    # row 0: sims ref [1, 0], other new [0] -> top2 = [1, 0] -> mean 0.5 -> 0.25
+    # row 1: sims ref [0, 0], other new [0] -> mean 0 -> 0.5
+    np.testing.assert_allclose(diversity_scores(new, ref, top_k=2), [0.25, 0.5], atol=1e-6)
+    # top_k larger than the neighbours available: use all 3
+    np.testing.assert_allclose(diversity_scores(new, ref, top_k=10), [(1 - 1 / 3) / 2, 0.5], atol=1e-6)
+
+
+def test_diversity_batch_duplicates_and_empty_cases():
+    dup = _unit([[0, 1, 0], [0, 1, 0]])
+    # empty archive: duplicates in the batch see each other (cosine 1 -> diversity 0)
+    np.testing.assert_allclose(diversity_scores(dup, np.zeros((0, 3), np.float32)), [0.0, 0.0], atol=1e-6)
+    # alone with nothing to compare to
+    assert diversity_scores(dup[:1], None)[0] == EMPTY_DIVERSITY
+    # opposite vectors -> 1.0
+    np.testing.assert_allclose(diversity_scores(_unit([[1, 0]]), _unit([[-1, 0]]), top_k=1), [1.0], atol=1e-6)
+    assert diversity_scores(np.zeros((0, 3), np.float32), dup).shape == (0,)
+    with pytest.raises(ValueError):
+        diversity_scores(dup, np.zeros((4, 5), np.float32))
+
+
+def test_diversity_matches_bruteforce():
+    rng = np.random.default_rng(0)
+    ref = _unit(rng.standard_normal((300, 16)))
+    new = _unit(rng.standard_normal((7, 16)))
+    got = diversity_scores(new, ref, top_k=5)
+    for i in range(7):
+        sims = list(ref @ new[i]) + [float(new[j] @ new[i]) for j in range(7) if j != i]
+        expected = (1 - np.mean(sorted(sims)[-5:])) / 2
+        assert got[i] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+def test_embedder_real_model(embedder):
+    vecs = embedder.encode(
+        ["What is 2 + 3?", "Compute the sum of 2 and 3.", "A circle has radius 4; find its area."]
+    )
+    assert vecs.dtype == np.float32 and vecs.shape == (3, embedder.dim) and embedder.dim == 384
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]  # paraphrases are closer
+    assert embedder.encode([]).shape == (0, 384)
+    div = diversity_scores(vecs[2:], vecs[:2], top_k=2)
+    near = diversity_scores(vecs[1:2], vecs[:1], top_k=1)
+    assert div[0] > near[0]
