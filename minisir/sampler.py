@@ -69,7 +69,7 @@ def _llama():
 
 
 _LOG_CALLBACK = None  # kept alive: llama.cpp calls it for the process lifetime
-_LEVEL_NAMES = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level: 3 warn, 4 error
+_LEVEL_NAMES = {3: logging.INFO, 4: logging.ERROR}  # ggml_log_level: 3 warn (mostly noise), 4 error
 
 
 def quiet_llama_logs() -> None:
@@ -257,6 +257,20 @@ class Sampler:
     def detokenize(self, ids: Iterable[int]) -> str:
         """Text of `ids` (special tokens rendered as nothing)."""
         return b"".join(self._piece(t) for t in ids).decode("utf-8", errors="replace")
+
+    def char_offsets(self, ids: Sequence[int]) -> list[int]:
+        """Character offset in the decoded text where each token's text starts.
+
+        Lets callers turn a character span of a completion (e.g. a tag block) into a
+        token mask over the exact ids the sampler produced.
+        """
+        raw = bytearray()
+        out = []
+        for tok in ids:
+            out.append(len(raw.decode("utf-8", errors="ignore")))
+            if not self.is_eog(tok):
+                raw += self._piece(tok)
+        return out
 
     def is_eog(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))

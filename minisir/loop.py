@@ -1,0 +1,278 @@
+"""`minisir run`: the self-play loop, one committed step at a time, resumable.
+
+A step samples, scores and trains in memory, then writes its adapter and trainer state
+to new files and only then commits everything to the archive in one transaction. A run
+killed at any moment resumes after the last committed step: files of a step that never
+committed are deleted on resume, and the random streams are derived from (seed, step),
+so the resumed step replays the same draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .archive import ARCHIVE_NAME, Archive
+from .assets import resolve_gguf, resolve_hf_dir
+from .errors import MinisirError
+from .prompting import ChatFn, choose_style
+from .recipe import Recipe
+from .sampler import Completion, Sampler
+
+log = logging.getLogger(__name__)
+
+ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5}
+
+
+class StopRequested(MinisirError):
+    """SIGINT/SIGTERM arrived: the step in flight was abandoned, nothing half-written."""
+
+
+def step_seed(seed: int, step: int, role: str) -> int:
+    """A 31-bit seed for one role of one step: resumes replay the same draws."""
+    return int(np.random.SeedSequence([seed, step, ROLE_IDS[role]]).generate_state(1)[0] >> 1)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions that shape results, stored with the run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"minisir": __version__}
+    for name in ("llama-cpp-python", "torch", "transformers", "peft", "gguf", "sentence-transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+@dataclass
+class StepResult:
+    """What one step's self-play produced, before training."""
+
+    problems: list[dict]
+    solutions: list[dict]
+    samples: list  # trainer.Sample
+    metrics: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Phases:
+    """Times named phases and honours stop requests between them."""
+
+    def __init__(self, bar: tqdm | None, stop: Callable[[], bool]):
+        self.timings: dict[str, float] = {}
+        self.bar = bar
+        self.stop = stop
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.stop():
+            raise StopRequested(f"stopped before {name}")
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+class Runner:
+    """Owns the sampler, embedder, trainer and archive of one run directory."""
+
+    def __init__(self, recipe: Recipe, progress: bool = True):
+        self.recipe = recipe
+        self.progress = progress
+        self.run_dir = recipe.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.adapter_dir = self.run_dir / "adapters"
+        self.state_dir = self.run_dir / "state"
+        self.gguf = resolve_gguf(recipe.model.gguf)
+        self.hf_dir = resolve_hf_dir(recipe.model.hf_dir)
+        self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
+        self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+        self._stop = False
+        s = recipe.sampler
+        self.sampler = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads,
+                               n_parallel=s.n_parallel, n_gpu_layers=s.n_gpu_layers)
+        self.chat: ChatFn | None = choose_style(recipe.model.prompt_style, self.sampler.chat_template)
+        self._embedder = None
+        self._trainer = None
+        self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .embed import Embedder
+
+            self._embedder = Embedder(getattr(self.recipe.method, "embedder", None))
+        return self._embedder
+
+    @property
+    def trainer(self):
+        if self._trainer is None:
+            from .trainer import GRPOTrainer
+
+            cfg = self.recipe.trainer.model_copy(update={"seed": self.recipe.run.seed})
+            self._trainer = GRPOTrainer(cfg, self.gguf, self.hf_dir, seed=self.recipe.run.seed)
+            last = self.archive.last_step()
+            if last >= 0 and self._state_path(last).exists():
+                self._trainer.load_state(self._state_path(last))
+        return self._trainer
+
+    def _state_path(self, step: int) -> Path:
+        return self.state_dir / f"step-{step:06d}"
+
+    def _adapter_path(self, step: int) -> Path:
+        return self.adapter_dir / f"step-{step:06d}.gguf"
+
+    def close(self) -> None:
+        self.sampler.close()
+        self.archive.close()
+
+    # ------------------------------------------------------------------ resume
+    def _clean_uncommitted(self, last: int) -> None:
+        """Delete adapter/state files of steps that never committed (a killed step)."""
+        for path in list(self.adapter_dir.glob("step-*.gguf*")) + list(self.state_dir.glob("step-*")):
+            try:
+                step = int(path.name.split("-")[1].split(".")[0])
+            except (IndexError, ValueError):
+                continue
+            if step > last or path.name.endswith(".tmp"):
+                log.info("removing %s from an uncommitted step", path)
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _restore_adapter(self) -> None:
+        latest = self.archive.latest_adapter()
+        if latest and Path(latest["path"]).is_file():
+            self.sampler.set_adapter(latest["path"], self.recipe.sampler.adapter_scale)
+
+    # ------------------------------------------------------------------ run
+    def run(self, steps: int | None = None) -> int:
+        """Run until run.steps (or `steps` more); returns the number of steps committed."""
+        last = self.archive.last_step()
+        self._clean_uncommitted(last)
+        self._restore_adapter()
+        target = self.recipe.run.steps if steps is None else min(self.recipe.run.steps, last + 1 + steps)
+        if last + 1 >= target:
+            log.info("run already has %d committed steps (target %d)", last + 1, target)
+            return 0
+        if last >= 0:
+            tqdm.write(f"resuming {self.run_dir} at step {last + 1} of {target}")
+        done = 0
+        with self._signals(), tqdm(total=target, initial=last + 1, desc="steps", unit="step",
+                                   disable=not self.progress) as bar:
+            for step in range(last + 1, target):
+                summary = self.step(step, bar)
+                bar.update(1)
+                tqdm.write(summary)
+                done += 1
+        return done
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to stop at the end of the current phase."""
+
+        def ask(signum, _frame):
+            if self._stop:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop = True
+            tqdm.write(f"{signal.Signals(signum).name}: stopping after the current phase "
+                       "(the step in flight is not committed)")
+
+        old = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def step(self, step: int, bar: tqdm | None = None) -> str:
+        """Play, train, export and commit one step; return its summary line."""
+        phase = _Phases(bar, lambda: self._stop)
+        t0 = time.perf_counter()
+        method = self.recipe.method
+        if method.name == "opensir":
+            from .selfplay import play_opensir as play
+        else:
+            from .selfplay import play_sqlm as play
+        result: StepResult = play(self, step, phase)
+
+        with phase("train"):
+            train = self.trainer.step(result.samples) if result.samples else {"skipped": 1.0}
+        adapter = None
+        with phase("export"):
+            if result.samples:
+                self.adapter_dir.mkdir(parents=True, exist_ok=True)
+                path = self.trainer.export_adapter(self._adapter_path(step))
+                adapter = {"path": str(path), "sha256": sha256_file(path)}
+            self._save_state(step)
+        metrics = dict(result.metrics)
+        metrics.update({f"train_{k}": v for k, v in train.items()})
+        metrics.update({f"seconds_{k}": v for k, v in {**result.timings, **phase.timings}.items()})
+        metrics["seconds_step"] = round(time.perf_counter() - t0, 3)
+        with phase("commit"):
+            self.archive.commit_step({"step": step, **metrics}, result.problems, result.solutions, adapter)
+        self._after_commit(step, adapter)
+        return summary_line(step, metrics)
+
+    def _save_state(self, step: int) -> None:
+        """Trainer state for exact resume, written to a temp dir then renamed."""
+        final = self._state_path(step)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.trainer.save_state(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+    def _after_commit(self, step: int, adapter: dict | None) -> None:
+        """Hot-swap the new adapter and drop files nobody needs any more."""
+        if adapter:
+            self.sampler.set_adapter(adapter["path"], self.recipe.sampler.adapter_scale)
+        for old in self.state_dir.glob("step-*"):
+            if old.name != self._state_path(step).name:
+                shutil.rmtree(old, ignore_errors=True)
+        keep = self.recipe.run.keep_adapters
+        if keep:
+            for old in sorted(self.adapter_dir.glob("step-*.gguf"))[:-keep]:
+                old.unlink(missing_ok=True)
+
+
+def summary_line(step: int, m: dict[str, Any]) -> str:
+    """One human line per step."""
+
+    def f(key: str, fmt: str = "{:.2f}") -> str:
+        value = m.get(key)
+        return "-" if value is None else fmt.format(value)
+
+    return (
+        f"step {step}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
+        f"solve {f('solve_rate_mean')} valid {f('valid_rate')} div {f('diversity_mean')} "
+        f"sol_tok {f('solution_tokens_mean', '{:.0f}')} loss {f('train_loss', '{:.4f}')} "
+        f"gap {f('train_logprob_gap', '{:.3f}')} {f('seconds_step', '{:.0f}')}s"
+    )
+
+
+def completion_fields(c: Completion) -> dict[str, Any]:
+    """Solution columns shared by every method."""
+    return {"text": c.text, "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason}

@@ -1,0 +1,141 @@
+"""YAML recipe -> validated, fully resolved configuration.
+
+Every section's defaults live in the module that uses them (trainer.TrainerConfig,
+methods.opensir.OpenSIRConfig, ...); this module only composes them, so there is one
+source of truth. Errors name the recipe file and the field path and say what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RecipeError
+from .methods.opensir import OpenSIRConfig
+from .methods.sqlm import SQLMConfig
+from .trainer import TrainerConfig
+
+
+class ModelConfig(BaseModel):
+    """Which policy model to sample and train, and how to prompt it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gguf: str = Field("bundled", description='GGUF file for sampling, or "bundled" (Gemma 3 270M)')
+    hf_dir: str | None = Field(None, description="HF checkpoint to train; default: dequantise the GGUF")
+    prompt_style: Literal["auto", "completion", "chat"] = Field(
+        "auto", description="auto = chat when the GGUF carries a chat template, else few-shot completion"
+    )
+
+
+class SamplerConfig(BaseModel):
+    """llama.cpp engine settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(8192, ge=256, le=1_048_576, description="KV cells shared by all parallel sequences")
+    n_parallel: int = Field(16, ge=1, le=256, description="sequences decoded together")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; null = all cores")
+    n_gpu_layers: int = Field(-1, ge=-1, description="-1 = all layers on the GPU when llama.cpp has one")
+    adapter_scale: float = Field(1.0, ge=0.0, le=4.0, description="LoRA scale in the sampler")
+
+
+class RunConfig(BaseModel):
+    """Length, randomness and where the run lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(100, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    dir: str = Field("runs/default", min_length=1, description="run directory: archive, adapters, state")
+    keep_adapters: int = Field(0, ge=0, description="GGUF adapters kept on disk; 0 = all")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_writable(cls, value: str) -> str:
+        path = Path(value).expanduser()
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK):
+            raise ValueError(f"{probe} is not a writable directory; choose another run.dir")
+        return value
+
+
+Method = Annotated[Union[OpenSIRConfig, SQLMConfig], Field(discriminator="name")]
+
+
+class Recipe(BaseModel):
+    """A whole run: model, sampler, method, trainer and run settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    method: Method = Field(default_factory=OpenSIRConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir).expanduser()
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with its default filled in: what the archive stores."""
+        return self.model_dump(mode="json")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling"
+    elif err["type"] == "union_tag_invalid":
+        msg = "unknown method; use name: opensir or name: sqlm"
+        loc = loc or "method.name"
+    elif err["type"] == "union_tag_not_found":
+        msg = "missing method.name; use opensir or sqlm"
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc or '(top level)'}: {msg}"
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping; raise RecipeError naming the first bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: the recipe must be a YAML mapping of sections, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise RecipeError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a YAML recipe file; `overrides` maps dotted keys to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found; pass a YAML file such as recipes/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise RecipeError(f"{path}: not valid YAML{line}; fix the syntax") from None
+    if overrides:
+        data = data if isinstance(data, dict) else {}
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise RecipeError(f"--set {dotted}: {key} is not a section")
+            node[leaf] = value
+    return parse_recipe(data, str(path))
