@@ -1,0 +1,153 @@
+"""The batched sampler on the real bundled model with real llama.cpp (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisir.assets import bundled_model_path
+from minisir.errors import ContextOverflow
+from minisir.sampler import Sampler, sample_rows
+
+PROMPTS = [
+    "Question: What is 7 times 8?\nAnswer:",
+    "The three primary colours are",
+    "def fibonacci(n):\n",
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return bundled_model_path()
+
+
+@pytest.fixture(scope="module")
+def sampler(model) -> Sampler:
+    with Sampler(model, n_ctx=2048, n_parallel=4, n_threads=2) as s:
+        yield s
+
+
+def _ids(groups):
+    return [[c.token_ids for c in g] for g in groups]
+
+
+def test_greedy_batched_equals_one_at_a_time(model, sampler):
+    batched = sampler.generate(PROMPTS, n=1, max_tokens=12, temperature=0)
+    with Sampler(model, n_ctx=1024, n_parallel=1, n_threads=2) as single:
+        one_by_one = [single.generate([p], n=1, max_tokens=12, temperature=0)[0] for p in PROMPTS]
+    assert _ids(batched) == _ids(one_by_one)
+    assert all(len(g[0].token_ids) > 0 for g in batched)
+
+
+def test_same_seed_same_output_different_seed_differs(sampler):
+    a = sampler.generate(PROMPTS[:2], n=3, max_tokens=10, temperature=1.0, seed=11)
+    b = sampler.generate(PROMPTS[:2], n=3, max_tokens=10, temperature=1.0, seed=11)
+    c = sampler.generate(PROMPTS[:2], n=3, max_tokens=10, temperature=1.0, seed=12)
+    assert _ids(a) == _ids(b)
+    assert _ids(a) != _ids(c)
+    # samples of one prompt draw from their own streams, so they differ from each other
+    assert len({tuple(x.token_ids) for x in a[0]}) > 1
+
+
+def test_more_sequences_than_slots_all_complete_in_order(sampler):
+    out = sampler.generate(PROMPTS, n=3, max_tokens=6, temperature=1.0, seed=5)
+    assert [len(g) for g in out] == [3, 3, 3]
+    for prompt, group in zip(PROMPTS, out):
+        for c in group:
+            assert c.prompt_ids == sampler.tokenize(prompt)
+            assert 1 <= len(c.token_ids) <= 6
+            assert len(c.logprobs) == len(c.token_ids)
+            assert all(lp <= 0 for lp in c.logprobs)
+
+
+def test_logprobs_match_a_separate_scoring_pass(sampler, model):
+    with Sampler(model, n_ctx=1024, n_parallel=1, n_threads=2) as single:
+        c = single.generate([PROMPTS[0]], n=1, max_tokens=16, temperature=1.0, seed=3)[0][0]
+        exact = single.score(c.prompt_ids, c.token_ids)
+        fast = single.score(c.prompt_ids, c.token_ids, stepwise=False)
+    assert np.allclose(exact, c.logprobs, atol=1e-5)
+    # one-batch scoring runs other quantised kernels: close, not identical
+    assert np.mean(np.abs(np.array(fast) - c.logprobs)) < 0.2
+    # batched decoding of several sequences: same tokens scored, small kernel differences
+    group = sampler.generate([PROMPTS[1]], n=3, max_tokens=12, temperature=1.0, seed=4)[0]
+    for c in group:
+        scored = sampler.score(c.prompt_ids, c.token_ids)
+        assert np.mean(np.abs(np.array(scored) - c.logprobs)) < 0.2
+
+
+def test_max_tokens_and_stop_strings_end_sequences(sampler):
+    long = sampler.generate([PROMPTS[1]], n=2, max_tokens=5, temperature=1.0, seed=1)[0]
+    for c in long:
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == 5
+        else:  # an end-of-generation token came first
+            assert sampler.is_eog(c.token_ids[-1])
+    greedy = sampler.generate([PROMPTS[2]], n=1, max_tokens=40, temperature=0)[0][0]
+    assert "\n" in greedy.text, "the greedy continuation of a function header spans lines"
+    stopped = sampler.generate([PROMPTS[2]], n=1, max_tokens=40, temperature=0, stop=["\n"])[0][0]
+    assert stopped.finish_reason == "stop"
+    assert "\n" not in stopped.text
+    assert greedy.text.startswith(stopped.text)
+    assert len(stopped.token_ids) < len(greedy.token_ids)
+
+
+def test_prompt_too_long_is_a_clear_error(sampler):
+    with pytest.raises(ContextOverflow, match="exceeds the sampler context of 2048 tokens"):
+        sampler.generate(["word " * 3000], n=1, max_tokens=8)
+
+
+def _write_adapter(path: Path, model: Path, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA for two layers' attention and MLP, in llama.cpp's adapter format."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(model))
+    shapes = {t.name: [int(x) for x in t.shape] for t in reader.tensors}  # ne order: (in, out)
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    for layer in (0, 1):
+        for name in ("attn_q", "attn_v", "ffn_up"):
+            n_in, n_out = shapes[f"blk.{layer}.{name}.weight"][:2]
+            a = rng.normal(0, 0.05, (rank, n_in)).astype(np.float32)
+            b = rng.normal(0, 0.05, (n_out, rank)).astype(np.float32)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_lora_changes_distribution_and_clearing_restores_it(sampler, model, tmp_path):
+    c = sampler.generate([PROMPTS[0]], n=1, max_tokens=8, temperature=0)[0][0]
+    base = sampler.score(c.prompt_ids, c.token_ids)
+    sampler.set_adapter(_write_adapter(tmp_path / "a.gguf", model, seed=0))
+    with_a = sampler.score(c.prompt_ids, c.token_ids)
+    assert np.max(np.abs(np.array(with_a) - base)) > 1e-3
+    sampler.set_adapter(_write_adapter(tmp_path / "b.gguf", model, seed=1))  # swap, no reload
+    with_b = sampler.score(c.prompt_ids, c.token_ids)
+    assert np.max(np.abs(np.array(with_b) - with_a)) > 1e-3
+    sampler.set_adapter(tmp_path / "b.gguf", scale=0.0)
+    assert np.allclose(sampler.score(c.prompt_ids, c.token_ids), base, atol=1e-5)
+    sampler.clear_adapter()
+    assert sampler.score(c.prompt_ids, c.token_ids) == base
+    again = sampler.generate([PROMPTS[0]], n=1, max_tokens=8, temperature=0)[0][0]
+    assert again.token_ids == c.token_ids
+
+
+def test_sample_rows_greedy_and_distribution():
+    logits = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]], dtype=np.float32))
+    toks, lps = sample_rows(logits, 0.0, 1.0, [None, None])
+    assert toks.tolist() == [1, 0]
+    assert np.allclose(lps, np.log([0.6, 0.5]), atol=1e-6)
+    rngs = [np.random.default_rng(i) for i in range(4000)]
+    drawn, _ = sample_rows(np.repeat(logits[:1], 4000, axis=0), 1.0, 1.0, rngs)
+    freq = np.bincount(drawn, minlength=3) / 4000
+    assert np.allclose(freq, [0.1, 0.6, 0.3], atol=0.03)
+    nucleus, _ = sample_rows(np.repeat(logits[:1], 500, axis=0), 1.0, 0.5, rngs[:500])
+    assert set(nucleus.tolist()) == {1}, "top-p 0.5 keeps only the 0.6 token"
