@@ -1,0 +1,532 @@
+"""LoRA GRPO trainer (PyTorch + PEFT) on the sampler's own token ids.
+
+What one `GRPOTrainer.step` optimises, per trained completion token t of sample i:
+
+    A_i    = r_i - mean(r_group)            (divided by std(r_group) when scale_std)
+    ratio  = exp(lp - lp_old)               lp_old: trainer log-prob before this step's update(s)
+    w      = min(exp(lp_old - lp_sampler), is_cap)   truncated importance weight (TIS), no gradient
+    l_it   = -w * min(ratio * A_i, clip(ratio, 1 - eps_low, 1 + eps_high) * A_i)
+             + kl_coef * k3(lp_ref, lp)     k3 = exp(lp_ref - lp) - (lp_ref - lp) - 1,
+                                            lp_ref = same model with the LoRA disabled
+    loss   = sum(l_it) / (trained tokens in the step)              loss_agg="token" (DAPO)
+           = sum(l_it) / (trained sequences * max_completion_tokens)  loss_agg="drgrpo"
+
+Why the importance weight: the samples come from llama.cpp on a quantized model, the
+gradient from the dequantized PyTorch model. Their log-probs differ; `w` reweights each token
+from the sampler's distribution to the trainer's old policy, truncated at `is_cap` to bound
+variance (truncated importance sampling, Yao et al. 2025). With one update per step lp_old
+equals lp (detached), so ratio == 1 and only `w` corrects the mismatch; `logprob_gap` reports
+mean |lp_old - lp_sampler| every step so the mismatch is visible.
+
+Groups whose rewards are all equal (std < 1e-6) carry no signal and are skipped. Prompt tokens,
+tokens with loss_mask 0 and (by default) truncated completions get no loss term; a truncated
+completion still counts in its group's reward mean and std. Log-probs of chosen tokens
+are computed in checkpointed chunks from the final hidden states, so the full
+(batch, seq, vocab) logits (262k vocab) are never materialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.checkpoint import checkpoint
+
+from .errors import MinisirError, RecipeError
+from .hf_model import load_hf_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_STATE_FILE = "trainer_state.pt"
+_ADAPTER_DIR = "adapter"
+_STATE_FORMAT = 1
+# Reward spreads below this are float noise; std scaling would blow them up into +-1 advantages.
+_MIN_REWARD_STD = 1e-6
+# Config fields that change parameter shapes or names; a saved state needs the same values.
+_SHAPE_FIELDS = ("lora_rank", "target_modules")
+
+
+class TrainerConfig(BaseModel):
+    """LoRA + GRPO settings (the recipe's `trainer:` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha; scale = alpha / r")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
+    learning_rate: float = Field(5e-5, gt=0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    loss_agg: Literal["token", "drgrpo"] = Field(
+        "token", description="token: sum / trained tokens (DAPO); drgrpo: sum / (sequences * max_completion_tokens)"
+    )
+    max_completion_tokens: int = Field(512, ge=1, description="drgrpo's constant normaliser (the sampler's max_tokens)")
+    scale_std: bool = Field(True, description="divide group advantages by the group's reward std")
+    eps_low: float = Field(0.2, ge=0.0, lt=1.0)
+    eps_high: float = Field(0.28, ge=0.0)
+    kl_coef: float = Field(0.0, ge=0.0, description="k3 KL to the base model (LoRA disabled); 0 = off")
+    is_cap: float | None = Field(
+        2.0, ge=1.0, description="cap of the truncated importance weight trainer/sampler; null = no correction"
+    )
+    mask_truncated: bool = Field(True, description="no loss on completions that hit max_tokens")
+    micro_batch_tokens: int = Field(4096, ge=16, description="padded tokens per micro-batch (gradient accumulation)")
+    logprob_chunk: int = Field(256, ge=1, description="positions per lm_head/log_softmax chunk")
+    gradient_checkpointing: bool = False
+    updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
+    seed: int = Field(0, ge=0)
+    device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+
+
+@dataclass
+class Sample:
+    """One completion to train on, with the ids/log-probs exactly as the sampler produced them."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    sampler_logprobs: list[float]  # one per completion token; [] = unknown (weight 1, not in logprob_gap)
+    reward: float
+    group: str  # rewards are compared inside a group (GRPO)
+    loss_mask: list[int] | None = None  # per completion token, 1 = trained, 0 = masked
+    truncated: bool = False  # finish_reason == "length"
+
+
+@dataclass
+class _Row:
+    """A sample reduced to what the forward pass needs."""
+
+    input_ids: list[int]  # prompt + completion up to the last trained token (exclusive)
+    positions: list[int]  # input positions whose next token is a trained completion token
+    targets: list[int]
+    sampler_lp: list[float]  # nan where unknown
+    advantage: float
+
+
+@dataclass
+class _MicroBatch:
+    input_ids: torch.Tensor  # (B, T) right padded
+    attention_mask: torch.Tensor  # (B, T)
+    rows: torch.Tensor  # (N,) batch index of each trained token
+    cols: torch.Tensor  # (N,) position of each trained token's prediction
+    targets: torch.Tensor  # (N,)
+    advantages: torch.Tensor  # (N,) float32
+    sampler_lp: torch.Tensor  # (N,) float32, nan = unknown
+
+
+def group_advantages(samples: list[Sample], scale_std: bool) -> tuple[list[float | None], int, int]:
+    """Per-sample advantage (None = group skipped), groups used, groups skipped."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_group[s.group].append(i)
+    adv: list[float | None] = [None] * len(samples)
+    used = skipped = 0
+    for idx in by_group.values():
+        r = torch.tensor([float(samples[i].reward) for i in idx], dtype=torch.float64)
+        std = r.std(unbiased=False).item() if len(idx) > 1 else 0.0
+        if std < _MIN_REWARD_STD:
+            skipped += 1
+            continue
+        used += 1
+        a = r - r.mean()
+        if scale_std:
+            a = a / std
+        for i, v in zip(idx, a.tolist()):
+            adv[i] = v
+    return adv, used, skipped
+
+
+def _validate(samples: list[Sample], vocab_size: int) -> None:
+    for n, s in enumerate(samples):
+        m = len(s.completion_ids)
+        if not s.prompt_ids:
+            raise ValueError(f"sample {n}: prompt_ids is empty (it must hold at least the BOS token)")
+        if s.sampler_logprobs and len(s.sampler_logprobs) != m:
+            raise ValueError(f"sample {n}: {len(s.sampler_logprobs)} sampler_logprobs for {m} completion tokens")
+        if s.loss_mask is not None and len(s.loss_mask) != m:
+            raise ValueError(f"sample {n}: loss_mask has {len(s.loss_mask)} entries for {m} completion tokens")
+        if not math.isfinite(float(s.reward)):
+            raise ValueError(f"sample {n}: reward {s.reward} is not finite")
+        ids = list(s.prompt_ids) + list(s.completion_ids)
+        if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+            raise MinisirError(
+                f"sample {n}: token id {max(ids)} outside the trainer model's vocabulary ({vocab_size}); "
+                "model.hf_dir must be the same model as model.gguf"
+            )
+
+
+def _make_row(s: Sample, advantage: float, mask_truncated: bool) -> _Row | None:
+    mask = list(s.loss_mask) if s.loss_mask is not None else [1] * len(s.completion_ids)
+    if s.truncated and mask_truncated:
+        return None
+    trained = [j for j, keep in enumerate(mask) if keep]
+    if not trained:
+        return None
+    p = len(s.prompt_ids)
+    seq = list(s.prompt_ids) + list(s.completion_ids)
+    # Completion token j sits at seq[p + j] and is predicted from position p + j - 1.
+    last = trained[-1]
+    lps = s.sampler_logprobs
+    return _Row(
+        input_ids=seq[: p + last],
+        positions=[p + j - 1 for j in trained],
+        targets=[s.completion_ids[j] for j in trained],
+        sampler_lp=[float(lps[j]) if lps else math.nan for j in trained],
+        advantage=advantage,
+    )
+
+
+def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device) -> list[_MicroBatch]:
+    """Greedy length-sorted packing: each micro-batch holds <= budget padded tokens (one row may exceed it)."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
+    groups: list[list[_Row]] = []
+    for i in order:
+        row = rows[i]
+        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].input_ids) <= budget:
+            groups[-1].append(row)
+        else:
+            if len(row.input_ids) > budget:
+                log.warning("a %d-token sequence exceeds micro_batch_tokens=%d; it runs alone", len(row.input_ids), budget)
+            groups.append([row])
+    batches = []
+    for group in groups:
+        width = len(group[0].input_ids)
+        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        att = torch.zeros((len(group), width), dtype=torch.long)
+        rws, cols, tgts, advs, slps = [], [], [], [], []
+        for b, row in enumerate(group):
+            ids[b, : len(row.input_ids)] = torch.tensor(row.input_ids, dtype=torch.long)
+            att[b, : len(row.input_ids)] = 1
+            rws += [b] * len(row.positions)
+            cols += row.positions
+            tgts += row.targets
+            advs += [row.advantage] * len(row.positions)
+            slps += row.sampler_lp
+        batches.append(
+            _MicroBatch(
+                input_ids=ids.to(device),
+                attention_mask=att.to(device),
+                rows=torch.tensor(rws, dtype=torch.long, device=device),
+                cols=torch.tensor(cols, dtype=torch.long, device=device),
+                targets=torch.tensor(tgts, dtype=torch.long, device=device),
+                advantages=torch.tensor(advs, dtype=torch.float32, device=device),
+                sampler_lp=torch.tensor(slps, dtype=torch.float32, device=device),
+            )
+        )
+    return batches
+
+
+class _ChosenLogprob(torch.autograd.Function):
+    """Chosen-token log-probs (and entropies) of a chunk through a frozen lm_head.
+
+    The (n, vocab) logits are used once and freed: forward also computes d lp / d hidden, an
+    (n, H) tensor, so backward is one multiply. That is exact because the head's weight gets no
+    gradient (the LoRA does not touch lm_head), and it saves the logits recompute that
+    activation checkpointing would need: 2 vocab-sized matmuls per chunk instead of 3.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, softcap):
+        logits = (hidden @ weight.t()).float()
+        if softcap:
+            squashed = torch.tanh(logits / softcap)
+            logits = squashed * softcap
+        logp = torch.log_softmax(logits, dim=-1)
+        lp = logp.gather(-1, targets[:, None]).squeeze(-1)
+        probs = logp.exp()
+        entropy = -(probs * logp).sum(-1)
+        del logp, logits
+        if ctx.needs_input_grad[0]:
+            grad_logits = probs.neg_()  # d lp_y / d z = onehot(y) - softmax(z)
+            grad_logits.scatter_add_(-1, targets[:, None], torch.ones_like(lp)[:, None])
+            if softcap:
+                grad_logits.mul_(1 - squashed * squashed)  # through z = c * tanh(x / c)
+            ctx.save_for_backward((grad_logits.to(weight.dtype) @ weight).to(hidden.dtype))
+        ctx.mark_non_differentiable(entropy)
+        return lp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_lp, _grad_entropy):
+        (dlp_dhidden,) = ctx.saved_tensors
+        return grad_lp[:, None].to(dlp_dhidden.dtype) * dlp_dhidden, None, None, None
+
+
+class GRPOTrainer:
+    """Owns the PEFT LoRA model and its optimizer; one `step` = one GRPO update on a batch of samples."""
+
+    def __init__(self, cfg: TrainerConfig, gguf_path: Path | None, hf_dir: Path | None = None, seed: int | None = None):
+        from peft import LoraConfig, get_peft_model
+
+        self.cfg = cfg
+        self.seed = cfg.seed if seed is None else int(seed)
+        torch.manual_seed(self.seed)  # LoRA init and dropout are reproducible from here on
+        base = load_hf_model(gguf_path, hf_dir=hf_dir, dtype=cfg.dtype, device=cfg.device)
+        self.device = next(base.parameters()).device
+        base.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            kwargs = {"use_reentrant": False}  # reentrant checkpointing needs inputs that require grad
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            self.model = get_peft_model(base, lora)
+        except ValueError as exc:
+            raise RecipeError(
+                f"trainer.target_modules: {cfg.target_modules} do not match the model's layers ({exc}); "
+                f"use names such as {DEFAULT_TARGET_MODULES}"
+            ) from exc
+        self.model.train()
+        self._base = self.model.get_base_model()
+        self._body = self._base.get_decoder()
+        self._head = self._base.get_output_embeddings()
+        self._softcap = getattr(self._base.config, "final_logit_softcapping", None)
+        self._fast_head = self._frozen_linear_head()
+        self.vocab_size = int(self._head.weight.shape[0])
+        pad = getattr(self._base.config, "pad_token_id", None)
+        self._pad_id = int(pad) if isinstance(pad, int) and 0 <= pad < self.vocab_size else 0
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.step_count = 0
+        n_train = sum(p.numel() for p in self.params)
+        log.info("LoRA r=%d on %s: %.2fM trainable parameters", cfg.lora_rank, cfg.target_modules, n_train / 1e6)
+
+    # ----------------------------------------------------------------- log-probs
+    def _chunk_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lm_head + log_softmax on a (n, H) chunk; returns chosen-token log-probs and entropies (no grad)."""
+        logits = self._head(hidden).float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        logp = torch.log_softmax(logits, dim=-1)
+        with torch.no_grad():
+            entropy = -(logp.exp() * logp).sum(-1)
+        return logp.gather(-1, targets[:, None]).squeeze(-1), entropy
+
+    def _frozen_linear_head(self) -> bool:
+        """True when lm_head is a plain frozen Linear, so _ChosenLogprob's shortcut is exact."""
+        head = self._head
+        return (
+            type(head) is torch.nn.Linear
+            and head.bias is None
+            and not any(p.requires_grad for p in head.parameters())
+        )
+
+    def _token_logprobs(self, mb: _MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs (N,) of the micro-batch's trained tokens under the current model mode."""
+        hidden = self._body(input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False).last_hidden_state
+        selected = hidden[mb.rows, mb.cols]  # only positions that predict trained tokens
+        lps, ents = [], []
+        for start in range(0, selected.shape[0], self.cfg.logprob_chunk):
+            h = selected[start : start + self.cfg.logprob_chunk]
+            t = mb.targets[start : start + self.cfg.logprob_chunk]
+            if torch.is_grad_enabled() and self._fast_head:
+                lp, ent = _ChosenLogprob.apply(h, self._head.weight, t, self._softcap)
+            elif torch.is_grad_enabled():
+                # Recompute the chunk's logits in backward instead of keeping (n, vocab) per chunk alive.
+                lp, ent = checkpoint(self._chunk_logprobs, h, t, use_reentrant=False)
+            else:
+                lp, ent = self._chunk_logprobs(h, t)
+            lps.append(lp)
+            ents.append(ent)
+        return torch.cat(lps), torch.cat(ents)
+
+    @torch.no_grad()
+    def logprobs(self, samples: list[Sample]) -> list[list[float]]:
+        """Trainer log-probs of every completion token (adapter on, no dropout); for diagnostics and tests."""
+        _validate(samples, self.vocab_size)
+        rows = []
+        for s in samples:
+            full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False)
+            rows.append(_make_row(full, 0.0, False))
+        out: list[list[float]] = [[] for _ in samples]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for i, row in enumerate(rows):
+                if row is None:
+                    continue
+                (mb,) = _pack([row], 1 << 62, self._pad_id, self.device)
+                out[i] = self._token_logprobs(mb)[0].tolist()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    # ----------------------------------------------------------------- training
+    def step(self, samples: list[Sample]) -> dict[str, float]:
+        """One GRPO step (cfg.updates_per_step optimizer updates) on `samples`; returns metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        _validate(samples, self.vocab_size)
+        adv, used, skipped = group_advantages(samples, cfg.scale_std)
+        rows = [r for s, a in zip(samples, adv) if a is not None and (r := _make_row(s, a, cfg.mask_truncated))]
+        n_tokens = sum(len(r.positions) for r in rows)
+        metrics: dict[str, float] = {
+            "loss": 0.0, "groups_used": float(used), "groups_skipped": float(skipped), "logprob_gap": 0.0,
+            "grad_norm": 0.0, "tokens": float(n_tokens), "sequences": float(len(rows)), "samples": float(len(samples)),
+            "reward_mean": sum(float(s.reward) for s in samples) / max(len(samples), 1),
+            "adv_abs_mean": 0.0, "clip_frac": 0.0, "is_weight_mean": 1.0, "is_capped_frac": 0.0,
+            "kl": 0.0, "entropy": 0.0, "updates": 0.0,
+        }
+        self.step_count += 1
+        if not rows:  # nothing to learn from: leave parameters and optimizer state untouched
+            metrics["time_s"] = time.perf_counter() - t0
+            return metrics
+        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device)
+        denom = float(n_tokens) if cfg.loss_agg == "token" else float(len(rows) * cfg.max_completion_tokens)
+
+        old_lp: list[torch.Tensor | None] = [None] * len(batches)
+        ref_lp: list[torch.Tensor | None] = [None] * len(batches)
+        with torch.no_grad():
+            if cfg.updates_per_step > 1:  # the policy moves between updates: freeze lp_old first
+                self.model.eval()
+                old_lp = [self._token_logprobs(mb)[0] for mb in batches]
+                self.model.train()
+            if cfg.kl_coef > 0:
+                self.model.eval()
+                with self.model.disable_adapter():
+                    ref_lp = [self._token_logprobs(mb)[0] for mb in batches]
+                self.model.train()
+
+        sums: dict[str, float] = defaultdict(float)
+        for update in range(cfg.updates_per_step):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_total = 0.0
+            for k, mb in enumerate(batches):
+                lp, ent = self._token_logprobs(mb)
+                old = old_lp[k] if old_lp[k] is not None else lp.detach()
+                a = mb.advantages
+                ratio = torch.exp(lp - old)
+                surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.eps_low, 1 + cfg.eps_high) * a)
+                known = ~torch.isnan(mb.sampler_lp)
+                if cfg.is_cap is not None:
+                    raw_w = torch.exp(old - torch.nan_to_num(mb.sampler_lp, nan=0.0))
+                    w = torch.where(known, torch.clamp(raw_w, max=cfg.is_cap), torch.ones_like(old))
+                else:
+                    w = torch.ones_like(old)
+                per_token = -w * surrogate
+                if cfg.kl_coef > 0:
+                    d = ref_lp[k] - lp
+                    k3 = torch.exp(d) - d - 1
+                    per_token = per_token + cfg.kl_coef * k3
+                contribution = per_token.sum() / denom
+                contribution.backward()
+                loss_total += contribution.item()
+                with torch.no_grad():  # clipping can only happen after the first update: count all
+                    clipped = ((ratio < 1 - cfg.eps_low) & (a < 0)) | ((ratio > 1 + cfg.eps_high) & (a > 0))
+                    sums["clip"] += clipped.float().sum().item()
+                if update == 0:
+                    with torch.no_grad():
+                        sums["gap"] += (old - mb.sampler_lp)[known].abs().sum().item()
+                        sums["known"] += known.sum().item()
+                        sums["w"] += w.sum().item()
+                        if cfg.is_cap is not None:
+                            sums["capped"] += (known & (raw_w > cfg.is_cap)).sum().item()
+                        sums["entropy"] += ent.sum().item()
+                        sums["adv"] += a.abs().sum().item()
+                        if cfg.kl_coef > 0:
+                            sums["kl"] += k3.detach().sum().item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):  # one bad batch must not turn the adapter into NaNs
+                log.warning("non-finite gradient norm at step %d; update skipped", self.step_count)
+                metrics["nonfinite_updates"] = metrics.get("nonfinite_updates", 0.0) + 1
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
+            self.optimizer.step()
+            if update == 0:
+                metrics["loss"] = loss_total
+                metrics["grad_norm"] = float(grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+
+        metrics.update(
+            updates=float(cfg.updates_per_step),
+            clip_frac=sums["clip"] / (n_tokens * cfg.updates_per_step),
+            logprob_gap=sums["gap"] / sums["known"] if sums["known"] else 0.0,
+            is_weight_mean=sums["w"] / n_tokens,
+            is_capped_frac=sums["capped"] / sums["known"] if sums["known"] else 0.0,
+            entropy=sums["entropy"] / n_tokens,
+            adv_abs_mean=sums["adv"] / n_tokens,
+            kl=sums["kl"] / n_tokens,
+            time_s=time.perf_counter() - t0,
+        )
+        return metrics
+
+    # ----------------------------------------------------------------- persistence
+    def export_adapter(self, path: Path) -> Path:
+        """Write the LoRA as a llama.cpp GGUF adapter (atomically, by export.write_lora_gguf)."""
+        from .export import write_lora_gguf
+
+        return write_lora_gguf(self.model, Path(path))
+
+    def save_state(self, directory: Path) -> None:
+        """Adapter weights (PEFT format) + optimizer + step + RNG, written atomically, for exact resume."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.model.save_pretrained(str(tmp / _ADAPTER_DIR))
+            state = {
+                "format": _STATE_FORMAT,
+                "step": self.step_count,
+                "seed": self.seed,
+                "config": self.cfg.model_dump(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+            torch.save(state, tmp / _STATE_FILE)
+            if directory.exists():
+                os.rename(directory, old)
+            os.rename(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self, directory: Path) -> None:
+        """Restore what save_state wrote; the next step then matches an uninterrupted run exactly."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        state_file = directory / _STATE_FILE
+        weights = directory / _ADAPTER_DIR / "adapter_model.safetensors"
+        if not state_file.is_file() or not weights.is_file():
+            raise MinisirError(f"trainer state: {directory} lacks {_STATE_FILE} or {_ADAPTER_DIR}/; start a fresh run")
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        for name in _SHAPE_FIELDS:
+            saved, now = state["config"].get(name), getattr(self.cfg, name)
+            if saved != now:
+                raise RecipeError(
+                    f"trainer.{name}: the saved state in {directory} used {saved!r}, the recipe says {now!r}; "
+                    "restore the setting or start a fresh run"
+                )
+        result = set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing:
+            raise MinisirError(f"trainer state: {weights} lacks {len(missing)} LoRA tensors (e.g. {missing[0]})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the recipe's values win over the saved ones
+            group["lr"], group["weight_decay"] = self.cfg.learning_rate, self.cfg.weight_decay
+        self.step_count = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
