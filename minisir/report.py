@@ -1,0 +1,366 @@
+"""Markdown + PNG report of one run, read from its archive.
+
+A run's health shows in a few curves (rewards, solve rate, valid-problem rate,
+diversity, solution length, benchmark accuracy against step) and in what the teacher
+wrote (concepts and example problems early/middle/late, lineage depth). Every
+per-step curve prefers the metric the loop stored with the step and otherwise falls back
+to recomputing it from the problem/solution tables; a curve with neither is skipped
+with a note in the report, never an error (old or partial runs still get a report).
+
+The archive is opened read-only, so a report can be built while the run is going.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .archive import Archive
+from .errors import MinisirError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Curve:
+    key: str  # step-metrics key the loop stores
+    label: str  # legend label
+    sql: str  # fallback: (step, value) rows from the tables
+
+
+# Fallback queries skip seed problems: they are not the teacher's output.
+_NOT_SEED = "COALESCE(role, '') != 'seed'"
+CURVES: dict[str, Curve] = {
+    "teacher_reward_mean": Curve("teacher_reward_mean", "teacher reward (mean per problem)",
+                                 f"SELECT step, AVG(teacher_reward) FROM problems WHERE teacher_reward IS NOT NULL "
+                                 f"AND {_NOT_SEED} GROUP BY step"),
+    "student_reward_mean": Curve("student_reward_mean", "student reward (mean per solution)",
+                                 "SELECT step, AVG(reward) FROM solutions WHERE reward IS NOT NULL GROUP BY step"),
+    "solve_rate_mean": Curve("solve_rate_mean", "solve rate (majority share, valid problems)",
+                             f"SELECT step, AVG(solve_rate) FROM problems WHERE valid = 1 AND solve_rate IS NOT NULL "
+                             f"AND {_NOT_SEED} GROUP BY step"),
+    "valid_rate": Curve("valid_rate", "valid-problem rate",
+                        f"SELECT step, AVG(valid) FROM problems WHERE {_NOT_SEED} GROUP BY step"),
+    "diversity_mean": Curve("diversity_mean", "diversity (mean per valid problem)",
+                            f"SELECT step, AVG(diversity) FROM problems WHERE valid = 1 AND diversity IS NOT NULL "
+                            f"AND {_NOT_SEED} GROUP BY step"),
+    "solution_tokens_mean": Curve("solution_tokens_mean", "solution length (mean tokens)",
+                                  "SELECT step, AVG(n_tokens) FROM solutions WHERE n_tokens IS NOT NULL GROUP BY step"),
+}
+
+# One PNG per panel: (file, title, y label, curves, y range or None)
+PANELS = (
+    ("rewards.png", "Teacher and student reward", "mean reward", ("teacher_reward_mean", "student_reward_mean"), None),
+    ("solve_rate.png", "Student solve rate", "fraction of samples agreeing with the majority",
+     ("solve_rate_mean",), (0, 1.02)),
+    ("valid_rate.png", "Valid-problem rate", "fraction of teacher outputs that parse", ("valid_rate",), (0, 1.02)),
+    ("diversity.png", "Problem diversity", "diversity score (0 = duplicate, higher = novel)", ("diversity_mean",), None),
+    ("solution_length.png", "Student solution length", "tokens per solution", ("solution_tokens_mean",), None),
+)
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    try:
+        from matplotlib.figure import Figure  # Figure + savefig use Agg; no pyplot global state
+    except ImportError as exc:
+        raise MinisirError("reports need matplotlib: run `pip install matplotlib`") from exc
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _integer_steps(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, format="png")
+    return path
+
+
+def _series(archive: Archive, steps: list[dict], curve: Curve) -> tuple[dict[int, float], str]:
+    """step -> value, and where it came from ("step metrics" | "tables" | "")."""
+    stored = {}
+    for row in steps:
+        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        v = m.get(curve.key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            stored[int(row["step"])] = float(v)
+    if stored:
+        return stored, "step metrics"
+    rows = archive.db.conn.execute(curve.sql).fetchall()
+    computed = {int(s): float(v) for s, v in rows if s is not None and v is not None}
+    return computed, ("tables" if computed else "")
+
+
+def _rolling(y: np.ndarray, window: int) -> np.ndarray:
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, y[0]), y])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _plot_curves(path: Path, title: str, ylabel: str, series: dict[str, dict[int, float]], ylim) -> Path:
+    fig, ax = _figure()
+    for label, data in series.items():
+        xs = np.array(sorted(data))
+        ys = np.array([data[x] for x in xs])
+        if len(xs) > 20:  # noisy per-step values: faint raw line plus a moving average
+            line, = ax.plot(xs, ys, alpha=0.3, linewidth=1)
+            ax.plot(xs, _rolling(ys, max(2, len(xs) // 15)), color=line.get_color(), linewidth=2,
+                    label=f"{label} (moving avg)")
+        else:
+            ax.plot(xs, ys, marker="o", linewidth=1.5, label=label)
+    _integer_steps(ax)
+    ax.set_title(title)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def _eval_points(archive: Archive) -> dict[tuple[str, str], list[tuple[int | None, float, list]]]:
+    """(benchmark, metric) -> [(step or None for base, value, ci)]."""
+    out: dict[tuple[str, str], list] = {}
+    for row in archive.evals():
+        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        for metric in ("pass@1", "maj@k", "greedy"):
+            if isinstance(m.get(metric), (int, float)):
+                ci = m.get(f"{metric}_ci") or [math.nan, math.nan]
+                out.setdefault((row["benchmark"], metric), []).append((row["step"], float(m[metric]), ci))
+    return out
+
+
+def _plot_evals(path: Path, points: dict) -> Path:
+    fig, ax = _figure()
+    for i, ((bench, metric), pts) in enumerate(sorted(points.items())):
+        stepped = sorted((s, v, ci) for s, v, ci in pts if s is not None)
+        base = [(v, ci) for s, v, ci in pts if s is None]
+        label = f"{bench} {metric}"
+        color = f"C{i % 10}"
+        if stepped:
+            xs = [s for s, _, _ in stepped]
+            ys = [100 * v for _, v, _ in stepped]
+            lo = [100 * (v - ci[0]) if ci and ci[0] == ci[0] else 0 for _, v, ci in stepped]
+            hi = [100 * (ci[1] - v) if ci and ci[1] == ci[1] else 0 for _, v, ci in stepped]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color, label=f"{label} (95% CI)")
+        if base:
+            v, ci = base[-1]
+            ax.axhline(100 * v, linestyle="--", color=color, alpha=0.8, label=f"{label}, base model")
+            if ci and ci[0] == ci[0]:
+                ax.axhspan(100 * ci[0], 100 * ci[1], color=color, alpha=0.1)
+    _integer_steps(ax)
+    ax.set_title("Benchmark accuracy")
+    ax.set_xlabel("training step (dashed: base model)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def lineage_depths(archive: Archive) -> dict[int, int]:
+    """Problem id -> generations from its root (a problem with no parent is depth 0)."""
+    parent = dict(archive.db.conn.execute("SELECT id, parent_id FROM problems").fetchall())
+    depth: dict[int, int] = {}
+    for pid in parent:
+        chain = []
+        cur = pid
+        while cur is not None and cur not in depth and cur in parent and len(chain) <= len(parent):
+            chain.append(cur)
+            cur = parent[cur]
+        d = depth.get(cur, -1) if cur is not None else -1
+        for node in reversed(chain):
+            d += 1
+            depth[node] = d
+    return depth
+
+
+def _plot_depths(path: Path, depths: list[int]) -> Path:
+    fig, ax = _figure()
+    counts = Counter(depths)
+    xs = list(range(0, max(counts) + 1))
+    ax.bar(xs, [counts.get(x, 0) for x in xs], color="tab:blue", label="valid problems")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Lineage depth of valid problems")
+    ax.set_xlabel("depth (generations from a root problem)")
+    ax.set_ylabel("number of problems")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def _phases(steps: list[int]) -> list[tuple[str, list[int]]]:
+    names = ("early", "middle", "late")
+    if not steps:
+        return []
+    parts = np.array_split(np.array(sorted(steps)), min(3, len(steps)))
+    return [(names[i] if len(parts) == 3 else f"part {i + 1}", [int(s) for s in p]) for i, p in enumerate(parts)]
+
+
+def _concepts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = value.split(",")
+    if not isinstance(value, list):
+        return []
+    return [" ".join(str(c).lower().split()) for c in value if str(c).strip()]
+
+
+def _md_escape(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write report.md and its PNG plots into out_dir (default <run dir>/report); return report.md."""
+    src = Path(archive_path_or_run_dir).expanduser()
+    archive = Archive.open(src, readonly=True)
+    try:
+        out = Path(out_dir) if out_dir is not None else archive.path.parent / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        return _write(archive, out)
+    finally:
+        archive.close()
+
+
+def _write(archive: Archive, out: Path) -> Path:
+    from .evaluate import format_table
+
+    steps = archive.steps()
+    stats = archive.stats()
+    info = archive.run_info() or {}
+    recipe = info.get("recipe") or {}
+    md: list[str] = ["# minisir run report", ""]
+    md.append(f"Archive: `{archive.path}`  ")
+    md.append(f"Generated: {time.strftime('%Y-%m-%d %H:%M:%S')}  ")
+    if info:
+        md.append(f"Run started: {time.strftime('%Y-%m-%d %H:%M', time.localtime(info['created_at']))}, "
+                  f"seed {info.get('seed')}  ")
+        for key in ("model", "method"):
+            if key in recipe:
+                md.append(f"{key}: `{json.dumps(recipe[key], sort_keys=True)[:300]}`  ")
+    md += ["", "## Summary", "", "| quantity | value |", "|---|---|"]
+    for key in ("steps", "last_step", "problems", "valid_problems", "solutions", "adapters",
+                "mean_solve_rate", "mean_teacher_reward", "mean_diversity", "solution_agreement"):
+        md.append(f"| {key.replace('_', ' ')} | {_fmt(stats.get(key))} |")
+    if stats.get("invalid_reasons"):
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["invalid_reasons"].items())
+        md.append(f"| invalid reasons | {_md_escape(reasons)} |")
+
+    # ---------------------------------------------------------------- training curves
+    md += ["", "## Training curves", ""]
+    notes: list[str] = []
+    first_last = []
+    for fname, title, ylabel, keys, ylim in PANELS:
+        series: dict[str, dict[int, float]] = {}
+        missing = []
+        for key in keys:
+            data, source = _series(archive, steps, CURVES[key])
+            if data:
+                series[CURVES[key].label] = data
+                xs = sorted(data)
+                first_last.append((key, xs[0], data[xs[0]], xs[-1], data[xs[-1]], source))
+            else:
+                missing.append(f"`{key}`")
+        why = "not in the step metrics and not computable from the archive tables"
+        if not series:
+            notes.append(f"- {title} ({', '.join(missing)}): {why}; plot skipped.")
+            continue
+        if missing:
+            notes.append(f"- {', '.join(missing)}: {why}; left out of {fname}.")
+        _plot_curves(out / fname, title, ylabel, series, ylim)
+        md += [f"![{title}]({fname})", ""]
+    if first_last:
+        md += ["| metric | first step | value | last step | value | source |", "|---|---|---|---|---|---|"]
+        md += [f"| {k} | {s0} | {v0:.3f} | {s1} | {v1:.3f} | {src} |" for k, s0, v0, s1, v1, src in first_last]
+        md.append("")
+    if notes:
+        md += ["Notes:", *notes, ""]
+
+    # ---------------------------------------------------------------- evaluations
+    md += ["## Evaluation", ""]
+    points = _eval_points(archive)
+    if points:
+        _plot_evals(out / "eval_accuracy.png", points)
+        md += ["![Benchmark accuracy](eval_accuracy.png)", ""]
+        rows = {}
+        for i, row in enumerate(archive.evals()):
+            m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+            m = dict(m)
+            m.setdefault("config", {})
+            m["config"] = {**m["config"], "benchmark": row["benchmark"]}
+            name = "base" if row["step"] is None else f"step {row['step']}"
+            rows[f"{name} (#{i + 1})"] = m
+        md += [format_table(rows), ""]
+    else:
+        md += ["No evaluations recorded (run `minisir eval` on this run to add them).", ""]
+
+    # ---------------------------------------------------------------- problems over the run
+    md += ["## How the problems changed", ""]
+    probs = archive.db.conn.execute(
+        f"SELECT id, step, text, concepts, teacher_reward, solve_rate, majority_answer FROM problems "
+        f"WHERE valid = 1 AND {_NOT_SEED} ORDER BY id"
+    ).fetchall()
+    phases = _phases([int(s["step"]) for s in steps])
+    if not probs or not phases:
+        md += ["No valid teacher problems yet.", ""]
+    else:
+        by_step: dict[int, list] = {}
+        for p in probs:
+            by_step.setdefault(p[1], []).append(p)
+        md += ["### Most frequent concepts", "", "| phase | steps | valid problems | top concepts (count) |",
+               "|---|---|---|---|"]
+        for name, ph_steps in phases:
+            rows = [p for s in ph_steps for p in by_step.get(s, [])]
+            counts = Counter(c for p in rows for c in _concepts(p[3]))
+            top = ", ".join(f"{c} ({n})" for c, n in counts.most_common(8)) or "-"
+            md.append(f"| {name} | {ph_steps[0]}–{ph_steps[-1]} | {len(rows)} | {_md_escape(top, 500)} |")
+        md += ["", "### Example problems", ""]
+        for name, ph_steps in phases:
+            rows = [p for s in ph_steps for p in by_step.get(s, [])]
+            if not rows:
+                continue
+            best = sorted(rows, key=lambda p: (-(p[4] if p[4] is not None else -math.inf), p[0]))[:3]
+            md.append(f"**{name}** (steps {ph_steps[0]}–{ph_steps[-1]}; highest teacher reward first)")
+            md.append("")
+            for p in best:
+                extra = f"step {p[1]}, teacher reward {_fmt(p[4])}, solve rate {_fmt(p[5])}, answer {p[6]}"
+                md.append(f"- {_md_escape(p[2])} _({extra})_")
+            md.append("")
+        depth = lineage_depths(archive)
+        valid_depths = [depth[p[0]] for p in probs if p[0] in depth]
+        if valid_depths:
+            _plot_depths(out / "lineage_depth.png", valid_depths)
+            md += ["### Lineage depth", "", "![Lineage depth](lineage_depth.png)", "",
+                   f"Mean depth {np.mean(valid_depths):.2f}, max {max(valid_depths)} "
+                   f"(depth = generations from a root problem such as the seed).", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    log.info("report written to %s", path)
+    return path

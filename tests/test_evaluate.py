@@ -1,0 +1,268 @@
+"""Benchmarks, answer checking, metrics and a real (tiny) eval of the bundled model."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from fractions import Fraction
+
+import pytest
+from pydantic import ValidationError
+
+from minisir import evaluate as E
+from minisir.archive import Archive
+from minisir.errors import MinisirError
+
+
+def _number(s: str) -> Fraction:
+    return Fraction(s)  # raises on anything that is not a plain number
+
+
+# ------------------------------------------------------------------ answers / formats
+@pytest.mark.parametrize(
+    "raw, ref",
+    [("So it costs 1200.\n#### 1,200", "1200"), ("#### 140", "140"), ("####  -3", "-3"),
+     ("\\boxed{3/4}", "3/4"), (42, "42"), ("7 dollars", "7"), ("#### 3.5", "3.5")],
+)
+def test_reference_answer_formats(raw, ref):
+    assert E.reference_answer(raw) == ref
+
+
+def test_is_correct_uses_boxed_answer():
+    assert E.is_correct("It is 1,200 in total, so \\boxed{1,200}.", E.reference_answer("#### 1,200"))
+    assert E.is_correct("\\boxed{1200.0}", "1200")
+    assert E.is_correct("\\boxed{\\$1200}", "1200")
+    assert E.is_correct("\\boxed{7/2}", "3.5")
+    assert not E.is_correct("The answer is 1200.", "1200")  # no box: same rule as training
+    assert not E.is_correct("\\boxed{1201}", "1200")
+
+
+# ------------------------------------------------------------------ GSM8K-100
+def test_gsm8k_100_loads_all_questions_with_numeric_answers():
+    qs = E.load_benchmark("gsm8k-100")
+    assert len(qs) == 100
+    assert len({q.id for q in qs}) == 100
+    fog = next(q for q in qs if q.question.startswith("A fog bank"))
+    assert fog.answer == "140"
+    for q in qs:
+        value = _number(q.answer)
+        assert q.question.endswith("?") or len(q.question) > 40
+        # the reference is found in its boxed form, with thousands separators too
+        assert E.is_correct(f"\\boxed{{{q.answer}}}", q.answer)
+        if value.denominator == 1 and abs(value) >= 1000:
+            assert E.is_correct(f"\\boxed{{{int(value):,}}}", q.answer)
+
+
+def test_gsm8k_subset_is_seeded_and_stable():
+    a = [q.id for q in E.load_benchmark("gsm8k-100", n=5, seed=1)]
+    assert a == [q.id for q in E.load_benchmark("gsm8k-100", n=5, seed=1)]
+    assert a != [q.id for q in E.load_benchmark("gsm8k-100", n=5, seed=2)]
+    assert a == sorted(a) and len(set(a)) == 5
+
+
+# ------------------------------------------------------------------ GSM-Symbolic
+@pytest.fixture(scope="module")
+def symbolic():
+    return E.load_gsm_symbolic(100, seed=7)
+
+
+def test_gsm_symbolic_variants_satisfy_conditions_and_answers(symbolic):
+    qs, skipped = symbolic
+    assert len(qs) == 100
+    assert "0095" in skipped and "Subscript" in skipped["0095"]  # uses x[1] on an int: skipped, counted
+    assert len(skipped) <= 5
+    templates = {stem: E.parse_template(stem, d) for stem, d in E._gsm_files()}
+    assert len({q.meta["template"] for q in qs}) >= 90  # round-robin over templates
+    for q in qs:
+        _number(q.answer)
+        assert "{" not in q.question, q.question  # every placeholder rendered
+        tpl = templates[q.meta["template"]]
+        # recompute from the rendered variable values, in a fresh environment
+        env = {k: E._as_value(v) for k, v in q.meta["values"].items()}
+        ev = E.SafeEval(env, E._Funcs(random.Random(0)).table)
+        try:
+            conds = [ev(c) for c in tpl.conditions]
+            answer = E.format_number(ev(tpl.answer))
+        except E.TemplateError:
+            continue  # a condition on a non-numeric list variable; covered by the sampler itself
+        assert all(conds), (q.id, tpl.conditions, q.meta)
+        assert E.equivalent(answer, q.answer), (q.id, answer, q.answer)
+
+
+def test_gsm_symbolic_fog_template_by_hand(symbolic):
+    """Template 0001: "It takes t minutes to cover every d miles... the city is y miles"."""
+    qs, _ = symbolic
+    tpl = E.parse_template("0001", dict(E._gsm_files())["0001"])
+    fogs = [(q.question, q.answer) for q in qs if q.meta["template"] == "0001"]
+    fogs += [E.sample_variant(tpl, random.Random(i))[:2] for i in range(10)]
+    assert len(fogs) == 11 and len(set(fogs)) > 5
+    for text, answer in fogs:
+        found = re.search(r"takes (\d+) minutes to cover every (\d+) miles.*?is (\d+) miles", text)
+        t, d, y = map(int, found.groups())
+        assert y % d == 0
+        assert int(answer) == y // d * t
+
+
+def test_gsm_symbolic_is_seeded():
+    a, _ = E.load_gsm_symbolic(10, seed=3)
+    b, _ = E.load_gsm_symbolic(10, seed=3)
+    c, _ = E.load_gsm_symbolic(10, seed=4)
+    assert [(q.question, q.answer) for q in a] == [(q.question, q.answer) for q in b]
+    assert [q.question for q in a] != [q.question for q in c]
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["__import__('os')", "().__class__", "x.y", "(lambda: 1)()", "[i for i in range(3)]",
+     "10 ** 10 ** 10", "open('f')", "'a' * 1000", "x[0]"],
+)
+def test_safe_eval_rejects_everything_else(expr):
+    ev = E.SafeEval({"x": [1, 2]}, E._Funcs(random.Random(0)).table)
+    with pytest.raises(E.TemplateError):
+        ev(expr)
+
+
+def test_safe_eval_is_exact():
+    ev = E.SafeEval({"a": 7, "b": Fraction(1, 10)}, E._Funcs(random.Random(0)).table)
+    assert ev("is_int(a * 3 * b * 10 / 3)") is True  # 0.1 * 3 would fail with floats
+    assert ev("a // 2 + (1 if a > 5 else 0)") == 4
+    assert ev("3 < a <= 7 and divides(a * 2, 7)") is True
+
+
+# ------------------------------------------------------------------ arithmetic
+def test_arithmetic_answers_are_correct():
+    qs = E.load_benchmark("arithmetic", n=50, seed=5)
+    assert len(qs) == 50
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+    kinds = set()
+    for q in qs:
+        toks = re.findall(r"\d+|[-+*/]", q.question)
+        value = Fraction(int(toks[0]))
+        for op, num in zip(toks[1::2], toks[2::2]):  # left to right: all templates are written that way
+            value = ops[op](value, Fraction(int(num)))
+        assert value.denominator == 1 and str(value.numerator) == q.answer, q
+        kinds.add(q.meta["kind"])
+    assert kinds == {"mul", "add", "sub", "div", "mix"}
+    assert any(re.fullmatch(r"What is \d{3} \* \d{3}\?", q.question) for q in qs)
+    assert [q.question for q in qs] == [q.question for q in E.load_arithmetic(50, 5)]
+
+
+# ------------------------------------------------------------------ JSONL
+def test_jsonl_good_file(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": "2+2?", "answer": 4}, {"id": "x", "question": "Big?", "answer": "It is\n#### 1,200"},
+            {"question": "Half?", "answer": "\\boxed{\\frac{1}{2}}"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    qs = E.load_benchmark(str(path))
+    assert [q.answer for q in qs] == ["4", "1200", "\\frac{1}{2}"]
+    assert qs[1].id == "x" and qs[0].id == "mine-1"
+    assert E.is_correct("\\boxed{0.5}", qs[2].answer)
+
+
+@pytest.mark.parametrize(
+    "lines, needle",
+    [(['{"question": "a", "answer": 1}', "{not json"], "line 2"),
+     (['{"question": "a", "answer": 1}', '{"question": "b"}'], "line 2: field 'answer'"),
+     (['{"answer": 3}'], "line 1: field 'question'"),
+     (['[1, 2]'], "line 1"),
+     (['{"question": "a", "answer": ""}'], "line 1: field 'answer'")],
+)
+def test_jsonl_bad_rows_name_file_and_line(tmp_path, lines, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MinisirError) as err:
+        E.load_benchmark(str(path))
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_unknown_benchmark_and_config_validation(tmp_path):
+    with pytest.raises(MinisirError, match="unknown benchmark"):
+        E.load_benchmark("gsm9k")
+    with pytest.raises(MinisirError, match="does not exist"):
+        E.load_benchmark(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValidationError):
+        E.EvalConfig(k=0)
+    with pytest.raises(ValidationError):
+        E.EvalConfig(temprature=0.5)
+    cfg = E.EvalConfig()
+    assert (cfg.temperature, cfg.top_p) == (0.6, 0.95)
+
+
+# ------------------------------------------------------------------ metrics
+def test_score_question_pass_at_1_and_majority():
+    s = E.score_question(["5", "5.0", "6", None], "5")
+    assert s["pass@1"] == 0.5 and s["maj@k"] == 1.0 and s["correct"] == [True, True, False, False]
+    s = E.score_question(["6", "6", "5", None], "5")
+    assert s["pass@1"] == 0.25 and s["maj@k"] == 0.0
+    assert E.score_question(["6", "5"], "5")["maj@k"] == 0.0  # tie -> earliest class
+    assert E.score_question([None, None], "5") == {"correct": [False, False], "pass@1": 0.0,
+                                                  "maj_answer": None, "maj@k": 0.0}
+
+
+def _records(pass1, maj, ids=None):
+    ids = ids or [f"q{i}" for i in range(len(pass1))]
+    return [{"id": i, "pass@1": p, "maj@k": m} for i, p, m in zip(ids, pass1, maj)]
+
+
+def test_aggregate_hand_computed_interval():
+    m = E.aggregate(_records([1, 0, 0.5, 0.5], [1, 0, 1, 0]))
+    # mean 0.5, sd (ddof 1) = sqrt(0.5 / 3) = 0.408248, half width = 1.959964 * 0.408248 / 2 = 0.400077
+    assert m["pass@1"] == pytest.approx(0.5)
+    assert m["pass@1_ci"] == pytest.approx([0.099923, 0.900077], abs=1e-5)
+    # maj: mean 0.5, sd = sqrt(1/3) = 0.57735, half = 0.565793 -> clipped to [0, 1]
+    assert m["maj@k_ci"] == pytest.approx([0.0, 1.0])
+    assert "greedy" not in m and m["n_questions"] == 4
+    one = E.aggregate(_records([1.0], [1.0]))
+    assert one["pass@1"] == 1.0 and all(math.isnan(x) for x in one["pass@1_ci"])
+
+
+def test_compare_is_paired_over_question_ids():
+    a = E.EvalResult({"benchmark": "b"}, {}, _records([1, 0, 0.5, 0.5], [1, 0, 1, 1]))
+    b_rows = _records([0, 0, 0.5, 0, 1], [0, 0, 1, 0, 1], ids=["q0", "q1", "q2", "q3", "extra"])
+    b = {"questions": b_rows, "config": {"benchmark": "b"}}
+    d = E.compare(a, b)
+    # diffs [1, 0, 0, 0.5]: mean 0.375, sd = sqrt(0.6875 / 3) = 0.478714, half = 0.469131
+    assert d["pass@1"]["n"] == 4
+    assert d["pass@1"]["diff"] == pytest.approx(0.375)
+    assert d["pass@1"]["ci"] == pytest.approx([-0.094131, 0.844131], abs=1e-5)
+    assert d["pass@1"]["significant"] is False
+    assert d["pass@1"]["a"] == pytest.approx(0.5) and d["pass@1"]["b"] == pytest.approx(0.125)
+    same = E.compare(a, a)["maj@k"]
+    assert same["diff"] == 0 and same["ci"] == [0, 0]
+    with pytest.raises(MinisirError, match="share no question"):
+        E.compare(a, {"questions": _records([1], [1], ids=["other"])})
+    assert "pass@1" in E.format_compare(d, "step 5", "base")
+
+
+# ------------------------------------------------------------------ a real eval
+def test_eval_bundled_model_tiny(tmp_path):
+    from minisir.assets import bundled_model_path
+    from minisir.sampler import Sampler
+
+    cfg = E.EvalConfig(benchmark="gsm8k-100", n_questions=3, k=2, max_tokens=32, seed=1)
+    archive = Archive.open(tmp_path)
+    with Sampler(bundled_model_path(), n_ctx=2048, n_parallel=8) as sampler:
+        res = E.run_eval(bundled_model_path(), cfg, archive=archive, sampler=sampler, progress=False)
+    assert len(res.records) == 3
+    for rec in res.records:
+        assert len(rec["texts"]) == 2 and len(rec["answers"]) == 2
+        assert rec["pass@1"] in (0.0, 0.5, 1.0) and rec["greedy"] in (0.0, 1.0)
+        # scores are exactly what the training checker says about the texts
+        assert rec["correct"] == [E.is_correct(t, rec["reference"]) for t in rec["texts"]]
+        assert rec["greedy"] == float(E.is_correct(rec["greedy_text"], rec["reference"]))
+    m = res.metrics
+    for name in ("pass@1", "maj@k", "greedy"):
+        assert 0.0 <= m[name] <= 1.0 and len(m[f"{name}_ci"]) == 2
+    assert 0 < m["mean_tokens"] <= 32
+    stored = archive.evals()
+    assert len(stored) == 1 and stored[0]["benchmark"] == "gsm8k-100" and stored[0]["step"] is None
+    metrics = stored[0]["metrics"]
+    assert metrics["config"]["seed"] == 1 and metrics["config"]["temperature"] == 0.6
+    assert metrics["config"]["adapter"] is None and len(metrics["questions"]) == 3
+    assert E.compare(res, metrics)["pass@1"]["diff"] == 0  # stored scores round-trip
+    assert "gsm8k-100" in E.format_table({"base": res})
+    with pytest.raises(MinisirError, match="no step 3"):
+        E.adapter_for_step(archive, 3)
+    archive.close()

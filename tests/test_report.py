@@ -1,0 +1,107 @@
+"""Report of a small, real archive: Markdown, PNG plots, fallbacks and skip notes."""
+
+from __future__ import annotations
+
+import pytest
+
+from minisir.archive import Archive
+from minisir.report import lineage_depths, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N_STEPS = 6
+CONCEPTS = {0: ["addition", "counting"], 1: ["addition"], 2: ["fractions"], 3: ["fractions", "ratios"],
+            4: ["probability"], 5: ["probability", "combinatorics"]}
+
+
+def _populate(run_dir) -> Archive:
+    archive = Archive.open(run_dir)
+    archive.ensure_run({"model": {"gguf": "bundled"}, "method": {"name": "opensir"}}, {"minisir": "0.1.0"}, 0)
+    parent = None
+    for step in range(N_STEPS):
+        problems, solutions = [], []
+        if step == 0:
+            problems.append({"key": "seed", "text": "What is 1+1?", "role": "seed", "valid": True})
+            parent_ref = {"parent_key": "seed"}
+        else:
+            parent_ref = {"parent_id": parent}
+        problems.append({
+            "key": "p", "text": f"Step {step} problem about {CONCEPTS[step][0]}: what is {step} + {step}?",
+            "concepts": CONCEPTS[step], "role": "teacher", "valid": True, "solve_rate": 0.5 + step / 20,
+            "teacher_reward": 0.1 * step, "majority_answer": str(2 * step), **parent_ref,
+        })
+        problems.append({"key": "bad", "text": "garbage", "role": "teacher", "valid": step % 2 == 0,
+                         "invalid_reason": None if step % 2 == 0 else "no_problem_tag", "concepts": ["noise"],
+                         "teacher_reward": 0.0, **parent_ref})
+        for j in range(4):
+            solutions.append({"problem_key": "p", "text": f"... \\boxed{{{2 * step}}}", "n_tokens": 20 + 10 * step + j,
+                              "answer": str(2 * step), "agrees": j < 3, "reward": 1.0 if j < 3 else 0.0,
+                              "finish_reason": "stop"})
+        # the loop's per-step metrics: some stored, others left to the table fallback;
+        # diversity is neither stored nor present in the tables -> skipped with a note.
+        metrics = {"step": step, "teacher_reward_mean": 0.1 * step, "valid_rate": 1.0 if step % 2 == 0 else 0.5,
+                   "loss": 0.5 - step * 0.01}
+        ids = archive.commit_step(metrics, problems, solutions,
+                                  {"path": str(run_dir / f"adapter-{step}.gguf"), "sha256": "x"})
+        parent = ids["p"]
+    archive.add_eval(None, "gsm8k-100", {"pass@1": 0.02, "pass@1_ci": [0.0, 0.05], "greedy": 0.03,
+                                         "greedy_ci": [0.0, 0.06], "n_questions": 100,
+                                         "config": {"benchmark": "gsm8k-100", "k": 4}})
+    for step in (2, 5):
+        archive.add_eval(step, "gsm8k-100", {"pass@1": 0.02 + step / 100, "pass@1_ci": [0.01, 0.09 + step / 100],
+                                             "n_questions": 100, "config": {"benchmark": "gsm8k-100", "k": 4}})
+    return archive
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _populate(run).close()
+    return run
+
+
+def test_report_writes_markdown_and_plots(run_dir, tmp_path):
+    out = tmp_path / "rep"
+    path = write_report(run_dir, out)
+    assert path == out / "report.md"
+    md = path.read_text()
+    for name in ("rewards.png", "solve_rate.png", "valid_rate.png", "solution_length.png",
+                 "eval_accuracy.png", "lineage_depth.png"):
+        png = out / name
+        assert png.is_file() and png.stat().st_size > 5000, name
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f"]({name})" in md
+    # no diversity anywhere: plot skipped, with a note, not an error
+    assert not (out / "diversity.png").exists()
+    assert "diversity_mean" in md and "plot skipped" in md
+    # the student reward curve came from the solutions table (3 of 4 agree)
+    assert "| student_reward_mean | 0 | 0.750 | 5 | 0.750 | tables |" in md
+    assert "| teacher_reward_mean | 0 | 0.000 | 5 | 0.500 | step metrics |" in md
+    # concepts by phase: early shows addition, late shows probability
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| early")
+            or line.startswith("| middle") or line.startswith("| late")}
+    assert "addition (2)" in rows["early"] and "probability (2)" in rows["late"] and "fractions" in rows["middle"]
+    assert "Step 5 problem about probability" in md and "Step 0 problem" in md
+    assert "| base (#1) | gsm8k-100 | 100 | 4 | 2.0 [0.0, 5.0]" in md
+
+
+def test_report_default_dir_and_lineage(run_dir):
+    path = write_report(run_dir / "archive.sqlite")
+    assert path == run_dir / "report" / "report.md" and path.is_file()
+    archive = Archive.open(run_dir, readonly=True)
+    depths = lineage_depths(archive)
+    teacher = {p["step"]: depths[p["id"]] for p in archive.valid_problems() if p["key"] == "p"}
+    seed = [p for p in archive.valid_problems() if p["key"] == "seed"][0]
+    archive.close()
+    assert depths[seed["id"]] == 0
+    assert teacher == {s: s + 1 for s in range(N_STEPS)}  # each problem descends from the previous one
+    assert "max 6" in path.read_text()
+
+
+def test_report_of_empty_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    Archive.open(tmp_path / "empty").close()
+    path = write_report(tmp_path / "empty", tmp_path / "out")
+    md = path.read_text()
+    assert "No evaluations recorded" in md and "No valid teacher problems" in md
+    assert list((tmp_path / "out").glob("*.png")) == []
