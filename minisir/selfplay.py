@@ -190,3 +190,93 @@ def _opensir_problem_row(runner: "Runner", ref: dict, c: Completion, parsed, key
     else:
         row.update({"teacher_reward": 0.0, "format": 0.0})
     return row
+
+
+# --------------------------------------------------------------------------- SQLM
+def play_sqlm(runner: "Runner", step: int, phase: "_Phases") -> StepResult:
+    """Proposer writes problems on a topic; solvers answer N times (math) or write code."""
+    from .methods import sqlm
+
+    cfg = runner.recipe.method
+    seed = runner.recipe.run.seed
+    topic = cfg.topic
+    prop_seed = step_seed(seed, step, "proposer")
+
+    with phase("proposer"):
+        t = time.perf_counter()
+        prompts = [sqlm.proposer_prompt(topic, runner.chat, seed=prop_seed + i, min_tests=cfg.min_tests)
+                   for i in range(cfg.proposals_per_step)]
+        proposed = [g[0] for g in runner.sampler.generate(
+            prompts, n=1, max_tokens=cfg.proposer_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=prop_seed, stop=sqlm.proposer_stop(topic))]
+        proposer_tps = _tokens_per_s([proposed], time.perf_counter() - t)
+
+    with phase("parse"):
+        parsed = [sqlm.parse_proposal(c.text, topic, c.finish_reason, cfg.min_tests, cfg.max_tests)
+                  for c in proposed]
+        valid = [i for i, p in enumerate(parsed) if p.valid]
+
+    with phase("solver"):
+        t = time.perf_counter()
+        solved = runner.sampler.generate(
+            [sqlm.solver_prompt(parsed[i].problem, topic, runner.chat) for i in valid], n=cfg.solver_samples,
+            max_tokens=cfg.solver_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=step_seed(seed, step, "solver"), stop=sqlm.solver_stop(topic)) if valid else []
+        solver_tps = _tokens_per_s(solved, time.perf_counter() - t)
+
+    with phase("rewards"):
+        texts = [[c.text for c in group] for group in solved]
+        if topic == "coding":
+            scores = sqlm.score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, valid)], cfg)
+        else:
+            scores = [sqlm.score_math(tx, cfg) for tx in texts]
+        by_index = dict(zip(valid, zip(scores, solved)))
+        proposer_rewards = [by_index[i][0].proposer_reward if i in by_index else 0.0 for i in range(len(parsed))]
+        solver_rewards = [by_index[i][0].solver_rewards if i in by_index else None for i in range(len(parsed))]
+        plan = sqlm.plan_groups(step, topic, parsed, proposer_rewards, solver_rewards, cfg)
+
+    problems, solutions, samples = [], [], []
+    for i, (c, p) in enumerate(zip(proposed, parsed)):
+        key = f"{step}-{i}"
+        row: dict[str, Any] = {"key": key, "text": p.problem, "role": "proposer", "method": "sqlm",
+                               "valid": p.valid, "invalid_reason": p.reason, "raw": c.text, "topic": topic,
+                               "teacher_reward": plan.proposer_rewards[i], "n_tokens": len(c.token_ids),
+                               "finish_reason": c.finish_reason}
+        if p.tests:
+            row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
+        if i in by_index:
+            score, group = by_index[i]
+            if topic == "coding":
+                rates = score.pass_rates
+                row.update({"solve_rate": float(np.mean(rates)), "n_samples": len(group)})
+                answers = [None] * len(group)
+                agrees = [None] * len(group)
+            else:
+                row.update({"majority_answer": score.majority_answer, "n_samples": len(group),
+                            "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size})
+                answers = score.answers
+                agrees = [r > 0 for r in score.solver_rewards]
+            for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
+                solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": ag,
+                                  "reward": rew})
+            if i in plan.solver_groups:
+                samples += [_sample(c2, rew, plan.solver_groups[i]) for c2, rew in zip(group, score.solver_rewards)]
+        problems.append(row)
+    if plan.proposer_group:
+        samples += [_sample(c, r, plan.proposer_group) for c, r in zip(proposed, plan.proposer_rewards)]
+
+    solver_all = [r for s in scores for r in s.solver_rewards]
+    metrics = {
+        "topic": topic,
+        "proposals": len(parsed),
+        "valid_rate": len(valid) / len(parsed) if parsed else 0.0,
+        "teacher_reward_mean": _mean(plan.proposer_rewards),
+        "student_reward_mean": _mean(solver_all),
+        "solve_rate_mean": _mean([row["solve_rate"] for row in problems if row.get("solve_rate") is not None]),
+        "solution_tokens_mean": _mean([float(len(c.token_ids)) for g in solved for c in g]),
+        "proposer_trained": int(plan.proposer_group is not None),
+        "solver_groups_trained": len(plan.solver_groups),
+        "teacher_tokens_per_s": proposer_tps,
+        "student_tokens_per_s": solver_tps,
+    }
+    return StepResult(problems, solutions, samples, metrics)
