@@ -152,6 +152,18 @@ def archive_stats(run_dir: Path) -> None:
             click.echo(f"{key:>24}: {value}")
 
 
+@archive.command("steps")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@_friendly
+def archive_steps(run_dir: Path) -> None:
+    """One line per committed step: rewards, rates, seconds and adapter."""
+    from .loop import summary_line
+
+    with _open_archive(run_dir) as arc:
+        for row in arc.steps():
+            click.echo(f"{summary_line(row['step'], row['metrics'] or {})}  {row.get('adapter_path') or ''}")
+
+
 @archive.command("problems")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--limit", default=20, show_default=True)
@@ -191,6 +203,124 @@ def archive_show(run_dir: Path, problem_id: int) -> None:
         click.echo(str(s.get("text"))[:600])
 
 
+# --------------------------------------------------------------------------- eval / report / export
+def _run_model(arc) -> tuple[Path, Any, dict]:
+    """The GGUF, prompt renderer factory and recipe a run was made with."""
+    from .assets import resolve_gguf
+    from .errors import ArchiveError
+
+    info = arc.run_info()
+    if info is None:
+        raise ArchiveError(f"{arc.path} holds no run yet; start one with `minisir run RECIPE`")
+    recipe = info["recipe"]
+    return resolve_gguf(recipe["model"]["gguf"]), recipe["model"].get("prompt_style", "auto"), recipe
+
+
+def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
+    """("base" | "latest" | step number) -> (label, step or None for the base model)."""
+    from .errors import MinisirError
+
+    out = []
+    for name in names:
+        name = name.strip()
+        if name == "base":
+            out.append(("base", None))
+        elif name == "latest":
+            latest = arc.latest_adapter()
+            if latest is None:
+                raise MinisirError(f"{arc.path} has no adapter yet: run a step first or evaluate base")
+            out.append((f"step {latest['step']}", int(latest["step"])))
+        elif name.isdigit():
+            out.append((f"step {name}", int(name)))
+        else:
+            raise MinisirError(f"--step/--compare: {name!r} is not base, latest or a step number")
+    return out
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
+@click.option("--benchmark", default="gsm8k-100", show_default=True,
+              help="gsm8k-100 | gsm-symbolic | arithmetic | a JSONL file with question/answer.")
+@click.option("--n", "n_questions", type=int, default=20, show_default=True, help="Questions.")
+@click.option("-k", "k", default=4, show_default=True, help="Samples per question (pass@1, maj@k).")
+@click.option("--max-tokens", default=384, show_default=True)
+@click.option("--temperature", default=0.6, show_default=True)
+@click.option("--top-p", default=0.95, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-greedy", is_flag=True, help="Skip the greedy pass.")
+@click.option("--step", "step", default="latest", show_default=True, help="base, latest or a step number.")
+@click.option("--compare", default=None, help="Two targets to compare, e.g. base,latest.")
+@_friendly
+def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_questions: int, k: int, max_tokens: int,
+             temperature: float, top_p: float, seed: int, no_greedy: bool, step: str, compare: str | None) -> None:
+    """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks."""
+    from .archive import ARCHIVE_NAME, Archive
+    from .assets import resolve_gguf
+    from .evaluate import EvalConfig, compare as diff, format_compare, format_table, run_eval
+    from .prompting import choose_style
+    from .sampler import Sampler
+
+    cfg = EvalConfig(benchmark=benchmark, n_questions=n_questions, k=k, temperature=temperature, top_p=top_p,
+                     max_tokens=max_tokens, seed=seed, greedy=not no_greedy)
+    if run_dir is None:
+        if model is None:
+            raise MinisirError("pass a run directory or --model GGUF to evaluate")
+        gguf = resolve_gguf(model)
+        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
+            result = run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
+                              label=gguf.name)
+        click.echo(format_table([result]))
+        return
+    with Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir) as arc:
+        gguf, style, _ = _run_model(arc)
+        targets = _eval_targets(arc, compare.split(",") if compare else [step])
+        results = []
+        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
+            chat = choose_style(style, sampler.chat_template)
+            for label, target in targets:
+                results.append(run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat,
+                                        label=label))
+    click.echo(format_table(results))
+    if compare and len(results) == 2:
+        click.echo(format_compare(diff(results[1], results[0]), targets[1][0], targets[0][0]))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default RUN_DIR/report).")
+@_friendly
+def report(run_dir: Path, out: Path | None) -> None:
+    """Write a Markdown summary and PNG plots of a run."""
+    from .report import write_report
+
+    click.echo(f"report written to {write_report(run_dir, out)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--qtype", default="f16", show_default=True, help="f32, f16, or a llama.cpp quant type (q8_0, q4_k_m).")
+@_friendly
+def export(run_dir: Path, out: Path, qtype: str) -> None:
+    """Merge the run's latest LoRA into the model and write a GGUF that llama.cpp/Ollama run."""
+    from .archive import ARCHIVE_NAME, Archive
+    from .assets import resolve_hf_dir
+    from .export import export_merged
+    from .trainer import GRPOTrainer, TrainerConfig
+
+    with Archive.open(run_dir / ARCHIVE_NAME, readonly=True) as arc:
+        gguf, _, recipe = _run_model(arc)
+        last = arc.last_step()
+    state = run_dir / "state" / f"step-{last:06d}"
+    if last < 0 or not state.is_dir():
+        raise MinisirError(f"{run_dir} has no trainer state for its last step; run at least one step first")
+    trainer = GRPOTrainer(TrainerConfig(**recipe["trainer"]), gguf, resolve_hf_dir(recipe["model"].get("hf_dir")))
+    trainer.load_state(state)
+    path = export_merged(trainer.model, out, tokenizer_gguf=gguf, qtype=qtype)
+    click.echo(f"merged model of step {last} written to {path}")
+
+
 # --------------------------------------------------------------------------- bench
 @main.group()
 def bench() -> None:
@@ -214,6 +344,72 @@ def bench_sampler_cmd(model: str, prompts: int, n: int, max_tokens: int, paralle
 
     result = bench_sampler(resolve_gguf(model), prompts=prompts, n=n, max_tokens=max_tokens,
                            n_parallel=parallel, n_threads=threads)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench.command("train")
+@click.option("--model", default="bundled", help='GGUF path or "bundled".')
+@click.option("--hf-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Train this HF checkpoint instead of the dequantised GGUF.")
+@click.option("--samples", default=8, show_default=True, help="Sequences in the GRPO step.")
+@click.option("--prompt-tokens", default=32, show_default=True)
+@click.option("--completion-tokens", default=128, show_default=True)
+@click.option("--repeats", default=2, show_default=True, help="Timed steps per path (after one warm-up step).")
+@click.option("--lora-rank", default=16, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
+@_friendly
+def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens: int, completion_tokens: int,
+                    repeats: int, lora_rank: int, threads: int | None, as_json: bool) -> None:
+    """GRPO step: chunked log-probs (GRPOTrainer) vs full (batch, seq, vocab) logits."""
+    from .assets import resolve_gguf
+    from .bench import bench_train
+
+    result = bench_train(None if hf_dir else resolve_gguf(model), hf_dir=hf_dir, samples=samples,
+                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, repeats=repeats,
+                         lora_rank=lora_rank, threads=threads)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench.command("step")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), default="recipes/quickstart.yaml")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
+@click.option("--baseline", type=click.Choice(["auto", "trl", "peft"]), default="auto", show_default=True,
+              help="auto: TRL when installed (pip install 'minisir[bench]'), else PEFT full logits.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the step's run directory here (default: a temp dir, deleted).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
+@_friendly
+def bench_step_cmd(recipe: Path, sets: tuple[str, ...], baseline: str, threads: int | None, keep_dir: Path | None,
+                   as_json: bool) -> None:
+    """One OpenSIR step by phase vs transformers generate + TRL GRPOTrainer on the same work."""
+    from .bench import bench_step
+
+    result = bench_step(recipe, _parse_sets(sets), baseline=baseline, threads=threads, keep_dir=keep_dir)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench.command("archive")
+@click.option("--sizes", default="1000,10000,100000", show_default=True, help="Archived problems, comma separated.")
+@click.option("--new", default=16, show_default=True, help="New problems per step.")
+@click.option("--solutions", default=128, show_default=True, help="Solutions committed per step.")
+@click.option("--dim", default=384, show_default=True, help="Embedding size (all-MiniLM-L6-v2: 384).")
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
+@_friendly
+def bench_archive_cmd(sizes: str, new: int, solutions: int, dim: int, repeats: int, as_json: bool) -> None:
+    """Diversity scoring and step commit time as the archive grows (growth per 10x)."""
+    from .bench import bench_archive
+    from .errors import MinisirError
+
+    try:
+        counts = tuple(int(x) for x in sizes.split(",") if x.strip())
+    except ValueError:
+        raise MinisirError(f"--sizes {sizes}: expected comma-separated integers, e.g. 1000,10000") from None
+    if len(counts) < 2 or min(counts) < 1:
+        raise MinisirError(f"--sizes {sizes}: give at least two positive sizes, e.g. 1000,10000")
+    result = bench_archive(counts, new=new, solutions=solutions, dim=dim, repeats=repeats)
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import signal
+import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from tqdm import tqdm
 from . import __version__
 from .archive import ARCHIVE_NAME, Archive
 from .assets import resolve_gguf, resolve_hf_dir
-from .errors import MinisirError
+from .errors import ArchiveError, MinisirError, RecipeError
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Completion, Sampler
@@ -50,6 +52,44 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class _RunLock:
+    """An exclusive flock on <run_dir>/.lock: two processes on one run dir would
+    interleave steps and delete each other's files. The OS drops it when the process dies."""
+
+    def __init__(self, fh=None):
+        self.fh = fh
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing the descriptor releases the lock
+            self.fh = None
+
+
+def _lock_run_dir(run_dir: Path) -> _RunLock:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return _RunLock()
+    path = run_dir / ".lock"
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise RecipeError(f"run.dir: cannot write {path} ({exc.strerror or exc}); choose a writable run.dir") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        owner = fh.read().strip() or "?"
+        fh.close()
+        raise MinisirError(f"run.dir {run_dir} is in use by another minisir process (pid {owner}); "
+                           "wait for it to finish or stop it, or choose another run.dir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return _RunLock(fh)
 
 
 def versions() -> dict[str, str]:
@@ -102,14 +142,30 @@ class Runner:
         self.recipe = recipe
         self.progress = progress
         self.run_dir = recipe.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.adapter_dir = self.run_dir / "adapters"
         self.state_dir = self.run_dir / "state"
+        # Cheap checks first: a missing model, an unusable run.dir or a refused archive
+        # must fail in about a second, before the sampler or trainer load anything.
         self.gguf = resolve_gguf(recipe.model.gguf)
         self.hf_dir = resolve_hf_dir(recipe.model.hf_dir)
-        self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
-        self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecipeError(f"run.dir: cannot create {self.run_dir} ({exc.strerror or exc}); "
+                              "choose a writable run.dir") from None
+        self._lock = _lock_run_dir(self.run_dir)
+        try:
+            self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
+            try:
+                self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+            except BaseException:
+                self.archive.close()
+                raise
+        except BaseException:
+            self._lock.close()
+            raise
         self._stop = False
+        _quiet_libraries()
         s = recipe.sampler
         self.sampler = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads,
                                n_parallel=s.n_parallel, n_gpu_layers=s.n_gpu_layers)
@@ -148,10 +204,16 @@ class Runner:
     def close(self) -> None:
         self.sampler.close()
         self.archive.close()
+        self._lock.close()
 
     # ------------------------------------------------------------------ resume
     def _clean_uncommitted(self, last: int) -> None:
         """Delete adapter/state files of steps that never committed (a killed step)."""
+        # Hidden ".step-*" names are temp files of writers killed mid-write (the run dir
+        # is locked, so no live writer owns them).
+        for path in list(self.adapter_dir.glob(".step-*")) + list(self.state_dir.glob(".step-*")):
+            log.info("removing %s left by an interrupted write", path)
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         for path in list(self.adapter_dir.glob("step-*.gguf*")) + list(self.state_dir.glob("step-*")):
             try:
                 step = int(path.name.split("-")[1].split(".")[0])
@@ -163,8 +225,12 @@ class Runner:
 
     def _restore_adapter(self) -> None:
         latest = self.archive.latest_adapter()
-        if latest and Path(latest["path"]).is_file():
-            self.sampler.set_adapter(latest["path"], self.recipe.sampler.adapter_scale)
+        if latest:
+            path = self.run_dir / latest["path"]
+            if not path.is_file():
+                raise MinisirError(f"adapter {path} of committed step {latest['step']} is missing; "
+                                   "restore it or start a fresh run directory")
+            self.sampler.set_adapter(path, self.recipe.sampler.adapter_scale)
 
     # ------------------------------------------------------------------ run
     def run(self, steps: int | None = None) -> int:
@@ -221,17 +287,27 @@ class Runner:
             train = self.trainer.step(result.samples) if result.samples else {"skipped": 1.0}
         adapter = None
         with phase("export"):
-            if result.samples:
-                self.adapter_dir.mkdir(parents=True, exist_ok=True)
-                path = self.trainer.export_adapter(self._adapter_path(step))
-                adapter = {"path": str(path), "sha256": sha256_file(path)}
-            self._save_state(step)
+            try:
+                if result.samples:
+                    self.adapter_dir.mkdir(parents=True, exist_ok=True)
+                    path = self.trainer.export_adapter(self._adapter_path(step))
+                    # stored relative to the run directory, so a moved run still resumes
+                    adapter = {"path": str(path.relative_to(self.run_dir)), "sha256": sha256_file(path)}
+                self._save_state(step)
+            except OSError as exc:  # disk full, quota, permissions: the user's to fix
+                raise MinisirError(
+                    f"step {step} not committed: writing its adapter/state in {self.run_dir} failed "
+                    f"({exc.strerror or exc}); free space and rerun the same command to resume") from None
         metrics = dict(result.metrics)
         metrics.update({f"train_{k}": v for k, v in train.items()})
         metrics.update({f"seconds_{k}": v for k, v in {**result.timings, **phase.timings}.items()})
         metrics["seconds_step"] = round(time.perf_counter() - t0, 3)
         with phase("commit"):
-            self.archive.commit_step({"step": step, **metrics}, result.problems, result.solutions, adapter)
+            try:
+                self.archive.commit_step({"step": step, **metrics}, result.problems, result.solutions, adapter)
+            except sqlite3.OperationalError as exc:  # disk full / I/O error: rolled back, nothing half-written
+                raise ArchiveError(f"step {step} not committed to {self.archive.path} ({exc}); "
+                                   "free space and rerun the same command to resume") from None
         self._after_commit(step, adapter)
         return summary_line(step, metrics)
 
@@ -248,7 +324,7 @@ class Runner:
     def _after_commit(self, step: int, adapter: dict | None) -> None:
         """Hot-swap the new adapter and drop files nobody needs any more."""
         if adapter:
-            self.sampler.set_adapter(adapter["path"], self.recipe.sampler.adapter_scale)
+            self.sampler.set_adapter(self.run_dir / adapter["path"], self.recipe.sampler.adapter_scale)
         for old in self.state_dir.glob("step-*"):
             if old.name != self._state_path(step).name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -256,6 +332,17 @@ class Runner:
         if keep:
             for old in sorted(self.adapter_dir.glob("step-*.gguf"))[:-keep]:
                 old.unlink(missing_ok=True)
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars and summary lines are the output; silence library chatter."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def summary_line(step: int, m: dict[str, Any]) -> str:

@@ -1,0 +1,160 @@
+"""End to end on the bundled model (CPU): the run loop, its archive, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from minisir.archive import Archive
+from minisir.cli import main
+from minisir.loop import Runner
+from minisir.recipe import load_recipe
+
+TINY = {
+    "model": {"gguf": "bundled"},
+    "sampler": {"n_ctx": 2048, "n_parallel": 6, "n_threads": 2},
+    "method": {"name": "opensir", "references_per_step": 1, "teacher_samples": 3, "student_samples": 3,
+               "teacher_max_tokens": 48, "student_max_tokens": 48, "length_cap": 48},
+    "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
+    "run": {"steps": 2, "seed": 3},
+}
+
+
+def write_recipe(path: Path, run_dir: Path, **run) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["run"].update({"dir": str(run_dir), **run})
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    recipe = load_recipe(write_recipe(root / "r.yaml", root / "run"))
+    runner = Runner(recipe, progress=False)
+    try:
+        assert runner.run() == 2
+    finally:
+        runner.close()
+    return root / "run"
+
+
+def test_archive_holds_what_the_recipe_implies(finished_run):
+    with Archive.open(finished_run, readonly=True) as arc:
+        steps = arc.steps()
+        assert [s["step"] for s in steps] == [0, 1]
+        problems = arc.problems(limit=1000)
+        seeds = [p for p in problems if p["role"] == "seed"]
+        teacher = [p for p in problems if p["role"] == "teacher"]
+        assert [p["text"] for p in seeds] == ["What is 1+1?"]
+        assert len(teacher) == 2 * 1 * 3  # steps x references x teacher samples
+        valid = [arc.problem(p["id"]) for p in teacher if p["valid"]]
+        for p in teacher:
+            if not p["valid"]:
+                assert p["invalid_reason"], "invalid output is recorded with its reason"
+            assert p["parent_id"] is not None, "every teacher problem has lineage"
+        for p in valid:
+            for term in ("solvability", "diversity", "length", "format", "solve_rate"):
+                assert 0.0 <= p[term] <= 1.0, term
+            assert p["embed_model"]
+            assert len(p["solutions"]) == 3
+            agree = [s["agrees"] for s in p["solutions"]]
+            if p["majority_answer"] is not None:
+                assert sum(agree) / p["n_parsed"] == pytest.approx(p["solve_rate"])
+        emb, ids = arc.embedding_matrix()
+        assert sorted(ids) == sorted([p["id"] for p in valid] + [seeds[0]["id"]])
+        assert emb.shape == (len(ids), 384)
+        assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+        for s in steps:
+            m = s["metrics"]
+            assert 0.0 <= m["valid_rate"] <= 1.0
+            assert m["seconds_teacher"] > 0 and m["teacher_tokens_per_s"] > 0
+            if s["adapter_path"]:
+                f = finished_run / s["adapter_path"]
+                assert sha256(f) == s["adapter_sha256"]
+        run = arc.run_info()
+        assert run["recipe"]["method"]["teacher_samples"] == 3
+        assert run["recipe"]["trainer"]["learning_rate"] > 0, "defaults are resolved and stored"
+        assert run["seed"] == 3
+
+
+def test_rerunning_a_finished_run_adds_nothing(finished_run, tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", finished_run))
+    runner = Runner(recipe, progress=False)
+    try:
+        assert runner.run() == 0
+    finally:
+        runner.close()
+
+
+def test_cli_refuses_a_recipe_that_conflicts_with_the_archive(finished_run, tmp_path):
+    from click.testing import CliRunner
+
+    path = write_recipe(tmp_path / "r.yaml", finished_run)
+    data = yaml.safe_load(path.read_text())
+    data["method"]["teacher_samples"] = 5
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "method.teacher_samples" in result.output and "start fresh" in result.output
+    assert "Traceback" not in result.output
+
+
+def _committed_steps(archive: Path) -> list[int]:
+    if not archive.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{archive}?mode=ro", uri=True, timeout=5) as conn:
+            return [r[0] for r in conn.execute("SELECT step FROM steps ORDER BY step")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, steps=3)
+    cmd = [sys.executable, "-m", "minisir.cli", "run", str(recipe)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    archive = run_dir / "archive.sqlite"
+    deadline = time.time() + 900
+    while _committed_steps(archive) != [0] and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.5)
+    time.sleep(5)  # well inside step 1: sampling or training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _committed_steps(archive) == [0]
+    with Archive.open(run_dir, readonly=True) as arc:
+        before = [(p["id"], p["text"], p["teacher_reward"]) for p in arc.problems(limit=1000)]
+        adapter0 = arc.steps()[0]["adapter_sha256"]
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stderr + done.stdout
+    assert _committed_steps(archive) == [0, 1, 2]
+    with Archive.open(run_dir, readonly=True) as arc:
+        after = [(p["id"], p["text"], p["teacher_reward"]) for p in arc.problems(limit=1000)]
+        assert after[: len(before)] == before, "committed problems survive untouched"
+        steps = arc.steps()
+        assert steps[0]["adapter_sha256"] == adapter0
+        for s in steps:
+            if s["adapter_path"]:
+                assert sha256(run_dir / s["adapter_path"]) == s["adapter_sha256"]
+    leftovers = [p.name for p in (run_dir / "state").iterdir()]
+    assert leftovers == ["step-000002"], "only the last committed trainer state is kept"
