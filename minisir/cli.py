@@ -75,7 +75,12 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
     try:
         done = runner.run(steps)
     except StopRequested:
-        click.echo(f"stopped cleanly; resume with: minisir run {recipe}", err=True)
+        # The hint repeats the --set overrides: without e.g. run.dir a "resume" would start afresh.
+        import shlex
+
+        argv = ["minisir", "run", str(recipe)] + [x for s in sets for x in ("--set", s)]
+        again = " ".join(shlex.quote(a) for a in argv)
+        click.echo(f"stopped cleanly; resume with: {again}", err=True)
         sys.exit(130)
     finally:
         runner.close()
@@ -376,7 +381,8 @@ def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
 @click.option("--baseline", type=click.Choice(["auto", "trl", "peft"]), default="auto", show_default=True,
               help="auto: TRL when installed (pip install 'minisir[bench]'), else PEFT full logits.")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=int, default=None,
+              help="torch and llama.cpp threads for both stacks (default: their own choice).")
 @click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the step's run directory here (default: a temp dir, deleted).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")

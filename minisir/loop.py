@@ -154,21 +154,20 @@ class Runner:
             raise RecipeError(f"run.dir: cannot create {self.run_dir} ({exc.strerror or exc}); "
                               "choose a writable run.dir") from None
         self._lock = _lock_run_dir(self.run_dir)
-        try:
+        self.archive = None
+        try:  # on any failure below, release the lock and archive (in-process callers retry)
             self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
-            try:
-                self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
-            except BaseException:
-                self.archive.close()
-                raise
+            self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+            self._stop = False
+            _quiet_libraries()
+            s = recipe.sampler
+            self.sampler = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads,
+                                   n_parallel=s.n_parallel, n_gpu_layers=s.n_gpu_layers)
         except BaseException:
+            if self.archive is not None:
+                self.archive.close()
             self._lock.close()
             raise
-        self._stop = False
-        _quiet_libraries()
-        s = recipe.sampler
-        self.sampler = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads,
-                               n_parallel=s.n_parallel, n_gpu_layers=s.n_gpu_layers)
         self.chat: ChatFn | None = choose_style(recipe.model.prompt_style, self.sampler.chat_template)
         self._embedder = None
         self._trainer = None
@@ -190,10 +189,17 @@ class Runner:
 
             cfg = self.recipe.trainer.model_copy(update={"seed": self.recipe.run.seed})
             self._trainer = GRPOTrainer(cfg, self.gguf, self.hf_dir, seed=self.recipe.run.seed)
-            last = self.archive.last_step()
-            if last >= 0 and self._state_path(last).exists():
-                self._trainer.load_state(self._state_path(last))
+            state = self._latest_state()
+            if state is not None:
+                self._trainer.load_state(state)
         return self._trainer
+
+    def _latest_state(self) -> Path | None:
+        """Trainer state of the newest committed step that trained (steps without samples save none)."""
+        last = self.archive.last_step()
+        saved = [p for p in self.state_dir.glob("step-*") if p.is_dir() and p.name[5:].isdigit()
+                 and int(p.name[5:]) <= last]
+        return max(saved, key=lambda p: int(p.name[5:]), default=None)
 
     def _state_path(self, step: int) -> Path:
         return self.state_dir / f"step-{step:06d}"
@@ -288,12 +294,12 @@ class Runner:
         adapter = None
         with phase("export"):
             try:
-                if result.samples:
+                if result.samples:  # no samples: weights, optimizer and RNG are untouched, nothing to save
                     self.adapter_dir.mkdir(parents=True, exist_ok=True)
                     path = self.trainer.export_adapter(self._adapter_path(step))
                     # stored relative to the run directory, so a moved run still resumes
                     adapter = {"path": str(path.relative_to(self.run_dir)), "sha256": sha256_file(path)}
-                self._save_state(step)
+                    self._save_state(step)
             except OSError as exc:  # disk full, quota, permissions: the user's to fix
                 raise MinisirError(
                     f"step {step} not committed: writing its adapter/state in {self.run_dir} failed "
@@ -325,9 +331,10 @@ class Runner:
         """Hot-swap the new adapter and drop files nobody needs any more."""
         if adapter:
             self.sampler.set_adapter(self.run_dir / adapter["path"], self.recipe.sampler.adapter_scale)
-        for old in self.state_dir.glob("step-*"):
-            if old.name != self._state_path(step).name:
-                shutil.rmtree(old, ignore_errors=True)
+        if adapter:  # a new trainer state was saved with it: older ones are obsolete
+            for old in self.state_dir.glob("step-*"):
+                if old.name != self._state_path(step).name:
+                    shutil.rmtree(old, ignore_errors=True)
         keep = self.recipe.run.keep_adapters
         if keep:
             for old in sorted(self.adapter_dir.glob("step-*.gguf"))[:-keep]:

@@ -67,6 +67,7 @@ class RunConfig(BaseModel):
 
 
 Method = Annotated[Union[OpenSIRConfig, SQLMConfig], Field(discriminator="name")]
+_METHOD_TAGS = ("opensir", "sqlm")
 
 
 class Recipe(BaseModel):
@@ -90,7 +91,10 @@ class Recipe(BaseModel):
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    parts = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
+    if len(parts) > 1 and parts[0] == "method" and parts[1] in _METHOD_TAGS:
+        del parts[1]  # pydantic puts the union tag in the path: method.opensir.x -> method.x
+    loc = ".".join(parts)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key; remove it or check its spelling"
@@ -136,6 +140,6 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
             for key in parents:
                 node = node.setdefault(key, {})
                 if not isinstance(node, dict):
-                    raise RecipeError(f"--set {dotted}: {key} is not a section")
+                    raise RecipeError(f"--set {dotted}: {key} holds a value, not a section; check the key path")
             node[leaf] = value
     return parse_recipe(data, str(path))

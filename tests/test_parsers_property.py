@@ -1,0 +1,200 @@
+"""Model output is adversarial: the parsers must never raise and must stay fast.
+
+Property-based (hypothesis) over arbitrary text and "tag soup" built from the very tags
+and fences the parsers look for, plus explicit huge / deeply nested / unterminated inputs
+with wall-clock bounds. A crash here would kill a whole training step over one odd string.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from minisir.methods import opensir, sqlm
+
+FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+# equivalent() may call math-verify (sympy, 2 s timeouts): fewer examples, longer deadline.
+SYMBOLIC = settings(max_examples=60, deadline=15000, suppress_health_check=[HealthCheck.too_slow])
+
+TAGS = ["<problem>", "</problem>", "<concepts>", "</concepts>", "<tests>", "</tests>", "<input>",
+        "</input>", "<output>", "</output>", "\\boxed{", "\\fbox{", "{", "}", "\\{", "\\}", "```",
+        "```python\n", "```py\n", "\n", "\n\n", "\n\n\n", ",", ";", "$", "\\frac{1}{2}", "=", "x = ",
+        "Answer: ", "1", "42", "-3.5", "1,000", "%", "\\text{cm}", " dollars", "print(input())\n", "\r\n"]
+
+fragment = st.one_of(st.sampled_from(TAGS), st.text(max_size=20))
+tag_soup = st.lists(fragment, max_size=40).map("".join)
+any_text = st.one_of(st.text(max_size=300), tag_soup)
+finish = st.sampled_from(["stop", "length"])
+topic = st.sampled_from(["arithmetic", "algebra", "coding"])
+
+
+def balanced(depth: int = 3):
+    """Brace-balanced content without backslashes: what extract_boxed must return intact."""
+    leaf = st.text(alphabet=st.characters(blacklist_characters="{}\\", blacklist_categories=("Cs",)), max_size=8)
+    return st.recursive(leaf, lambda inner: st.tuples(leaf, inner, leaf).map(lambda t: f"{t[0]}{{{t[1]}}}{t[2]}"),
+                        max_leaves=depth * 3)
+
+
+# --------------------------------------------------------------------------- OpenSIR teacher
+@FAST
+@given(any_text, finish)
+def test_parse_teacher_never_raises(text, reason):
+    out = opensir.parse_teacher(text, reason)
+    assert isinstance(out.valid, bool)
+    if out.valid:
+        assert out.problem and out.problem == out.problem.strip()
+        assert all(tag not in out.problem for tag in ("<problem>", "</problem>", "<concepts>", "</concepts>"))
+        assert 1 <= len(out.concepts) <= opensir.MAX_CONCEPTS
+        assert len(out.problem) <= opensir.MAX_PROBLEM_CHARS
+        assert reason == "stop"
+    else:
+        assert out.reason
+    if out.concept_span is not None:
+        start, end = out.concept_span
+        assert 0 <= start < end <= len(text)
+        assert text[start:].startswith("<concepts>")
+
+
+@FAST
+@given(st.text(min_size=1, max_size=200).filter(lambda s: s.strip() and "<" not in s and "\\boxed" not in s),
+       st.lists(st.text(alphabet="abcdefghij ", min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=5))
+def test_parse_teacher_round_trip(problem, concepts):
+    text = f"{problem}</problem>\n<concepts>{', '.join(concepts)}</concepts>"
+    out = opensir.parse_teacher(text)
+    assert out.valid, out.reason
+    assert out.problem == problem.strip()
+
+
+# --------------------------------------------------------------------------- answers
+@FAST
+@given(any_text)
+def test_extract_boxed_never_raises(text):
+    ans = extract_boxed(text)
+    assert ans is None or (isinstance(ans, str) and ans and ans in text)
+
+
+@FAST
+@given(st.text(max_size=50).filter(lambda s: "box" not in s), balanced(), st.text(max_size=50))
+def test_extract_boxed_returns_balanced_content(prefix, content, suffix):
+    # The suffix must not open another box (the LAST box wins by design).
+    suffix = suffix.replace("\\", "/")
+    ans = extract_boxed(f"{prefix}\\boxed{{{content}}}{suffix}")
+    assert ans == (content.strip() or None)
+
+
+@FAST
+@given(any_text)
+def test_normalize_answer_never_raises_and_is_idempotent(text):
+    once = normalize_answer(text)
+    assert isinstance(once, str)
+    assert normalize_answer(once) == once
+
+
+@SYMBOLIC
+@given(st.one_of(st.none(), any_text), st.one_of(st.none(), any_text))
+def test_equivalent_never_raises_and_is_symmetric(a, b):
+    ab = equivalent(a, b)
+    assert isinstance(ab, bool)
+    assert ab == equivalent(b, a)
+    if a is None or b is None:
+        assert not ab
+
+
+@SYMBOLIC
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["2", "2.0", "\\frac{4}{2}", "1/2", "0.5", "x=2", "3", ""]),
+                          st.text(max_size=30)), max_size=10))
+def test_majority_vote_invariants(answers):
+    vote = majority_vote(answers)
+    assert vote.n_total == len(answers) == len(vote.agrees)
+    assert 0 <= vote.count <= vote.n_parsed <= vote.n_total
+    assert sum(vote.agrees) == vote.count
+    assert 0.0 <= vote.solve_rate <= 1.0
+    if vote.n_parsed:
+        assert vote.answer is not None and vote.solve_rate == vote.count / vote.n_parsed
+    else:
+        assert vote.answer is None and vote.solve_rate == 0.0
+
+
+# --------------------------------------------------------------------------- SQLM
+@FAST
+@given(any_text, topic, finish, st.integers(1, 8), st.integers(0, 12))
+def test_parse_proposal_never_raises(text, tp, reason, min_tests, extra):
+    max_tests = min_tests + extra
+    p = sqlm.parse_proposal(text, tp, reason, min_tests=min_tests, max_tests=max_tests)
+    if p.valid:
+        assert p.problem and len(p.problem) <= sqlm.MAX_PROBLEM_CHARS
+        if tp == "coding":
+            assert p.tests is not None and min(min_tests, max_tests) <= len(p.tests) <= max_tests
+        else:
+            assert p.tests is None
+    else:
+        assert p.reason
+
+
+@FAST
+@given(tag_soup, st.integers(1, 6))
+def test_parse_tests_never_raises(block, min_tests):
+    tests, reason = sqlm.parse_tests(block, min_tests=min_tests, max_tests=20)
+    assert (tests is None) != (reason is None)
+    if tests is not None:
+        assert min_tests <= len(tests) <= 20
+
+
+@FAST
+@given(st.lists(st.tuples(st.text(alphabet="0123456789 \n", max_size=10),
+                          st.text(alphabet="0123456789 abc", min_size=1, max_size=10).filter(str.strip)),
+                min_size=5, max_size=10, unique_by=lambda t: t[0].rstrip("\n") + "\n"))
+def test_parse_tests_round_trip(pairs):
+    block = "".join(f"<input>\n{i}\n</input>\n<output>\n{o}\n</output>\n" for i, o in pairs)
+    tests, reason = sqlm.parse_tests(block, min_tests=5)
+    assert reason is None and len(tests) == len(pairs)
+
+
+@FAST
+@given(any_text)
+def test_extract_code_never_raises(text):
+    code = sqlm.extract_code(text)
+    assert code is None or (isinstance(code, str) and code.strip())
+
+
+# --------------------------------------------------------------------------- huge inputs, bounded time
+MB = 1 << 20
+HUGE = {
+    "nested-open-braces": "\\boxed{" + "{" * MB,
+    "many-boxes": "\\boxed{1} " * (MB // 10),
+    "unterminated-box": "\\boxed{" + "a" * MB,
+    "deep-balanced": "\\boxed{" + "{" * 100_000 + "}" * 100_001,
+    "many-tags": "<problem>" * 50_000 + "</concepts>" * 50_000,
+    "tag-soup": ("<input>1</input><output>" * 40_000),
+    "newlines": "\n" * MB,
+    "fences": "```python\n" * 100_000,
+    "open-fence-spaces": "```" + " " * MB,
+    "open-fences-text": ("```" + "x" * 100) * 10_000,
+    "backslashes": "\\" * MB,
+    "units": "1 " + "m " * 100_000 + "?",
+    "digits": "9" * MB,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_inputs_bounded_time(name):
+    text = HUGE[name]
+    budget = 10.0  # seconds for all parsers on ~1 MB: linear code takes well under one
+    t0 = time.perf_counter()
+    extract_boxed(text)
+    normalize_answer(text)
+    opensir.parse_teacher(text)
+    opensir.parse_teacher("<problem>What?</problem><concepts>" + text)
+    for tp in ("arithmetic", "algebra", "coding"):
+        sqlm.parse_proposal(text, tp)
+        sqlm.parse_proposal("Add 123 and 456 please.</problem>\n<tests>" + text, tp)
+    sqlm.parse_tests(text)
+    sqlm.extract_code(text)
+    majority_vote([text, text[:1000], None, "2"])
+    equivalent(text, text[:-1] or "x")
+    elapsed = time.perf_counter() - t0
+    assert elapsed < budget, f"{name}: {elapsed:.1f}s"
