@@ -115,6 +115,7 @@ def _atomic_target(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; others (e.g. a host user of a Docker volume) must read it
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
