@@ -532,51 +532,70 @@ def sample_rows(
     """Draw one token per row; return tokens and their log-probs under the raw distribution.
 
     Temperature 0 is greedy. Full-vocabulary sampling uses a two-level inverse CDF (block
-    sums, then one block) so a 262k vocabulary costs one exp pass, not a full cumsum.
-    Nucleus sampling sorts only the top candidates unless their mass falls short of `top_p`.
+    sums, then one block), so a 262k vocabulary costs one exp pass and no full cumsum; the
+    block sums also give the normaliser. Nucleus sampling sorts only the top candidates
+    unless their mass falls short of `top_p`.
     """
     rows = np.arange(len(logits))
     m = logits.max(axis=1, keepdims=True)
-    shifted = logits - m
-    expd = np.exp(shifted)
-    lse = m[:, 0] + np.log(expd.sum(axis=1, dtype=np.float64))
     if temperature <= 0:
         toks = logits.argmax(axis=1)
-        return toks, logits[rows, toks] - lse
-    probs = expd if temperature == 1.0 else np.exp(shifted / temperature)
+        return toks, logits[rows, toks] - _logsumexp(logits, m)
+    expd = np.exp(np.subtract(logits, m))
+    blocks = _block_sums(expd)
+    lse = m[:, 0] + np.log(blocks.sum(axis=1))
+    if temperature != 1.0:
+        expd = np.exp(np.subtract(logits, m) / np.float32(temperature))
+        blocks = _block_sums(expd)
     u = np.array([rng.random() for rng in rngs])
     if top_p >= 1.0:
-        toks = _inverse_cdf(probs, u)
+        toks = _inverse_cdf(expd, blocks, u)
     else:
-        toks = np.array([_nucleus(row, top_p, x) for row, x in zip(probs, u)])
+        toks = np.array([_nucleus(row, top_p, x) for row, x in zip(expd, u)])
     return toks, logits[rows, toks] - lse
 
 
-def _inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Index where each row's unnormalised CDF crosses u * total, exactly, blockwise."""
-    starts = np.arange(0, probs.shape[1], _BLOCK)
-    blocks = np.add.reduceat(probs, starts, axis=1, dtype=np.float64)
+def _logsumexp(logits: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return m[:, 0] + np.log(_block_sums(np.exp(logits - m)).sum(axis=1))
+
+
+def _block_sums(probs: np.ndarray) -> np.ndarray:
+    """(rows, ceil(V / _BLOCK)) float64 sums of consecutive vocabulary blocks."""
+    n, v = probs.shape
+    if v % _BLOCK == 0:
+        return probs.reshape(n, v // _BLOCK, _BLOCK).sum(axis=2).astype(np.float64)
+    return np.add.reduceat(probs, np.arange(0, v, _BLOCK), axis=1, dtype=np.float64)
+
+
+def _inverse_cdf(probs: np.ndarray, blocks: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index where each row's unnormalised CDF crosses u * total, blockwise."""
     cum = np.cumsum(blocks, axis=1)
     out = np.empty(len(probs), dtype=np.int64)
     for r in range(len(probs)):
         target = u[r] * cum[r, -1]
-        b = min(int(np.searchsorted(cum[r], target, side="right")), len(starts) - 1)
+        b = min(int(np.searchsorted(cum[r], target, side="right")), cum.shape[1] - 1)
         before = cum[r, b - 1] if b else 0.0
-        inner = np.cumsum(probs[r, starts[b] : starts[b] + _BLOCK], dtype=np.float64)
+        start = b * _BLOCK
+        inner = np.cumsum(probs[r, start : start + _BLOCK], dtype=np.float64)
         k = min(int(np.searchsorted(inner, target - before, side="right")), len(inner) - 1)
-        out[r] = starts[b] + k
+        out[r] = start + k
     return out
 
 
 def _nucleus(probs: np.ndarray, top_p: float, u: float) -> int:
-    """Sample from the smallest set of top tokens holding `top_p` of the mass."""
+    """Sample from the smallest set of top tokens holding `top_p` of the mass.
+
+    Only the top candidates are sorted; the candidate set grows (1k, 16k, all) until it
+    holds `top_p` of the mass, so flat distributions stay exact without a full sort each time.
+    """
     total = float(probs.sum(dtype=np.float64))
-    k = min(_TOP_P_CANDIDATES, len(probs))
-    cand = np.argpartition(probs, -k)[-k:]
-    if float(probs[cand].sum(dtype=np.float64)) < top_p * total:
-        cand = np.arange(len(probs))
+    for k in (_TOP_P_CANDIDATES, 16 * _TOP_P_CANDIDATES, len(probs)):
+        k = min(k, len(probs))
+        cand = np.argpartition(probs, -k)[-k:] if k < len(probs) else np.arange(len(probs))
+        if k == len(probs) or float(probs[cand].sum(dtype=np.float64)) >= top_p * total:
+            break
     cand = cand[np.argsort(-probs[cand], kind="stable")]
     cum = np.cumsum(probs[cand], dtype=np.float64)
-    keep = int(np.searchsorted(cum, top_p * total, side="left")) + 1
+    keep = min(int(np.searchsorted(cum, top_p * total, side="left")) + 1, len(cum))
     cum = cum[:keep]
     return int(cand[min(int(np.searchsorted(cum, u * cum[-1], side="right")), keep - 1)])
