@@ -315,7 +315,22 @@ class Runner:
                 raise ArchiveError(f"step {step} not committed to {self.archive.path} ({exc}); "
                                    "free space and rerun the same command to resume") from None
         self._after_commit(step, adapter)
-        return summary_line(step, metrics)
+        line = summary_line(step, metrics)
+        every = self.recipe.run.eval_every
+        if every and (step + 1) % every == 0:
+            line += "\n" + self._evaluate(step)
+        return line
+
+    def _evaluate(self, step: int) -> str:
+        """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit)."""
+        from .evaluate import format_table, run_eval
+
+        adapter = self.sampler.adapter_path
+        result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=self.archive, step=step,
+                          sampler=self.sampler, chat=self.chat, progress=self.progress, label=f"step {step}")
+        if adapter is not None:  # run_eval activates at scale 1; restore the recipe's scale
+            self.sampler.set_adapter(adapter, self.recipe.sampler.adapter_scale)
+        return format_table([result])
 
     def _save_state(self, step: int) -> None:
         """Trainer state for exact resume, written to a temp dir then renamed."""

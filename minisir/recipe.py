@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RecipeError
+from .evaluate import EvalConfig
 from .methods.opensir import OpenSIRConfig
 from .methods.sqlm import SQLMConfig
 from .trainer import TrainerConfig
@@ -53,6 +54,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     dir: str = Field("runs/default", min_length=1, description="run directory: archive, adapters, state")
     keep_adapters: int = Field(0, ge=0, description="GGUF adapters kept on disk; 0 = all")
+    eval_every: int = Field(0, ge=0, description="evaluate on the `eval` section every N steps; 0 = never")
 
     @field_validator("dir")
     @classmethod
@@ -80,6 +82,10 @@ class Recipe(BaseModel):
     method: Method = Field(default_factory=OpenSIRConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    eval: EvalConfig = Field(
+        default_factory=lambda: EvalConfig(n_questions=20, k=2, max_tokens=256),
+        description="held-out check run every run.eval_every steps (a small fixed subset)",
+    )
 
     @property
     def run_dir(self) -> Path:

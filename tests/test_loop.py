@@ -27,7 +27,8 @@ TINY = {
     "method": {"name": "opensir", "references_per_step": 1, "teacher_samples": 3, "student_samples": 3,
                "teacher_max_tokens": 48, "student_max_tokens": 48, "length_cap": 48},
     "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
-    "run": {"steps": 2, "seed": 3},
+    "run": {"steps": 2, "seed": 3, "eval_every": 2},
+    "eval": {"benchmark": "arithmetic", "n_questions": 2, "k": 1, "max_tokens": 16, "greedy": False},
 }
 
 
@@ -87,6 +88,8 @@ def test_archive_holds_what_the_recipe_implies(finished_run):
             if s["adapter_path"]:
                 f = finished_run / s["adapter_path"]
                 assert sha256(f) == s["adapter_sha256"]
+        evals = arc.evals()
+        assert [(e["step"], e["benchmark"]) for e in evals] == [(1, "arithmetic")], "eval_every=2 -> after step 1"
         run = arc.run_info()
         assert run["recipe"]["method"]["teacher_samples"] == 3
         assert run["recipe"]["trainer"]["learning_rate"] > 0, "defaults are resolved and stored"
