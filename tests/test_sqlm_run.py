@@ -1,0 +1,53 @@
+"""SQLM end to end on the bundled model (CPU): one short step per topic."""
+
+from __future__ import annotations
+
+import pytest
+
+from minisir.archive import Archive
+from minisir.loop import Runner
+from minisir.recipe import parse_recipe
+
+
+def recipe(topic: str, run_dir) -> dict:
+    coding = topic == "coding"
+    return {
+        "model": {"gguf": "bundled"},
+        "sampler": {"n_ctx": 4096, "n_parallel": 8, "n_threads": 2},
+        "method": {"name": "sqlm", "topic": topic, "proposals_per_step": 3, "solver_samples": 3,
+                   "proposer_update_every": 1, "proposer_max_tokens": 200 if coding else 48,
+                   "solver_max_tokens": 96 if coding else 48},
+        "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 2048},
+        "run": {"steps": 1, "seed": 1, "dir": str(run_dir)},
+    }
+
+
+@pytest.mark.parametrize("topic", ["arithmetic", "algebra", "coding"])
+def test_one_sqlm_step_per_topic(topic, tmp_path):
+    runner = Runner(parse_recipe(recipe(topic, tmp_path / "run")), progress=False)
+    try:
+        assert runner.run() == 1
+    finally:
+        runner.close()
+    with Archive.open(tmp_path / "run", readonly=True) as arc:
+        problems = [arc.problem(p["id"]) for p in arc.problems(limit=100)]
+        metrics = arc.steps()[0]["metrics"]
+    assert len(problems) == 3 and all(p["role"] == "proposer" for p in problems)
+    assert metrics["topic"] == topic
+    for p in problems:
+        assert p["teacher_reward"] in (0.0, 1.0)
+        if not p["valid"]:
+            assert p["invalid_reason"] and p["solutions"] == [], "invalid proposals never reach the solver"
+            assert p["teacher_reward"] == 0.0
+            continue
+        assert len(p["solutions"]) == 3
+        rewards = [s["reward"] for s in p["solutions"]]
+        if topic == "coding":
+            assert len(p["extra"]["tests"]) >= 5
+            assert all(0.0 <= r <= 1.0 for r in rewards)
+            rate = sum(rewards) / len(rewards)
+            assert p["teacher_reward"] == (1.0 if 0.0 < rate < 1.0 else 0.0)
+        else:
+            assert set(rewards) <= {0.0, 1.0}
+            m = int(sum(rewards))  # solvers in the majority class
+            assert p["teacher_reward"] == (1.0 if 1 < m < 3 else 0.0)
