@@ -120,14 +120,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    def tripwire(*args, **kwargs):
-        raise AssertionError("the model was loaded although the archive must be refused")
-
-    monkeypatch.setattr(minisir.loop, "Sampler", tripwire)
-
-
 @pytest.mark.parametrize("case_id, make, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_archive_refused_untouched(tmp_path, no_model_loading, case_id, make, expected):
     run_dir = tmp_path / "run"
