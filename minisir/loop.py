@@ -156,8 +156,12 @@ class Runner:
         self._lock = _lock_run_dir(self.run_dir)
         self.archive = None
         try:  # on any failure below, release the lock and archive (in-process callers retry)
-            self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
-            self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+            try:
+                self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
+                self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
+            except sqlite3.OperationalError as exc:  # disk full, read-only file system, ...
+                raise ArchiveError(f"{self.run_dir / ARCHIVE_NAME}: cannot write the archive ({exc}); "
+                                   "free space or fix permissions, then rerun") from None
             self._stop = False
             _quiet_libraries()
             s = recipe.sampler
