@@ -215,6 +215,7 @@ class Runner:
         self.sampler.close()
         self.archive.close()
         self._lock.close()
+        self._lock.close()
 
     # ------------------------------------------------------------------ resume
     def _clean_uncommitted(self, last: int) -> None:
