@@ -533,6 +533,15 @@ class Archive:
         )
         return rows[::-1]
 
+    def count_valid(self) -> int:
+        """Number of valid problems (the reference pool)."""
+        return int(self.db.conn.execute("SELECT COUNT(*) FROM problems WHERE valid = 1").fetchone()[0])
+
+    def valid_at(self, positions: list[int]) -> list[dict]:
+        """Valid problems by 0-based position in id order: a few rows without reading the pool."""
+        sql = f"SELECT {self._LIST_COLS} FROM problems WHERE valid = 1 ORDER BY id LIMIT 1 OFFSET ?"
+        return [self._rows(sql, (int(i),))[0] for i in positions]
+
     def problems(self, limit: int = 50, offset: int = 0, valid_only: bool = False) -> list[dict]:
         """A page of problems in id order (for `minisir archive problems`)."""
         where = "WHERE valid = 1" if valid_only else ""

@@ -69,20 +69,22 @@ def play_opensir(runner: "Runner", step: int, phase: "_Phases") -> StepResult:
     solutions: list[dict] = []
 
     with phase("references"):
-        pool = archive.valid_problems()
-        if not pool:  # a fresh run: the seeds become the first archived problems
+        n_pool = archive.count_valid()
+        fetch = archive.valid_at  # a few rows by position: no full read of a large archive
+        if not n_pool:  # a fresh run: the seeds become the first archived problems
             seed_emb = runner.embedder.encode(list(cfg.seeds))
             for i, text in enumerate(cfg.seeds):
                 problems.append({"key": f"seed-{i}", "text": text, "role": "seed", "method": "opensir",
                                  "valid": True, "embedding": seed_emb[i], "embed_model": runner.embedder.name})
-            pool = [{"id": None, "key": f"seed-{i}", "text": t} for i, t in enumerate(cfg.seeds)]
-        picks = rng.choice(len(pool), size=cfg.references_per_step, replace=len(pool) < cfg.references_per_step)
-        refs = [pool[int(i)] for i in picks]
+            seeds = [{"id": None, "key": f"seed-{i}", "text": t} for i, t in enumerate(cfg.seeds)]
+            n_pool, fetch = len(seeds), lambda positions: [seeds[i] for i in positions]
+        picks = rng.choice(n_pool, size=cfg.references_per_step, replace=n_pool < cfg.references_per_step)
+        refs = fetch([int(i) for i in picks])
         prompts = []
-        for ref in refs:
-            others = [p["text"] for p in pool if p["text"] != ref["text"]]
-            k = min(cfg.few_shot, len(others))
-            examples = [others[int(i)] for i in rng.choice(len(others), size=k, replace=False)] if k else []
+        for pick, ref in zip(picks, refs):
+            k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
+            others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
+            examples = [p["text"] for p in fetch(others)]
             prompts.append(osir.teacher_prompt(ref["text"], examples, runner.chat))
 
     with phase("teacher"):

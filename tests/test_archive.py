@@ -223,3 +223,14 @@ def test_diversity_at_100k_rows(capsys):
     assert div.shape == (16,) and np.all((div >= 0) & (div <= 1))
     with capsys.disabled():
         print(f"\ndiversity_scores: 16 new x 100k reference x 384 dims: {elapsed * 1000:.1f} ms")
+
+
+def test_valid_pool_by_position(tmp_path):
+    rng = np.random.default_rng(0)
+    with Archive.open(tmp_path / "archive.sqlite") as arc:
+        _step(arc, 0, rng, n_problems=3)
+        _step(arc, 1, rng, n_problems=3)
+        assert arc.count_valid() == 4  # problem 0 of each step is invalid
+        texts = [p["text"] for p in arc.valid_at([0, 3, 1])]
+        assert texts == ["problem 0.1", "problem 1.2", "problem 0.2"]
+        assert [p["text"] for p in arc.valid_problems()] == [p["text"] for p in arc.valid_at([0, 1, 2, 3])]
