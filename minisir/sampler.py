@@ -47,6 +47,7 @@ class _Slot:
     seq_id: int
     prompt: int
     sample: int
+    group: int  # admission group: the sequences that share one evaluation of the prompt
     rng: np.random.Generator
     pos: int
     budget: int
@@ -375,9 +376,8 @@ class Sampler:
         next_sample = [0] * len(prompts)
         free = list(range(self.n_parallel))[::-1]
         live: dict[int, _Slot] = {}
-        first_logits: dict[int, np.ndarray] = {}
-        reserved = 0  # KV cells promised to live sequences and their prompts
-        held: dict[int, int] = {}  # prompt -> live sequences still holding its cells
+        reserved = 0  # KV cells promised to live sequences and their groups' prompt cells
+        held: dict[int, int] = {}  # admission group -> live sequences still sharing its prompt cells
         stops = [s for s in stop if s]
         self._ll.llama_memory_clear(self._mem, True)
 
@@ -385,9 +385,7 @@ class Sampler:
             # Admit: give free slots to the next prompt while the context can hold them.
             while pending and free:
                 p, todo = pending[0]
-                per_seq = max_tokens
-                cost_prompt = 0 if held.get(p) else len(ids[p])
-                k = min(todo, len(free), max(0, (self.n_ctx - reserved - cost_prompt) // per_seq))
+                k = min(todo, len(free), max(0, (self.n_ctx - reserved - len(ids[p])) // max_tokens))
                 if k == 0:
                     if not live:  # nothing will free cells: cannot make progress
                         raise ContextOverflow(
@@ -396,22 +394,22 @@ class Sampler:
                         )
                     break
                 seqs = [free.pop() for _ in range(k)]
-                first_logits[p] = self._eval_prompt(ids[p], seqs)
-                reserved += len(ids[p]) + k * per_seq
-                held[p] = held.get(p, 0) + k
+                first = self._eval_prompt(ids[p], seqs)  # one evaluation, cells shared by all k
+                group = len(held)
+                held[group] = k
+                reserved += len(ids[p]) + k * max_tokens
                 admitted = []
                 for s in seqs:
                     j = next_sample[p]
                     next_sample[p] += 1
-                    live[s] = _Slot(s, p, j, np.random.default_rng([seed, p, j]), len(ids[p]), per_seq)
+                    live[s] = _Slot(s, p, j, group, np.random.default_rng([seed, p, j]), len(ids[p]), max_tokens)
                     admitted.append(live[s])
-                rows = np.broadcast_to(first_logits[p], (k, self.n_vocab))
-                self._advance(admitted, rows, temperature, top_p, max_tokens, stops)
+                self._advance(admitted, np.broadcast_to(first, (k, self.n_vocab)), temperature, top_p,
+                              max_tokens, stops)
                 if todo - k:
-                    pending[0] = (p, todo - k)
+                    pending[0] = (p, todo - k)  # the rest start later, with their own prompt evaluation
                 else:
                     pending.popleft()
-                    first_logits.pop(p, None)
                 if progress:
                     progress(k)
 
@@ -422,8 +420,8 @@ class Sampler:
                 self._ll.llama_memory_seq_rm(self._mem, s, -1, -1)
                 free.append(s)
                 reserved -= sl.budget
-                held[sl.prompt] -= 1
-                if held[sl.prompt] == 0:
+                held[sl.group] -= 1
+                if held[sl.group] == 0:
                     reserved -= len(ids[sl.prompt])
             if not live:
                 continue

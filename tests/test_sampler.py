@@ -151,3 +151,15 @@ def test_sample_rows_greedy_and_distribution():
     assert np.allclose(freq, [0.1, 0.6, 0.3], atol=0.03)
     nucleus, _ = sample_rows(np.repeat(logits[:1], 500, axis=0), 1.0, 0.5, rngs[:500])
     assert set(nucleus.tolist()) == {1}, "top-p 0.5 keeps only the 0.6 token"
+
+
+def test_a_small_context_admits_sequences_as_cells_free_up(model):
+    # 256 cells hold a prompt group plus about five 40-token sequences at a time, so the
+    # twelve sequences must wait for each other and prompts get evaluated again when split.
+    with Sampler(model, n_ctx=256, n_parallel=8, n_threads=2) as small:
+        out = small.generate(PROMPTS, n=4, max_tokens=40, temperature=1.0, seed=2)
+    assert [len(g) for g in out] == [4, 4, 4]
+    for group in out:
+        for c in group:
+            assert 1 <= len(c.token_ids) <= 40 and len(c.logprobs) == len(c.token_ids)
+            assert c.finish_reason == "length" or c.finish_reason == "stop"
