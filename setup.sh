@@ -29,7 +29,7 @@ echo "[setup] torch (before anything that pulls it in)"
 "${PIP[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
 
 if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  echo "[setup] compiling llama-cpp-python $LLAMA_VERSION ($FLAVOR, about 15 minutes once; kept in $WHEELS)"
+  echo "[setup] compiling llama-cpp-python $LLAMA_VERSION ($FLAVOR, 5 to 15 minutes, once; kept in $WHEELS)"
   CMAKE_ARGS="$CMAKE_ARGS" "${PIP[@]}" wheel --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
 fi
 
