@@ -21,19 +21,10 @@ import minisir.loop
 from minisir.archive import ARCHIVE_NAME, SCHEMA_VERSION, Archive
 from minisir.cli import main
 from minisir.recipe import load_recipe
-
-RECIPE = {
-    "model": {"gguf": "bundled"},
-    "sampler": {"n_ctx": 2048, "n_parallel": 4},
-    "method": {"name": "opensir", "references_per_step": 1, "teacher_samples": 2, "student_samples": 2,
-               "teacher_max_tokens": 32, "student_max_tokens": 32, "length_cap": 32},
-    "trainer": {"lora_rank": 4, "lora_alpha": 8},
-    "run": {"steps": 2, "seed": 0},
-}
-
+from tiny_run import TINY
 
 def _recipe_file(tmp_path: Path, run_dir: Path, **method) -> Path:
-    data = yaml.safe_load(yaml.safe_dump(RECIPE))
+    data = yaml.safe_load(yaml.safe_dump(TINY))
     data["run"]["dir"] = str(run_dir)
     data["method"].update(method)
     path = tmp_path / f"recipe-{len(list(tmp_path.glob('recipe-*')))}.yaml"

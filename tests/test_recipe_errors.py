@@ -18,16 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from minisir.cli import main
-
-BASE: dict[str, Any] = {
-    "model": {"gguf": "bundled"},
-    "sampler": {"n_ctx": 2048, "n_parallel": 4},
-    "method": {"name": "opensir", "references_per_step": 1, "teacher_samples": 2, "student_samples": 2,
-               "teacher_max_tokens": 32, "student_max_tokens": 32, "length_cap": 32},
-    "trainer": {"lora_rank": 4, "lora_alpha": 8},
-    "run": {"steps": 2, "seed": 0},
-}
-
+from tiny_run import TINY
 
 def _set(dotted: str, value: Any) -> Callable[[dict], None]:
     def edit(recipe: dict) -> None:
@@ -49,7 +40,7 @@ def _drop(dotted: str) -> Callable[[dict], None]:
     return edit
 
 
-# id, recipe edit (None = BASE) or raw file text (str) or bytes, --set values, substrings the line must hold
+# id, recipe edit (None = TINY) or raw file text (str) or bytes, --set values, substrings the line must hold
 CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("unknown-top-key", _set("extras", {"a": 1}), [], ["extras", "unknown key"]),
     ("unknown-method-key", _set("method.teacher_sample", 4), [], ["method.teacher_sample", "unknown key"]),
@@ -108,7 +99,7 @@ def _write_case(tmp_path: Path, spec: Any) -> Path:
     if isinstance(spec, str) and spec not in ("NOT_GGUF", "RUN_DIR_UNDER_FILE"):
         recipe_path.write_text(spec)
         return recipe_path
-    recipe = copy.deepcopy(BASE)
+    recipe = copy.deepcopy(TINY)
     recipe["run"]["dir"] = str(run_dir)
     if spec == "NOT_GGUF":
         fake = tmp_path / "model.gguf"
