@@ -12,30 +12,14 @@ from click.testing import CliRunner
 
 from minisir import bench
 from minisir.cli import main
+from tiny_models import tiny_hf_dir
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
 
 
-def _tiny_dir(root: Path, vocab: int = 512) -> Path:
-    """A random 2-layer Gemma3 saved as an HF checkpoint (real transformers + PEFT, no download)."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    directory = root / f"tiny-{vocab}"
-    if not directory.exists():
-        torch.manual_seed(1234)
-        cfg = Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-            pad_token_id=0, bos_token_id=2, eos_token_id=1,
-        )
-        Gemma3ForCausalLM(cfg).save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return _tiny_dir(tmp_path_factory.mktemp("models"))
+    return tiny_hf_dir(tmp_path_factory.mktemp("models"))
 
 
 def test_train_bench_tiny_model(tiny):

@@ -11,31 +11,15 @@ import pytest
 import torch
 
 from minisir.trainer import GRPOTrainer, Sample, TrainerConfig, group_advantages
+from tiny_models import tiny_hf_dir
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
-
-
-def _tiny_dir(root: Path, vocab: int = 512, softcap: float | None = None, init: float = 0.1) -> Path:
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    directory = root / f"tiny-{vocab}-{softcap}-{init}"
-    if not directory.exists():
-        torch.manual_seed(1234)
-        cfg = Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
-            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-            initializer_range=init, final_logit_softcapping=softcap,
-            pad_token_id=0, bos_token_id=2, eos_token_id=1,
-        )
-        Gemma3ForCausalLM(cfg).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return lambda **kw: _tiny_dir(root, **kw)
+    return lambda **kw: tiny_hf_dir(root, **{"init": 0.1, **kw})
 
 
 def _trainer(model_dir: Path, seed: int = 0, **cfg) -> GRPOTrainer:

@@ -44,3 +44,21 @@ def tiny_model(arch: str, seed: int = 0, vocab: int = 262144):
         model = LlamaForCausalLM(cfg)
     _scramble(model, seed)
     return model.eval()
+
+
+def tiny_hf_dir(root, vocab: int = 512, softcap: float | None = None, init: float = 0.02):
+    """A random 2-layer Gemma3 saved as an HF checkpoint under `root` (built once per settings)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    directory = root / f"tiny-{vocab}-{softcap}-{init}"
+    if not directory.exists():
+        torch.manual_seed(1234)
+        cfg = Gemma3TextConfig(
+            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+            initializer_range=init, final_logit_softcapping=softcap,
+            pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        )
+        Gemma3ForCausalLM(cfg).save_pretrained(directory)
+    return directory
