@@ -229,11 +229,91 @@ def test_compare_is_paired_over_question_ids():
     assert d["pass@1"]["ci"] == pytest.approx([-0.094131, 0.844131], abs=1e-5)
     assert d["pass@1"]["significant"] is False
     assert d["pass@1"]["a"] == pytest.approx(0.5) and d["pass@1"]["b"] == pytest.approx(0.125)
+    # two non-zero diffs (1, 0.5), both positive: sign p = 2 * (1/2)**2; of the 4 sign patterns
+    # only ++ and -- reach |sum| 1.5, so p_perm = 2/4; the tie-free zeros are dropped
+    assert d["pass@1"]["p_sign"] == pytest.approx(0.5) and d["pass@1"]["p_perm"] == pytest.approx(0.5)
+    assert (d["pass@1"]["wins"], d["pass@1"]["losses"], d["pass@1"]["ties"]) == (2, 0, 2)
+    assert d["pass@1"]["perm_method"] == "exact"
     same = E.compare(a, a)["maj@k"]
     assert same["diff"] == 0 and same["ci"] == [0, 0]
+    assert same["p_sign"] == 1.0 and same["p_perm"] == 1.0 and same["significant"] is False
     with pytest.raises(MinisirError, match="share no question"):
         E.compare(a, {"questions": _records([1], [1], ids=["other"])})
-    assert "pass@1" in E.format_compare(d, "step 5", "base")
+    table = E.format_compare(d, "step 5", "base")
+    assert "pass@1" in table and "p perm" in table and "p sign" in table and "| 0.500 | 0.500 | 2/0/2 | 4 |" in table
+
+
+# ------------------------------------------------------------------ paired tests
+def test_sign_test_hand_computed():
+    assert E.sign_test([1.0] * 8) == {"p": 2 / 256, "wins": 8, "losses": 0, "ties": 0}
+    assert E.sign_test([-0.25] * 8)["p"] == pytest.approx(2 / 256)
+    # ties dropped: 3 wins, 1 loss of n=4 -> 2 * (C(4,0) + C(4,1)) / 16 = 10/16
+    r = E.sign_test([1, 1, 1, 0, 0, -1])
+    assert r == {"p": pytest.approx(0.625), "wins": 3, "losses": 1, "ties": 2}
+    assert E.sign_test([1, -1])["p"] == 1.0  # 2 * P(X <= 1 | n=2) = 1.5, capped
+    assert E.sign_test([0.0, 0.0, 0.0]) == {"p": 1.0, "wins": 0, "losses": 0, "ties": 3}
+    assert E.sign_test([]) ["p"] == 1.0
+    # 10 wins 2 losses: 2 * (1 + 12 + 66) / 4096
+    assert E.sign_test([1] * 10 + [-1] * 2)["p"] == pytest.approx(2 * 79 / 4096)
+
+
+def test_exact_binomial_fallback_matches_hand_values_and_scipy():
+    assert E._binom_two_sided_exact(0, 8) == 2 / 256
+    assert E._binom_two_sided_exact(8, 8) == 2 / 256
+    assert E._binom_two_sided_exact(3, 4) == 10 / 16
+    assert E._binom_two_sided_exact(2, 4) == 1.0
+    assert E._binom_two_sided_exact(0, 0) == 1.0
+    binomtest = pytest.importorskip("scipy.stats").binomtest
+    for n in range(1, 30):
+        for k in range(n + 1):
+            assert E._binom_two_sided_exact(k, n) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-9)
+
+
+def test_permutation_test_exact_hand_computed():
+    r = E.permutation_test([1.0] * 8)  # only all-plus and all-minus reach |sum| = 8
+    assert r == {"p": 2 / 256, "method": "exact", "nonzero": 8}
+    # |d| = 1, .5, .25, .25, observed sum 1.5. Sums with s1 = s2 = +: 1.5 + {.5, 0, 0, -.5}
+    # -> 3 of 4 reach 1.5; s1 != s2 gives at most 1; mirrored for s1 = s2 = -: 6/16
+    assert E.permutation_test([1, 0.5, 0.25, -0.25])["p"] == pytest.approx(6 / 16)
+    # zeros are dropped: they change no sum
+    assert E.permutation_test([1, 0.5, 0, 0.25, 0, -0.25])["p"] == pytest.approx(6 / 16)
+    assert E.permutation_test([0.0, 0.0]) == {"p": 1.0, "method": "exact", "nonzero": 0}
+    assert E.permutation_test([])["p"] == 1.0
+    assert E.permutation_test([0.3, -0.3])["p"] == 1.0  # observed sum 0: every pattern is as extreme
+    # 3 wins of 1/3 each (floats): |sum| = 1 only for +++ and ---: 2/8 despite float rounding
+    assert E.permutation_test([1 / 3, 1 / 3, 1 / 3])["p"] == pytest.approx(0.25)
+
+
+def test_permutation_test_monte_carlo_beyond_twenty():
+    rng = random.Random(11)
+    diffs = [rng.choice([1.0, 0.5, 0.25, -0.25, -0.5, 0.75]) for _ in range(21)]
+    mc = E.permutation_test(diffs, seed=3)
+    assert mc["method"].startswith("monte-carlo (20000 flips") and mc["nonzero"] == 21
+    assert mc == E.permutation_test(diffs, seed=3)  # seeded: same p every time
+    exact = E.permutation_test(diffs, exact_max=21)  # 2**21 patterns, still quick
+    assert exact["method"] == "exact"
+    assert abs(mc["p"] - exact["p"]) < 0.02  # Monte Carlo sd here is about 0.003
+    # all 25 positive: exact p would be 2 / 2**25; Monte Carlo never reports 0
+    strong = E.permutation_test([1.0] * 25)
+    assert 0 < strong["p"] <= 1 / 20001 * 5
+
+
+def test_compare_significance_is_the_permutation_test():
+    ids = [f"q{i}" for i in range(8)]
+    a = {"questions": _records([1.0] * 8, [1.0] * 8, ids)}
+    b = {"questions": _records([0.0] * 8, [0.0] * 7 + [1.0], ids)}
+    d = E.compare(a, b)
+    assert d["pass@1"]["p_sign"] == 2 / 256 and d["pass@1"]["p_perm"] == 2 / 256
+    assert d["pass@1"]["significant"] is True
+    # maj@k: 7 wins, 1 tie -> p = 2 / 128 for both tests
+    assert d["maj@k"]["p_sign"] == pytest.approx(2 / 128) and d["maj@k"]["ties"] == 1
+    assert d["maj@k"]["significant"] is True
+    # four wins out of four: the interval excludes 0 but no exact test can reach 0.05 (2/16)
+    few = E.compare({"questions": _records([1.0] * 4, [1.0] * 4)}, {"questions": _records([0.0] * 4, [0.0] * 4)})
+    assert few["pass@1"]["ci"][0] > 0 and few["pass@1"]["p_perm"] == 0.125
+    assert few["pass@1"]["significant"] is False
+
+
 
 
 # ------------------------------------------------------------------ a real eval
