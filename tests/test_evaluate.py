@@ -149,6 +149,140 @@ def test_arithmetic_answers_are_correct():
     assert [q.question for q in qs] == [q.question for q in E.load_arithmetic(50, 5)]
 
 
+# Recorded from the code before arithmetic got levels: plain `arithmetic` (= hard) must stay
+# byte-identical, so evals stored in old archives still pair up question by question.
+ARITHMETIC_BEFORE_LEVELS = {
+    0: [("arithmetic-0-0", "What is 637 * 255?", "162435", "mul"),
+        ("arithmetic-0-1", "What is 577 + 806 + 3196?", "4579", "add"),
+        ("arithmetic-0-2", "What is 4883 - 319?", "4564", "sub"),
+        ("arithmetic-0-3", "What is 33602 / 53?", "634", "div"),
+        ("arithmetic-0-4", "What is 416 * 45 - 451?", "18269", "mix"),
+        ("arithmetic-0-5", "What is 418 * 300?", "125400", "mul"),
+        ("arithmetic-0-6", "What is 314 + 120 + 4015?", "4449", "add")],
+    5: [("arithmetic-5-0", "What is 770 * 947?", "729190", "mul"),
+        ("arithmetic-5-1", "What is 511 + 126 + 2630?", "3267", "add"),
+        ("arithmetic-5-2", "What is 3373 - 682?", "2691", "sub"),
+        ("arithmetic-5-3", "What is 19320 / 28?", "690", "div"),
+        ("arithmetic-5-4", "What is 743 * 52 - 540?", "38096", "mix"),
+        ("arithmetic-5-5", "What is 699 * 254?", "177546", "mul"),
+        ("arithmetic-5-6", "What is 217 + 723 + 1331?", "2271", "add")],
+}
+# sha256 of "id\tquestion\tanswer" lines of the default 100 questions, seed 0, same recording
+ARITHMETIC_BEFORE_SHA = "cf5946cac05a4249e291b937c8c0a0cc22abda4fe8f0d3aa53945a09f2013fbe"
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "arithmetic-hard"])
+def test_arithmetic_unchanged_by_levels(name):
+    import hashlib
+
+    for seed, rows in ARITHMETIC_BEFORE_LEVELS.items():
+        qs = E.load_benchmark(name, n=7, seed=seed)
+        assert [(q.id, q.question, q.answer, q.meta["kind"]) for q in qs] == rows
+        assert all(q.meta["level"] == "hard" for q in qs)
+    qs = E.load_benchmark(name)
+    text = "\n".join(f"{q.id}\t{q.question}\t{q.answer}" for q in qs)
+    assert hashlib.sha256(text.encode()).hexdigest() == ARITHMETIC_BEFORE_SHA
+
+
+def _solve_expression(question: str) -> Fraction:
+    """Independent check of "What is a op b op c?": usual precedence (* and / first)."""
+    body = re.fullmatch(r"What is ([\d +\-*/]+)\?", question).group(1)
+    toks = body.split()
+    assert all(re.fullmatch(r"\d+", t) for t in toks[::2]) and all(t in "+-*/" for t in toks[1::2]), question
+    terms, ops = [Fraction(int(toks[0]))], []
+    for op, num in zip(toks[1::2], toks[2::2]):
+        if op == "*":
+            terms[-1] *= int(num)
+        elif op == "/":
+            terms[-1] /= int(num)
+        else:
+            ops.append(op)
+            terms.append(Fraction(int(num)))
+    value = terms[0]
+    for op, t in zip(ops, terms[1:]):
+        value = value + t if op == "+" else value - t
+    return value
+
+
+# (pattern, answer from the numbers in text order) for every word template, written from the text
+WORD_SOLUTIONS = {
+    "buy": (r"buys (\d+) .*?costs (\d+) dollars", lambda n, p: n * p),
+    "share": (r"shares (\d+) .*?among (\d+) friends", lambda t, f: Fraction(t, f)),
+    "more": (r"has (\d+) .*?gets (\d+) more", lambda a, b: a + b),
+    "less": (r"has (\d+) .*?gives away (\d+)", lambda a, b: a - b),
+    "change": (r"buys (\d+) .*?cost (\d+) dollars each and pays with (\d+) dollars", lambda n, p, m: m - n * p),
+    "packs": (r"has (\d+) .*?buys (\d+) packs with (\d+)", lambda h, k, per: h + k * per),
+    "share-give": (r"shares (\d+) .*?among (\d+) friends.*?gives (\d+)", lambda t, f, g: Fraction(t, f) - g),
+    "two-days": (r"collects (\d+) .*?and (\d+) .*?uses (\d+)", lambda a, b, u: a + b - u),
+}
+
+
+@pytest.mark.parametrize("level", ["easy", "medium"])
+def test_arithmetic_levels_answers_are_correct(level):
+    qs = E.load_benchmark(f"arithmetic-{level}", n=200, seed=3)
+    assert len(qs) == 200 and len({q.id for q in qs}) == 200 and len({q.question for q in qs}) > 150
+    for q in qs:
+        assert q.meta["level"] == level and q.id.startswith(f"arithmetic-{level}-3-")
+        assert re.fullmatch(r"\d+", q.answer), q  # exact, non-negative integer
+        if q.meta["kind"] == "word":
+            pattern, solve = WORD_SOLUTIONS[q.meta["template"]]
+            found = re.search(pattern, q.question)
+            assert found, (q.meta, q.question)
+            value = Fraction(solve(*map(int, found.groups())))
+        else:
+            value = _solve_expression(q.question)
+        assert value.denominator == 1 and value >= 0 and str(value.numerator) == q.answer, q
+
+
+def test_arithmetic_levels_kinds_balanced_and_seeded():
+    easy = E.load_benchmark("arithmetic-easy", n=100, seed=0)
+    medium = E.load_benchmark("arithmetic-medium", n=100, seed=0)
+    from collections import Counter
+
+    assert Counter(q.meta["kind"] for q in easy) == {k: 20 for k in ("add", "sub", "mul", "div", "word")}
+    assert Counter(q.meta["kind"] for q in medium) == {k: 25 for k in ("add-sub", "mul", "mix", "word")}
+    assert [q.meta["kind"] for q in easy[:5]] == ["add", "sub", "mul", "div", "word"]  # round-robin
+    assert Counter(q.meta["template"] for q in easy if "template" in q.meta) == {t: 5 for t in E.EASY_WORD}
+    assert sorted(Counter(q.meta["template"] for q in medium if "template" in q.meta).values()) == [6, 6, 6, 7]
+    for name in ("arithmetic-easy", "arithmetic-medium"):
+        a = E.load_benchmark(name, n=30, seed=9)
+        assert [(q.id, q.question, q.answer) for q in a] == [(q.id, q.question, q.answer)
+                                                            for q in E.load_benchmark(name, n=30, seed=9)]
+        assert [q.question for q in a] != [q.question for q in E.load_benchmark(name, n=30, seed=10)]
+        # each question has its own rng: asking for more questions keeps the first ones
+        assert [q.question for q in a] == [q.question for q in E.load_benchmark(name, n=60, seed=9)[:30]]
+    # levels never share ids, so compare() refuses to pair an easy eval with a hard one
+    assert not {q.id for q in easy} & {q.id for q in E.load_benchmark("arithmetic", n=100, seed=0)}
+    assert not {q.id for q in easy} & {q.id for q in medium}
+
+
+def test_arithmetic_easy_numbers_below_100_and_medium_shapes():
+    for q in E.load_benchmark("arithmetic-easy", n=300, seed=4):
+        numbers = [int(x) for x in re.findall(r"\d+", q.question)]
+        if q.meta["kind"] == "div":  # times tables backwards: dividend up to 12 * 12
+            dividend, divisor = numbers
+            assert 2 <= divisor <= 12 and 2 <= dividend // divisor <= 12 and dividend <= 144
+        else:
+            assert all(x < 100 for x in numbers), q.question
+        if q.meta["kind"] in ("add", "sub"):
+            assert all(10 <= x <= 99 for x in numbers)
+        if q.meta["kind"] == "mul":
+            assert all(2 <= x <= 12 for x in numbers)
+    for q in E.load_benchmark("arithmetic-medium", n=300, seed=4):
+        numbers = [int(x) for x in re.findall(r"\d+", q.question)]
+        assert all(x <= 100 for x in numbers), q.question
+        if q.meta["kind"] in ("mul", "mix"):
+            a, b = numbers[:2]
+            assert min(a, b) <= 12 and 10 <= max(a, b) <= 99
+        if q.meta["kind"] == "add-sub":
+            assert all(10 <= x <= 99 for x in numbers)
+    with pytest.raises(MinisirError, match="unknown benchmark"):
+        E.load_benchmark("arithmetic-expert")
+    with pytest.raises(MinisirError, match="level"):
+        E.load_arithmetic(5, 0, "expert")
+    assert {"arithmetic-easy", "arithmetic-medium", "arithmetic-hard", "arithmetic"} <= set(E.BENCHMARKS)
+
+
 # ------------------------------------------------------------------ JSONL
 def test_jsonl_good_file(tmp_path):
     path = tmp_path / "mine.jsonl"
