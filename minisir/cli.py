@@ -221,6 +221,26 @@ def _run_model(arc) -> tuple[Path, Any, dict]:
     return resolve_gguf(recipe["model"]["gguf"]), recipe["model"].get("prompt_style", "auto"), recipe
 
 
+def _method_prompt(recipe: dict, chat: Any) -> tuple[Any, Any]:
+    """(prompt, stop) of the run's method when it defines eval_prompt(question, chat) and
+    eval_stop(is_chat), else (None, None).
+
+    Why: an eval should ask questions the way the method's solver was trained to answer
+    them; methods without these hooks get evaluate()'s default (the OpenSIR student prompt).
+    """
+    import importlib
+
+    name = (recipe.get("method") or {}).get("name")
+    try:
+        mod = importlib.import_module(f"minisir.methods.{name}") if name else None
+    except ImportError:
+        mod = None
+    prompt, stop_fn = getattr(mod, "eval_prompt", None), getattr(mod, "eval_stop", None)
+    if prompt is None:
+        return None, None
+    return prompt, (list(stop_fn(chat is not None)) if stop_fn is not None else None)
+
+
 def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
     """("base" | "latest" | step number) -> (label, step or None for the base model)."""
     from .errors import MinisirError
@@ -242,11 +262,23 @@ def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
     return out
 
 
+def _jsonable(x: Any) -> Any:
+    """NaN (an undefined interval) -> null, so --json output is strict JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
 @click.option("--benchmark", default="gsm8k-100", show_default=True,
-              help="gsm8k-100 | gsm-symbolic | arithmetic | a JSONL file with question/answer.")
+              help="gsm8k-100 | gsm-symbolic | arithmetic-easy | arithmetic-medium | arithmetic-hard "
+                   "(= arithmetic, 3-digit) | a JSONL file with question/answer.")
 @click.option("--n", "n_questions", type=int, default=20, show_default=True, help="Questions.")
 @click.option("-k", "k", default=4, show_default=True, help="Samples per question (pass@1, maj@k).")
 @click.option("--max-tokens", default=384, show_default=True)
@@ -255,11 +287,21 @@ def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-greedy", is_flag=True, help="Skip the greedy pass.")
 @click.option("--step", "step", default="latest", show_default=True, help="base, latest or a step number.")
-@click.option("--compare", default=None, help="Two targets to compare, e.g. base,latest.")
+@click.option("--compare", default=None,
+              help="Two targets A,B (e.g. base,latest): B - A per metric with a paired 95% interval, "
+                   "exact sign-test and permutation p-values.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only a JSON object: per-target metrics and, with --compare, the paired comparison.")
 @_friendly
 def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_questions: int, k: int, max_tokens: int,
-             temperature: float, top_p: float, seed: int, no_greedy: bool, step: str, compare: str | None) -> None:
-    """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks."""
+             temperature: float, top_p: float, seed: int, no_greedy: bool, step: str, compare: str | None,
+             as_json: bool) -> None:
+    """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks.
+
+    A run is evaluated with the prompt style stored in its recipe (model.prompt_style:
+    chat template or few-shot completion) and its method's solver prompt when the method
+    defines one, as its training asked questions.
+    """
     from .archive import ARCHIVE_NAME, Archive
     from .assets import resolve_gguf
     from .evaluate import EvalConfig, compare as diff, format_compare, format_table, run_eval
@@ -268,27 +310,42 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
 
     cfg = EvalConfig(benchmark=benchmark, n_questions=n_questions, k=k, temperature=temperature, top_p=top_p,
                      max_tokens=max_tokens, seed=seed, greedy=not no_greedy)
+    names = compare.split(",") if compare else [step]
+    if compare and len(names) != 2:
+        raise MinisirError(f"--compare {compare}: give exactly two targets, e.g. --compare base,latest")
     if run_dir is None:
         if model is None:
             raise MinisirError("pass a run directory or --model GGUF to evaluate")
+        if compare:
+            raise MinisirError("--compare needs a run directory (it compares the run's base model and steps)")
         gguf = resolve_gguf(model)
         with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
-            result = run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
-                              label=gguf.name)
-        click.echo(format_table([result]))
+            results = [run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
+                                label=gguf.name)]
+        targets = [(gguf.name, None)]
+    else:
+        with Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir) as arc:
+            gguf, style, recipe = _run_model(arc)
+            targets = _eval_targets(arc, names)
+            results = []
+            with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
+                chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
+                prompt, stop = _method_prompt(recipe, chat)
+                for label, target in targets:
+                    results.append(run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat,
+                                            label=label, prompt=prompt, stop=stop))
+    paired = diff(results[1], results[0], seed=seed) if compare else None
+    if as_json:
+        out: dict[str, Any] = {"results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}
+                                           for r, (_, t) in zip(results, targets)]}
+        if paired is not None:
+            out["compare"] = {"a": targets[1][0], "b": targets[0][0], "diff": "a - b", "metrics": paired}
+        click.echo(json.dumps(_jsonable(out), indent=2, default=str))
         return
-    with Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir) as arc:
-        gguf, style, _ = _run_model(arc)
-        targets = _eval_targets(arc, compare.split(",") if compare else [step])
-        results = []
-        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
-            chat = choose_style(style, sampler.chat_template)
-            for label, target in targets:
-                results.append(run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat,
-                                        label=label))
     click.echo(format_table(results))
-    if compare and len(results) == 2:
-        click.echo(format_compare(diff(results[1], results[0]), targets[1][0], targets[0][0]))
+    if paired is not None:
+        click.echo("")
+        click.echo(format_compare(paired, targets[1][0], targets[0][0]))
 
 
 @main.command()

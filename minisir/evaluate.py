@@ -970,6 +970,13 @@ def format_compare(diff: dict[str, dict], label_a: str = "a", label_b: str = "b"
 
 
 # ============================================================================ running
+PromptFn = Callable[[str, Any], str]  # (question text, chat renderer or None) -> prompt
+
+
+def _prompt_name(prompt: PromptFn) -> str:
+    return f"{getattr(prompt, '__module__', '?')}.{getattr(prompt, '__qualname__', type(prompt).__name__)}"
+
+
 def evaluate(
     sampler: Any,
     questions: Sequence[Question],
@@ -977,9 +984,16 @@ def evaluate(
     chat: Callable[[list[dict]], str] | None = None,
     progress: bool = True,
     label: str = "",
+    prompt: PromptFn | None = None,
+    stop: Sequence[str] | None = None,
 ) -> EvalResult:
-    """Sample k answers (and one greedy) per question with the student prompt and score them.
+    """Sample k answers (and one greedy) per question with the solver prompt and score them.
 
+    `prompt(question_text, chat)` renders one question; default: the OpenSIR student
+    prompt, whose completion-style stop strings are then the default `stop`. Pass a
+    method's own solver prompt (with its stop strings; `stop=None` with a custom prompt
+    means none) so an eval asks the question the way training did. `chat` is the run's
+    chat renderer, or None for few-shot completion prompts (base models).
     Uses whatever adapter is set on `sampler`. Prompts go to the sampler in chunks so
     all parallel slots stay busy while the progress bar still moves.
     """
@@ -989,8 +1003,12 @@ def evaluate(
 
     if not questions:
         raise MinisirError("evaluate: no questions (check eval.benchmark and eval.n_questions)")
-    stop = list(STUDENT_STOP) if chat is None else []
-    prompts = [student_prompt(q.question, chat) for q in questions]
+    if prompt is None:
+        prompt = student_prompt
+        if stop is None:
+            stop = STUDENT_STOP if chat is None else ()
+    stop = list(stop or ())
+    prompts = [prompt(q.question, chat) for q in questions]
     chunk = max(1, math.ceil(2 * getattr(sampler, "n_parallel", 8) / cfg.k))
     t0 = time.time()
     sampled: list[list] = []
@@ -1028,7 +1046,9 @@ def evaluate(
         "mean_tokens": sum(t for _, t, _ in flat) / len(flat),
         "seconds": round(time.time() - t0, 2),
     })
-    return EvalResult(cfg.model_dump(), metrics, records, label)
+    config = {**cfg.model_dump(), "prompt_style": "completion" if chat is None else "chat",
+              "prompt": _prompt_name(prompt), "stop": stop}
+    return EvalResult(config, metrics, records, label)
 
 
 def adapter_for_step(archive: Any, step: int) -> Path:
@@ -1057,11 +1077,16 @@ def run_eval(
     chat: Callable[[list[dict]], str] | None = None,
     progress: bool = True,
     label: str | None = None,
+    prompt: PromptFn | None = None,
+    stop: Sequence[str] | None = None,
 ) -> EvalResult:
     """Evaluate a GGUF (base or merged), optionally with an adapter or an archive step's adapter.
 
     With `archive`, the result is stored via add_eval(step, benchmark, metrics incl.
-    settings and seed). `sampler` may be passed to reuse a loaded model.
+    settings, seed, prompt style and prompt). `sampler` may be passed to reuse a loaded
+    model. `chat`, `prompt` and `stop` are passed to evaluate(): use the run's own
+    prompt style (and, when given, its method's solver prompt) so the eval measures the
+    model the way it was trained to answer.
     """
     from .sampler import Sampler
 
@@ -1077,7 +1102,8 @@ def run_eval(
         else:
             sampler.clear_adapter()
         name = label or (f"step {step}" if step is not None else (Path(str(adapter)).stem if adapter else "base"))
-        result = evaluate(sampler, questions, cfg, chat=chat, progress=progress, label=name)
+        result = evaluate(sampler, questions, cfg, chat=chat, progress=progress, label=name, prompt=prompt,
+                          stop=stop)
         result.config.update({"model": str(model_path), "adapter": str(adapter) if adapter else None})
     finally:
         if own:

@@ -448,6 +448,83 @@ def test_compare_significance_is_the_permutation_test():
     assert few["pass@1"]["significant"] is False
 
 
+# ------------------------------------------------------------------ prompts (no model)
+class _Completion:
+    def __init__(self, text: str):
+        self.text, self.token_ids, self.finish_reason = text, [1, 2, 3], "stop"
+
+
+class FakeSampler:
+    """Records what evaluate() asks for and answers every question with a fixed text."""
+
+    n_parallel = 4
+
+    def __init__(self, answer_text: str = "so \\boxed{4}"):
+        self.calls: list[dict] = []
+        self.answer_text = answer_text
+
+    def generate(self, prompts, n=1, **kwargs):
+        self.calls.append({"prompts": list(prompts), "n": n, **kwargs})
+        return [[_Completion(self.answer_text) for _ in range(n)] for _ in prompts]
+
+
+def _two_questions():
+    return [E.Question("a", "What is 2 + 2?", "4"), E.Question("b", "What is 3 + 3?", "6")]
+
+
+def test_evaluate_default_prompt_is_the_opensir_student_prompt():
+    from minisir.methods.opensir import STUDENT_STOP, student_prompt
+
+    cfg = E.EvalConfig(benchmark="x", k=2)
+    fake = FakeSampler()
+    res = E.evaluate(fake, _two_questions(), cfg, progress=False)
+    assert fake.calls[0]["prompts"] == [student_prompt("What is 2 + 2?"), student_prompt("What is 3 + 3?")]
+    assert all(c["stop"] == list(STUDENT_STOP) for c in fake.calls)  # completion style: few-shot stops
+    assert [r["pass@1"] for r in res.records] == [1.0, 0.0]
+    assert res.config["prompt_style"] == "completion" and res.config["prompt"].endswith("student_prompt")
+
+    chat = lambda messages: "<chat>" + messages[-1]["content"]  # noqa: E731
+    fake = FakeSampler()
+    res = E.evaluate(fake, _two_questions(), cfg, chat=chat, progress=False)
+    assert fake.calls[0]["prompts"][0] == student_prompt("What is 2 + 2?", chat)
+    assert fake.calls[0]["prompts"][0].startswith("<chat>What is 2 + 2?")
+    assert all(c["stop"] == [] for c in fake.calls)  # the chat template ends the turn itself
+    assert res.config["prompt_style"] == "chat"
+
+
+def test_evaluate_custom_prompt_and_stop():
+    seen = []
+
+    def solver(question: str, chat) -> str:
+        seen.append(chat)
+        return f"Q: {question}\nA:"
+
+    fake = FakeSampler()
+    cfg = E.EvalConfig(benchmark="x", k=3, greedy=False)
+    res = E.evaluate(fake, _two_questions(), cfg, progress=False, prompt=solver, stop=["\nQ:"])
+    assert fake.calls[0]["prompts"] == ["Q: What is 2 + 2?\nA:", "Q: What is 3 + 3?\nA:"]
+    assert fake.calls[0]["stop"] == ["\nQ:"] and fake.calls[0]["n"] == 3 and len(fake.calls) == 1
+    assert seen == [None, None] and res.config["prompt"].endswith("solver") and res.config["stop"] == ["\nQ:"]
+    fake = FakeSampler()
+    E.evaluate(fake, _two_questions(), cfg, progress=False, prompt=solver)
+    assert fake.calls[0]["stop"] == []  # a custom prompt brings its own stops; none given = none
+
+
+def test_run_eval_passes_prompt_and_stores_style(tmp_path):
+    class Adapters(FakeSampler):
+        def clear_adapter(self):
+            pass
+
+    archive = Archive.open(tmp_path)
+    cfg = E.EvalConfig(benchmark="arithmetic-easy", n_questions=3, k=1, greedy=False)
+    fake = Adapters()
+    E.run_eval("model.gguf", cfg, archive=archive, sampler=fake, progress=False,
+               prompt=lambda q, chat: f"[{q}]", stop=["]"])
+    assert fake.calls[0]["prompts"][0] == "[What is 69 + 37?]" and fake.calls[0]["stop"] == ["]"]
+    stored = archive.evals()[0]["metrics"]["config"]
+    assert stored["prompt_style"] == "completion" and stored["stop"] == ["]"]
+    assert stored["benchmark"] == "arithmetic-easy"
+    archive.close()
 
 
 # ------------------------------------------------------------------ a real eval
