@@ -712,7 +712,7 @@ def bench_step(
 
         runner.sampler.generate = recording_generate
         runner.trainer.step = recording_step
-        summary = runner.step(0)
+        summary, _ = runner.step(0)
         metrics = runner.archive.steps()[0]["metrics"]
         gguf, hf_dir = runner.gguf, runner.hf_dir
     finally:

@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,22 +27,17 @@ from . import __version__
 from .archive import ARCHIVE_NAME, Archive
 from .assets import resolve_gguf, resolve_hf_dir
 from .errors import ArchiveError, MinisirError, RecipeError
+from .methods import method_module
+from .methods.common import StepResult, completion_fields, step_seed  # noqa: F401  (re-exported)
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe
-from .sampler import Completion, Sampler
+from .sampler import Sampler
 
 log = logging.getLogger(__name__)
-
-ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5}
 
 
 class StopRequested(MinisirError):
     """SIGINT/SIGTERM arrived: the step in flight was abandoned, nothing half-written."""
-
-
-def step_seed(seed: int, step: int, role: str) -> int:
-    """A 31-bit seed for one role of one step: resumes replay the same draws."""
-    return int(np.random.SeedSequence([seed, step, ROLE_IDS[role]]).generate_state(1)[0] >> 1)
 
 
 def sha256_file(path: Path) -> str:
@@ -103,17 +97,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-@dataclass
-class StepResult:
-    """What one step's self-play produced, before training."""
-
-    problems: list[dict]
-    solutions: list[dict]
-    samples: list  # trainer.Sample
-    metrics: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Phases:
@@ -245,24 +228,33 @@ class Runner:
 
     # ------------------------------------------------------------------ run
     def run(self, steps: int | None = None) -> int:
-        """Run until run.steps (or `steps` more); returns the number of steps committed."""
+        """Run until run.steps RL steps are committed (or `steps` more steps); returns steps committed.
+
+        A method's phase-0 steps (OpenSIR's initial pool) are committed like any step but
+        do not count towards run.steps.
+        """
         last = self.archive.last_step()
         self._clean_uncommitted(last)
         self._restore_adapter()
-        target = self.recipe.run.steps if steps is None else min(self.recipe.run.steps, last + 1 + steps)
-        if last + 1 >= target:
-            log.info("run already has %d committed steps (target %d)", last + 1, target)
+        target = self.recipe.run.steps
+        rl_done = last + 1 - self.archive.phase_totals("pool")["steps"]
+        if rl_done >= target or steps == 0:
+            log.info("run already has %d RL steps (target %d)", rl_done, target)
             return 0
         if last >= 0:
-            tqdm.write(f"resuming {self.run_dir} at step {last + 1} of {target}")
+            tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
         done = 0
-        with self._signals(), tqdm(total=target, initial=last + 1, desc="steps", unit="step",
+        with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
                                    disable=not self.progress) as bar:
-            for step in range(last + 1, target):
-                summary = self.step(step, bar)
-                bar.update(1)
+            step = last + 1
+            while rl_done < target and (steps is None or done < steps):
+                summary, phase = self.step(step, bar)
+                if phase != "pool":
+                    rl_done += 1
+                    bar.update(1)
                 tqdm.write(summary)
                 done += 1
+                step += 1
         return done
 
     @contextmanager
@@ -283,19 +275,17 @@ class Runner:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
 
-    def step(self, step: int, bar: tqdm | None = None) -> str:
-        """Play, train, export and commit one step; return its summary line."""
+    def step(self, step: int, bar: tqdm | None = None) -> tuple[str, str]:
+        """Play (run.rounds_per_step rounds), train, export and commit one step; return its
+        summary line and phase ("rl", or a method's phase 0 such as "pool")."""
         phase = _Phases(bar, lambda: self._stop)
         t0 = time.perf_counter()
-        method = self.recipe.method
-        if method.name == "opensir":
-            from .selfplay import play_opensir as play
-        else:
-            from .selfplay import play_sqlm as play
-        result: StepResult = play(self, step, phase)
+        play = method_module(self.recipe.method.name).play
+        result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)])
 
         with phase("train"):
-            train = self.trainer.step(result.samples) if result.samples else {"skipped": 1.0}
+            train = {"sync_gap": self.check_sync(step), **self.trainer.step(result.samples)} if result.samples \
+                else {"skipped": 1.0}
         adapter = None
         with phase("export"):
             try:
@@ -324,15 +314,42 @@ class Runner:
         every = self.recipe.run.eval_every
         if every and (step + 1) % every == 0:
             line += "\n" + self._evaluate(step)
-        return line
+        return line, str(metrics.get("phase", "rl"))
+
+    def check_sync(self, step: int | None = None) -> float:
+        """Mean |trainer - llama.cpp| log-prob on a fixed probe text; raise when above the limit.
+
+        Run before every update: a stale, half-loaded or wrongly scaled adapter in the sampler
+        (other RL stacks have silently trained on one) stops the run with one line naming it,
+        before anything of the step is trained or committed.
+        """
+        from .trainer import Sample
+
+        prompt_ids = self.sampler.tokenize(SYNC_PROBE[0])
+        completion = self.sampler.tokenize(SYNC_PROBE[1], add_bos=False)
+        lp_sampler = np.array(self.sampler.score(prompt_ids, completion, stepwise=False))
+        lp_trainer = np.array(self.trainer.logprobs([Sample(prompt_ids, completion, [], 0.0, "probe")])[0])
+        gap = float(np.mean(np.abs(lp_sampler - lp_trainer)))
+        limit = self.recipe.trainer.max_logprob_gap
+        if limit is not None and gap > limit:
+            adapter = self.sampler.adapter_path or "none (the base model)"
+            where = f"step {step} not committed: " if step is not None else ""
+            raise MinisirError(
+                f"{where}llama.cpp and the trainer disagree by {gap:.3f} nats per token on a probe text "
+                f"(limit trainer.max_logprob_gap={limit}); the sampler's adapter is {adapter}. Check that it is "
+                "this run's latest adapter and complete, that sampler.adapter_scale is 1, and that model.hf_dir "
+                "is the GGUF's model")
+        return round(gap, 5)
 
     def _evaluate(self, step: int) -> str:
         """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit)."""
         from .evaluate import format_table, run_eval
 
         adapter = self.sampler.adapter_path
+        method = method_module(self.recipe.method.name)
         result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=self.archive, step=step,
-                          sampler=self.sampler, chat=self.chat, progress=self.progress, label=f"step {step}")
+                          sampler=self.sampler, chat=self.chat, progress=self.progress, label=f"step {step}",
+                          prompt=method.eval_prompt, stop=method.eval_stop(self.chat is not None))
         if adapter is not None:  # run_eval activates at scale 1; restore the recipe's scale
             self.sampler.set_adapter(adapter, self.recipe.sampler.adapter_scale)
         return format_table([result])
@@ -372,6 +389,31 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
+_SUMMED = ("teacher_samples", "proposals")
+# A fixed text both engines score before each update (Runner.check_sync).
+SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
+
+
+def merge_rounds(rounds: list[StepResult]) -> StepResult:
+    """One step's result from its sampling rounds: rows and samples pooled (one optimizer
+    step accumulates all of them), counts summed, other metrics averaged over rounds."""
+    if len(rounds) == 1:
+        return rounds[0]
+    metrics: dict[str, Any] = {}
+    for key in rounds[0].metrics:
+        values = [r.metrics.get(key) for r in rounds]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers or len(numbers) < len([v for v in values if v is not None]):
+            metrics[key] = values[0]
+        elif key in _SUMMED or key.endswith("_trained"):
+            metrics[key] = sum(numbers)
+        else:
+            metrics[key] = float(np.mean(numbers))
+    metrics["rounds"] = len(rounds)
+    return StepResult([p for r in rounds for p in r.problems], [s for r in rounds for s in r.solutions],
+                      [s for r in rounds for s in r.samples], metrics)
+
+
 def summary_line(step: int, m: dict[str, Any]) -> str:
     """One human line per step."""
 
@@ -379,14 +421,13 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
         value = m.get(key)
         return "-" if value is None else fmt.format(value)
 
+    tag = " [pool]" if m.get("phase") == "pool" else ""
     return (
-        f"step {step}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
+        f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
         f"solve {f('solve_rate_mean')} valid {f('valid_rate')} div {f('diversity_mean')} "
         f"sol_tok {f('solution_tokens_mean', '{:.0f}')} loss {f('train_loss', '{:.4f}')} "
         f"gap {f('train_logprob_gap', '{:.3f}')} {f('seconds_step', '{:.0f}')}s"
     )
 
 
-def completion_fields(c: Completion) -> dict[str, Any]:
-    """Solution columns shared by every method."""
-    return {"text": c.text, "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+

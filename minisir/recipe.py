@@ -50,11 +50,14 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(100, ge=1, le=1_000_000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(100, ge=1, le=1_000_000, description="RL steps (optimizer updates); phase-0 steps come on top")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds every random stream: sampling, references, LoRA init")
     dir: str = Field("runs/default", min_length=1, description="run directory: archive, adapters, state")
     keep_adapters: int = Field(0, ge=0, description="GGUF adapters kept on disk; 0 = all")
     eval_every: int = Field(0, ge=0, description="evaluate on the `eval` section every N steps; 0 = never")
+    rounds_per_step: int = Field(1, ge=1, le=1024, description=(
+        "sampling rounds pooled into one optimizer step (gradient accumulation): more groups per update, "
+        "less noisy gradients; the recipes say how this compares with the papers' batch sizes"))
 
     @field_validator("dir")
     @classmethod

@@ -84,6 +84,9 @@ class TrainerConfig(BaseModel):
     logprob_chunk: int = Field(256, ge=1, description="positions per lm_head/log_softmax chunk")
     gradient_checkpointing: bool = False
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
+    max_logprob_gap: float | None = Field(
+        0.5, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap exceeds this "
+        "(nats): a stale or half-loaded adapter in llama.cpp; null = never")
     seed: int = Field(0, ge=0)
     device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")

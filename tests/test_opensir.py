@@ -10,6 +10,7 @@ from minisir.embed import EMPTY_DIVERSITY, Embedder, diversity_scores
 from minisir.methods.opensir import (
     STUDENT_STOP,
     TEACHER_STOP,
+    edge_value,
     few_shot_problems,
     OpenSIRConfig,
     has_box,
@@ -21,7 +22,9 @@ from minisir.methods.opensir import (
     student_reward,
     teacher_prompt,
     teacher_reward,
+    teacher_stop,
 )
+from minisir.methods.common import answer_leak_reason, has_clear_majority
 
 # ----------------------------------------------------------------------------- config
 
@@ -169,6 +172,106 @@ def test_chat_prompts_use_template():
     s = student_prompt("What is 2+3?", chat=chat)
     assert s.startswith("<chat>") and "\\boxed" in s
     assert len(seen) == 2 and seen[0][0]["role"] == "user"
+
+
+def test_chat_teacher_explains_first_when_think_is_on():
+    t = teacher_prompt("What is 1+1?", chat=lambda m: m[-1]["content"], think=True)
+    assert "<think>" in t and t.index("<think>") < t.index("<problem>")
+    assert "<think>" not in teacher_prompt("What is 1+1?", chat=lambda m: m[-1]["content"], think=False)
+    assert OpenSIRConfig().uses_think(chat=True) and not OpenSIRConfig().uses_think(chat=False)
+    assert OpenSIRConfig(think=False).uses_think(chat=True) is False
+
+
+def test_parse_records_the_think_block():
+    good = parse_teacher("<think>uses area, not sums</think>\n<problem>A square has side 4 cm. What is its area?"
+                         "</problem>\n<concepts>area</concepts>")
+    assert good.valid and good.has_think and good.problem == "A square has side 4 cm. What is its area?"
+    bare = parse_teacher("<problem>A square has side 4 cm. What is its area?</problem>\n<concepts>area</concepts>")
+    assert bare.valid and not bare.has_think
+    empty = parse_teacher("<think> </think><problem>A square has side 4 cm. What is its area?</problem>"
+                          "<concepts>area</concepts>")
+    assert not empty.has_think
+    no_open = parse_teacher("<think>why</think> What is 6 times 7 plus 2?</problem><concepts>x</concepts>")
+    assert no_open.problem == "What is 6 times 7 plus 2?" and no_open.has_think
+
+
+def test_format_term_requires_think_only_when_asked():
+    cfg = OpenSIRConfig()
+    assert teacher_reward(True, 0.7, 0.3, 10, cfg, formatted=False).format == 0.0
+    assert teacher_reward(True, 0.7, 0.3, 10, cfg, formatted=True).format == 1.0
+
+
+def test_chat_teacher_has_no_completion_stops():
+    assert teacher_stop(chat=True) == [] and "</concepts>" in teacher_stop(chat=False)
+
+
+# ----------------------------------------------------------------------------- reference rewards
+
+
+@pytest.mark.parametrize("g, expected", [(8, 0.25), (4, 0.5), (10, 0.2), (2, 1.0)])
+def test_edge_value_counts_reachable_rates(g, expected):
+    # G=8: 4/8, 5/8, 6/8, 7/8 lie in [0.5, 0.9]; G=4: 2/4, 3/4; G=10: 5/10..9/10; G=2: 1/2
+    assert edge_value(0.5, 0.9, g) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "rate, expected",
+    [(3 / 8, 0.0), (4 / 8, 0.25), (5 / 8, 0.25 + 0.75 * 0.125 / 0.2), (0.7, 1.0),
+     (6 / 8, 1 - 0.75 * 0.05 / 0.2), (7 / 8, 0.25 + 0.75 * 0.025 / 0.2), (0.9, 0.25), (1.0, 0.0)],
+)
+def test_reference_solvability_for_eight_students(rate, expected):
+    """The reference window is inclusive and its edges are worth 1/4 at G = 8: a 4/8 vote
+    earns something, 8/8 nothing."""
+    cfg = OpenSIRConfig(weights={"diversity": 0, "length": 0, "format": 0})
+    score = teacher_reward(True, rate, 0.0, 0.0, cfg, n_samples=8)
+    assert score.solvability == pytest.approx(expected)
+    zero = OpenSIRConfig(solvability_edges="zero")
+    assert teacher_reward(True, 0.5, 0.0, 0.0, zero, n_samples=8).solvability == 0.0
+
+
+def test_length_term_is_zero_when_no_student_answer_parsed():
+    cfg = OpenSIRConfig(length_cap=100)
+    assert cfg.weights.length == 1.0  # reference weight
+    rambling = teacher_reward(True, 0.0, 0.2, 100.0, cfg, any_parsed=False)
+    assert rambling.length == 0.0
+    assert teacher_reward(True, 0.0, 0.2, 100.0, cfg.model_copy(update={"length_zero_unparsed": False}),
+                          any_parsed=False).length == 1.0
+    assert teacher_reward(True, 0.6, 0.2, 50.0, cfg).length == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "problem, answer, reason_part",
+    [
+        ("The caravan exhibits a total of 7 caravans at random.", "7", "appears in the problem"),
+        ("2 is divisible by 3 and 2 is divisible by 5, which is odd.", "2", "appears in the problem"),
+        ("0 = 0", "0", "shorter than"),
+        ("A shop sells 1,200 pens a week. How many pens does it sell?", "1200", "appears in the problem"),
+        ("Tom has 12 apples and eats 5 of them. How many are left?", "seven", "no digit"),
+        ("Tom has 12 apples and eats 5 of them. How many are left?", None, "no majority answer"),
+        ("Tom has 12 apples and <b>eats</b> 5 of them. How many are left?", "7", "tag"),
+    ],
+)
+def test_answer_leak_reason_catches_non_questions(problem, answer, reason_part):
+    assert reason_part in answer_leak_reason(problem, answer)
+
+
+@pytest.mark.parametrize(
+    "problem, answer",
+    [("Tom has 12 apples and eats 5 of them. How many are left?", "7"),
+     ("Tom has 12 apples and eats 5 of them. How many are left?", "7.0"),
+     ("What is 10 - 5 more than three times four?", "\\frac{17}{1}")],
+)
+def test_answer_leak_reason_accepts_real_questions(problem, answer):
+    assert answer_leak_reason(problem, answer) is None
+
+
+@pytest.mark.parametrize(
+    "answers, clear",
+    [(["3", "3", "4", "5"], True), (["3", "3", "4", "4"], False), (["1", "2", "3", "4"], False),
+     (["3", None, None, None], False), (["3", "3.0", None, "4"], True), (["7", "7", "7", "7"], True)],
+)
+def test_clear_majority(answers, clear):
+    assert has_clear_majority(answers) is clear
 
 
 # ----------------------------------------------------------------------------- groups

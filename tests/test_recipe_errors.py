@@ -68,7 +68,7 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
      ["method", "band_high", "solver_samples"]),
     ("sqlm-pass-window", {"method": {"name": "sqlm", "pass_low": 0.9, "pass_high": 0.5}}, [],
      ["method", "pass_low", "pass_high"]),
-    ("sqlm-topic", {"method": {"name": "sqlm", "topic": "poetry"}}, [], ["method.topic", "'coding'"]),
+    ("sqlm-topic", {"method": {"name": "sqlm", "topic": "poetry"}}, [], ["method", "poetry", "answer_kind"]),
     ("model-file-missing", _set("model.gguf", "/nonexistent.gguf"), [], ["model.gguf", "/nonexistent.gguf", "bundled"]),
     ("model-file-not-gguf", "NOT_GGUF", [], ["model.gguf", "not a GGUF"]),
     ("hf-dir-missing", _set("model.hf_dir", "/nonexistent-hf"), [], ["model.hf_dir", "config.json"]),

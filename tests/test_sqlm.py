@@ -289,7 +289,8 @@ def test_plan_groups_keeps_invalid_out_of_solver_training():
         cfg=cfg,
     )
     assert plan.proposer_rewards == [1.0, 0.0, 0.0, 1.0]
-    assert plan.proposer_group == "sqlm:4:proposer:arithmetic"
+    assert plan.proposer_group == "sqlm:4:proposer:0"
+    assert plan.proposer_groups == {i: "sqlm:4:proposer:0" for i in range(4)}  # one prompt: one group
     assert plan.solver_groups == {0: "sqlm:4:solver:0", 3: "sqlm:4:solver:3"}
     assert plan.skipped[1].startswith("invalid: empty problem")
     assert plan.skipped[2] == "all solver rewards equal"
@@ -302,7 +303,57 @@ def test_plan_groups_proposer_skips():
     assert off_step.proposer_group is None and "every 5" in off_step.proposer_skip
     assert len(off_step.solver_groups) == 2  # the solver still trains
     flat = plan_groups(9, "algebra", props, [1.0, 1.0], [[1, 0], None], cfg)
-    assert flat.proposer_group is None and flat.proposer_skip == "all proposer rewards equal"
+    assert flat.proposer_group is None and flat.proposer_skip.startswith("all proposer rewards equal")
     assert flat.skipped[1] == "no solver samples"
     with pytest.raises(ValueError):
         plan_groups(0, "algebra", props, [1.0], [[1, 0], [1, 0]], cfg)
+
+
+def test_plan_groups_one_proposer_group_per_prompt():
+    """Reference SQLM: proposals from the same prompt form a group; a prompt whose
+    proposals all scored the same has no advantage and is left out."""
+    cfg = SQLMConfig(proposals_per_step=8, proposals_per_prompt=4)
+    props = _props([True] * 8)
+    rewards = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # prompt 0 mixed, prompt 1 flat
+    plan = plan_groups("4r1", "arithmetic", props, rewards, [[1, 0]] * 8, cfg, prompt_of=[0] * 4 + [1] * 4)
+    assert plan.proposer_groups == {i: "sqlm:4r1:proposer:0" for i in range(4)}
+    assert plan.proposer_group == "sqlm:4r1:proposer:0"
+
+
+def test_plan_groups_no_label_trains_no_solvers():
+    cfg = SQLMConfig()
+    plan = plan_groups(0, "arithmetic", _props([True, True]), [1.0, 1.0], [[1, 0, 1, 0], [1, 1, 0, 0]], cfg,
+                       no_label={1: "no clear majority"})
+    assert plan.solver_groups == {0: "sqlm:0:solver:0"} and plan.skipped[1] == "no clear majority"
+
+
+def test_proposals_must_fill_whole_prompts():
+    with pytest.raises(ValidationError, match="multiple of"):
+        SQLMConfig(proposals_per_step=6, proposals_per_prompt=4)
+    assert SQLMConfig(proposals_per_step=6, proposals_per_prompt=3).proposals_per_step == 6
+
+
+def test_own_topic_needs_an_answer_kind_and_uses_its_examples():
+    with pytest.raises(ValidationError, match="answer_kind"):
+        SQLMConfig(topic="fractions of a pizza")
+    cfg = SQLMConfig(topic="fractions of a pizza", answer_kind="number", topic_examples=["What is 1/2 of 8 slices?"])
+    assert cfg.kind() == "number" and SQLMConfig(topic="coding").kind() == "program"
+    prompt = proposer_prompt(cfg.topic, None, seed=0, kind="number", examples=cfg.topic_examples)
+    assert "Topic: fractions of a pizza" in prompt and "What is 1/2 of 8 slices?" in prompt
+    assert prompt.endswith("<problem>\n")
+    assert "482 + 317" not in prompt  # the built-in arithmetic examples are not mixed in
+    copied = parse_proposal("What is 1/2 of 8 slices?", cfg.topic, kind="number", examples=cfg.topic_examples)
+    assert not copied.valid and "copied" in copied.reason
+    fresh = parse_proposal("What is 1/4 of 12 slices?", cfg.topic, kind="number", examples=cfg.topic_examples)
+    assert fresh.valid
+    with pytest.raises(ValueError, match="answer kind"):
+        proposer_prompt("fractions of a pizza")
+
+
+def test_chat_mode_stops_only_at_format_tags():
+    """Completion-mode stops ("\\nProblem:", "\\n\\n\\n") would cut a chat model's solution
+    before its \\boxed{}: chat prompts stop only at the format's own closing tag."""
+    assert solver_stop("arithmetic", chat=True) == []
+    assert proposer_stop("arithmetic", chat=True) == ["</problem>"]
+    assert solver_stop("coding", chat=True) == ["```"]
+    assert "\nProblem:" in solver_stop("arithmetic", chat=False)

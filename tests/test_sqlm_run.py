@@ -14,7 +14,7 @@ def recipe(topic: str, run_dir) -> dict:
     return {
         "model": {"gguf": "bundled"},
         "sampler": {"n_ctx": 4096, "n_parallel": 8, "n_threads": 2},
-        "method": {"name": "sqlm", "topic": topic, "proposals_per_step": 3, "solver_samples": 3,
+        "method": {"name": "sqlm", "topic": topic, "proposals_per_step": 3, "proposals_per_prompt": 3, "solver_samples": 3,
                    "proposer_update_every": 1, "proposer_max_tokens": 200 if coding else 48,
                    "solver_max_tokens": 96 if coding else 48},
         "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 2048},

@@ -1,7 +1,12 @@
 """OpenSIR (arXiv 2511.00602): a teacher writes new problems, students vote on answers.
 
-Pure functions only (prompts, parsing, rewards, group selection): the loop owns the
-sampler, archive and trainer, so everything here is testable without a model.
+This module owns the method's whole step: prompts, parsing, rewards and group choice
+are pure functions (testable without a model); `play` runs one round of them on the
+runner's sampler and archive. Defaults follow the reference code (EdinburghNLP/OpenSIR):
+solvability window [0.5, 0.9] with non-zero edges, length weight 1 and 0 for unparsed
+problems, groups ranked by solvability + diversity, and an initial pool grown from the
+seed before RL. minisir adds one check the reference applies only to its initial pool:
+a problem whose majority answer is copied from its own text earns nothing (`leak_filter`).
 
 Prompt modes:
 - chat=None (default bundled model is a BASE model): a few-shot COMPLETION prompt
@@ -18,20 +23,27 @@ Prompt modes:
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import extract_boxed
+from ..trainer import Sample
+from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+
+if TYPE_CHECKING:
+    from ..loop import Runner
+    from .common import Phase, StepResult
 
 ChatFn = Callable[[list[dict]], str]
 
 # Stops for completion prompts. The teacher stops after its concepts line or when it
 # starts the next few-shot item; the student stops when it starts a new problem.
 TEACHER_STOP: tuple[str, ...] = ("</concepts>", "\nReference problem:", "\n\n\n")
-STUDENT_STOP: tuple[str, ...] = ("\nProblem:", "\n\n\n")
+STUDENT_STOP: tuple[str, ...] = MATH_SOLVER_STOP
 
 MAX_PROBLEM_CHARS = 2000
 MAX_CONCEPTS_CHARS = 300
@@ -39,13 +51,13 @@ MAX_CONCEPTS = 8
 
 
 class RewardWeights(BaseModel):
-    """Teacher reward = sum of weight * term (each term in [0, 1])."""
+    """Teacher reward = sum of weight * term (each term in [0, 1]). Reference: 1, 1, 1, 0.1."""
 
     model_config = ConfigDict(extra="forbid")
-    solvability: float = Field(1.0, ge=0)
-    diversity: float = Field(1.0, ge=0)
-    length: float = Field(0.5, ge=0)
-    format: float = Field(0.1, ge=0)
+    solvability: float = Field(1.0, ge=0, description="weight of the solve-rate window term")
+    diversity: float = Field(1.0, ge=0, description="weight of the embedding-distance term")
+    length: float = Field(1.0, ge=0, description="weight of the student-solution-length term")
+    format: float = Field(0.1, ge=0, description="weight of the format term (parsed, <think> when required)")
 
 
 class OpenSIRConfig(BaseModel):
@@ -53,25 +65,45 @@ class OpenSIRConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Literal["opensir"] = "opensir"
-    references_per_step: int = Field(2, ge=1, description="archive problems the teacher riffs on per step")
+    references_per_step: int = Field(2, ge=1, description="archive problems the teacher riffs on per round")
     teacher_samples: int = Field(8, ge=2, description="candidate problems per reference (one GRPO group)")
     student_samples: int = Field(8, ge=2, description="solutions per valid problem (vote + GRPO group)")
-    temperature: float = Field(1.0, gt=0, le=2.0)
-    top_p: float = Field(1.0, gt=0, le=1.0)
-    solve_low: float = Field(0.5, ge=0, le=1)
-    solve_peak: float = Field(0.7, ge=0, le=1)
-    solve_high: float = Field(0.9, ge=0, le=1)
-    diversity_top_k: int = Field(5, ge=1)
-    length_cap: int = Field(256, ge=1, description="student tokens at which the length term saturates")
+    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of teacher and students")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of teacher and students")
+    solve_low: float = Field(0.5, ge=0, le=1, description="lowest solve rate (majority share) inside the window")
+    solve_peak: float = Field(0.7, ge=0, le=1, description="solve rate where solvability is 1 (reference: the midpoint)")
+    solve_high: float = Field(0.9, ge=0, le=1, description="highest solve rate inside the window")
+    solvability_edges: Literal["reference", "zero"] = Field(
+        "reference", description="reference: window inclusive, edges worth 1/(reachable rates k/G inside it); "
+        "zero: window exclusive, edges worth 0")
+    diversity_top_k: int = Field(5, ge=1, description="archive neighbours averaged for the diversity term")
+    length_cap: int = Field(256, ge=1, description="student tokens at which the length term saturates (reference 1000)")
+    length_zero_unparsed: bool = Field(
+        True, description="length term 0 when no student answer parsed (reference); false pays rambling anyway")
     weights: RewardWeights = Field(default_factory=RewardWeights)
-    student_format_weight: float = Field(0.1, ge=0)
-    teacher_groups: int = Field(1, ge=0, description="teacher groups trained per step")
-    student_groups: int = Field(1, ge=0, description="student groups trained per step")
-    seeds: list[str] = Field(default_factory=lambda: ["What is 1+1?"], min_length=1)
-    embedder: str = "bundled"
+    student_format_weight: float = Field(0.1, ge=0, description="student reward for a \\boxed{} answer")
+    teacher_groups: int = Field(1, ge=0, description="teacher groups trained per round")
+    student_groups: int = Field(1, ge=0, description="student groups (one problem each) trained per round")
+    group_rank: Literal["reference", "reward"] = Field(
+        "reference", description="reference: rank groups by solvability + diversity (teacher: its variance); "
+        "reward: by the whole teacher reward, length and format included")
+    leak_filter: bool = Field(
+        True, description="a problem shorter than min_problem_chars, with tags, or whose majority answer has no "
+        "digit or is a number from its own text earns 0 and never trains students (beyond the reference)")
+    min_problem_chars: int = Field(30, ge=0, description="shortest problem the leak filter accepts (reference 30)")
+    think: bool | None = Field(
+        None, description="teacher explains how its problem differs inside <think> first, and the format term "
+        "requires it; null = on for chat prompts, off for few-shot completion prompts")
+    initial_pool: int = Field(
+        512, ge=0, description="problems grown from the seeds before RL (phase 0, no training); 0 = none")
+    initial_pool_overgen: float = Field(
+        5.0, ge=1.0, description="phase 0 stops after initial_pool * this many candidates even if the pool is short")
+    seeds: list[str] = Field(default_factory=lambda: ["What is 1+1?"], min_length=1,
+                             description="problems the archive starts from")
+    embedder: str = Field("bundled", description="sentence-transformers model dir, or bundled (all-MiniLM-L6-v2)")
     few_shot: int = Field(2, ge=0, le=8, description="archive problems shown in the teacher prompt")
-    teacher_max_tokens: int = Field(192, ge=16)
-    student_max_tokens: int = Field(384, ge=16)
+    teacher_max_tokens: int = Field(192, ge=16, description="token limit of one teacher completion")
+    student_max_tokens: int = Field(384, ge=16, description="token limit of one student solution")
 
     @model_validator(mode="after")
     def _window(self) -> "OpenSIRConfig":
@@ -81,6 +113,9 @@ class OpenSIRConfig(BaseModel):
                 f"solve_low={self.solve_low}, solve_peak={self.solve_peak}, solve_high={self.solve_high}"
             )
         return self
+
+    def uses_think(self, chat: bool) -> bool:
+        return chat if self.think is None else self.think
 
 
 # --------------------------------------------------------------------------- prompts
@@ -111,37 +146,23 @@ def few_shot_problems() -> list[str]:
     return [new for _, new, _ in TEACHER_EXAMPLES]
 
 
-STUDENT_EXAMPLES: tuple[tuple[str, str], ...] = (
-    (
-        "Sara reads 12 pages a day. How many pages does she read in 2 weeks?",
-        "Two weeks have 2 * 7 = 14 days. She reads 12 * 14 = 168 pages. The answer is \\boxed{168}.",
-    ),
-    (
-        "A train travels 150 km in 2.5 hours. What is its average speed in km per hour?",
-        "Average speed is distance divided by time: 150 / 2.5 = 60 km per hour. The answer is \\boxed{60}.",
-    ),
-)
-
 TEACHER_INSTRUCTION = (
     "Each reference problem below is followed by a NEW math problem that tests different "
     "mathematical concepts, is self-contained, and has a single numerical answer. "
     "The new problem is inside <problem></problem> and the concepts it uses are listed "
     "inside <concepts></concepts>."
 )
-STUDENT_INSTRUCTION = (
-    "Solve each math problem. Reason step by step, then give the final answer in \\boxed{}."
-)
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | None = None) -> str:
+def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | None = None,
+                   think: bool = False) -> str:
     """Prompt asking for a new problem conceptually different from `reference`.
 
     examples: archive problems to steer away from (shown, not to be copied).
     chat=None -> completion prompt ending in "<problem>" (base models).
+    think: ask the model to explain first, inside <think>, how its problem differs (reference).
     """
     reference = _one_line(reference)
     existing = [_one_line(e) for e in examples if str(e).strip()]
@@ -151,11 +172,15 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
             avoid = "\nProblems that already exist (do not repeat them):\n" + "\n".join(
                 f"- {e}" for e in existing
             )
+        first = ("First explain briefly, inside <think></think>, which different concepts your problem will test. "
+                 "Then reply") if think else "Reply"
+        fmt = ("<think>how the new problem differs</think>\n" if think else "") + (
+            "<problem>the new problem</problem>\n<concepts>concept 1, concept 2, ...</concepts>")
         user = (
             f"Reference problem: {reference}\n{avoid}\n\n"
             "Write ONE new, self-contained math problem with a single numerical answer that "
-            "uses different mathematical concepts from the reference. Reply exactly in this "
-            "format:\n<problem>the new problem</problem>\n<concepts>concept 1, concept 2, ...</concepts>"
+            f"uses different mathematical concepts from the reference. {first} exactly in this "
+            f"format:\n{fmt}"
         )
         return chat([{"role": "user", "content": user}])
     parts = [TEACHER_INSTRUCTION, ""]
@@ -169,21 +194,19 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
     return "\n".join(parts)
 
 
-def student_prompt(problem: str, chat: ChatFn | None = None) -> str:
-    """Prompt asking for a worked solution ending in \\boxed{answer}.
+def teacher_stop(chat: bool) -> list[str]:
+    """Completion prompts stop at the concepts' end or the next few-shot item; chat
+    prompts end at the end of turn (a completion-mode stop would cut their answer)."""
+    return [] if chat else list(TEACHER_STOP)
 
-    chat=None -> completion prompt ending in "Solution:" (base models).
-    """
-    problem = _one_line(problem)
-    if chat is not None:
-        return chat(
-            [{"role": "user", "content": f"{problem}\n\nReason step by step and put the final answer in \\boxed{{}}."}]
-        )
-    parts = [STUDENT_INSTRUCTION, ""]
-    for prob, sol in STUDENT_EXAMPLES:
-        parts += [f"Problem: {prob}", f"Solution: {sol}", ""]
-    parts += [f"Problem: {problem}", "Solution:"]
-    return "\n".join(parts)
+
+def student_stop(chat: bool) -> list[str]:
+    return [] if chat else list(STUDENT_STOP)
+
+
+def student_prompt(problem: str, chat: ChatFn | None = None) -> str:
+    """Prompt asking for a worked solution ending in \\boxed{answer} (shared by every method)."""
+    return math_solver_prompt(problem, chat)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -194,6 +217,7 @@ class TeacherOutput:
     valid: bool = False
     reason: str | None = None  # why invalid, short machine-friendly tag
     concept_span: tuple[int, int] | None = None  # [start, end) chars of the concepts block in text
+    has_think: bool = False  # a non-empty <think>...</think> block precedes the problem
 
 
 _P_OPEN, _P_CLOSE = "<problem>", "</problem>"
@@ -211,6 +235,14 @@ def parse_teacher(text: str, finish_reason: str = "stop") -> TeacherOutput:
     if finish_reason == "length":
         return TeacherOutput(None, reason="truncated")
     text = text or ""
+    out = _parse_tagged(text)
+    t_open, t_close = text.find("<think>"), text.find("</think>")
+    p_at = text.find(_P_OPEN) if _P_OPEN in text else text.find(_P_CLOSE)
+    out.has_think = 0 <= t_open < t_close < p_at and bool(text[t_open + 7:t_close].strip())
+    return out
+
+
+def _parse_tagged(text: str) -> TeacherOutput:
     for tag in (_P_OPEN, _P_CLOSE, _C_OPEN, _C_CLOSE):
         if text.count(tag) > 1:
             return TeacherOutput(None, reason=f"duplicate {tag}")
@@ -221,6 +253,9 @@ def parse_teacher(text: str, finish_reason: str = "stop") -> TeacherOutput:
     if p_open > p_close:
         return TeacherOutput(None, reason="misordered <problem>")
     start = p_open + len(_P_OPEN) if p_open >= 0 else 0
+    think_end = text.find("</think>")
+    if p_open < 0 and 0 <= think_end < p_close:  # "<think>..</think> problem</problem>"
+        start = think_end + len("</think>")
     problem = text[start:p_close].strip()
     c_open = text.find(_C_OPEN)
     if c_open < 0:
@@ -259,19 +294,30 @@ def has_box(text: str) -> bool:
 
 
 # --------------------------------------------------------------------------- rewards
-def solvability(s: float, low: float, high: float, peak: float) -> float:
-    """Triangular: 0 outside [low, high] (and at the edges), 1 at peak, linear between.
+def solvability(s: float, low: float, high: float, peak: float, edge: float = 0.0) -> float:
+    """Piecewise linear: 1 at peak, `edge` at low and high, 0 outside.
 
-    Problems everyone solves teach nothing; problems nobody agrees on have no usable
-    pseudo label. The peak sits where the vote is still a reliable label.
+    edge > 0 makes the window inclusive (reference: edge = edge_value(...)); edge = 0 gives
+    nothing at the edges. Problems everyone solves teach nothing; problems nobody agrees
+    on have no usable pseudo label.
     """
     if not (low < peak < high):
         raise ValueError(f"solvability: need low < peak < high, got {low}, {peak}, {high}")
-    if s <= low or s >= high:
+    if s < low or s > high or (edge <= 0 and (s == low or s == high)):
         return 0.0
     if s <= peak:
-        return (s - low) / (peak - low)
-    return (high - s) / (high - peak)
+        return edge + (1.0 - edge) * (s - low) / (peak - low)
+    return edge + (1.0 - edge) * (high - s) / (high - peak)
+
+
+def edge_value(low: float, high: float, n_samples: int) -> float:
+    """Reference edge height: 1 / (number of solve rates k/G, k = 1..G, inside [low, high]).
+
+    0.25 for G = 8 and the window [0.5, 0.9] (4/8 .. 7/8), 0.5 for G = 4 (2/4, 3/4).
+    """
+    eps = 1e-9
+    reachable = [k for k in range(1, n_samples + 1) if low - eps <= k / n_samples <= high + eps]
+    return 1.0 / len(reachable) if reachable else 0.0
 
 
 def length_score(mean_tokens: float, cap: float) -> float:
@@ -296,14 +342,24 @@ def teacher_reward(
     diversity: float,
     mean_student_tokens: float,
     cfg: OpenSIRConfig,
+    n_samples: int | None = None,
+    any_parsed: bool = True,
+    formatted: bool = True,
 ) -> TeacherScore:
-    """Weighted teacher reward; an invalid problem scores 0 on every term."""
+    """Weighted teacher reward; an invalid (or leaking) problem scores 0 on every term.
+
+    n_samples: student samples G (sets the reference edge height); default cfg.student_samples.
+    any_parsed: whether any student answer parsed (else the length term is 0 by default).
+    formatted: the format check beyond parsing (the <think> block when required).
+    """
     if not valid:
         return TeacherScore(0.0, 0.0, 0.0, 0.0, 0.0)
-    solv = solvability(solve_rate, cfg.solve_low, cfg.solve_high, cfg.solve_peak)
+    g = n_samples or cfg.student_samples
+    edge = edge_value(cfg.solve_low, cfg.solve_high, g) if cfg.solvability_edges == "reference" else 0.0
+    solv = solvability(solve_rate, cfg.solve_low, cfg.solve_high, cfg.solve_peak, edge)
     div = float(min(max(diversity, 0.0), 1.0))
-    length = length_score(mean_student_tokens, cfg.length_cap)
-    fmt = 1.0
+    length = 0.0 if (cfg.length_zero_unparsed and not any_parsed) else length_score(mean_student_tokens, cfg.length_cap)
+    fmt = 1.0 if formatted else 0.0
     w = cfg.weights
     reward = w.solvability * solv + w.diversity * div + w.length * length + w.format * fmt
     return TeacherScore(solv, div, length, fmt, float(reward))
@@ -347,3 +403,216 @@ def select_groups(
     ranked.sort(key=lambda v: (-v[0], v[1]))
     chosen_student = [key for _, _, key in ranked[: max(n_student, 0)]]
     return chosen_teacher, chosen_student
+
+
+# --------------------------------------------------------------------------- the step
+def eval_prompt(question: str, chat: ChatFn | None = None) -> str:
+    """Held-out evaluation asks questions the way students are asked during training."""
+    return student_prompt(question, chat)
+
+
+def eval_stop(chat: bool) -> list[str]:
+    return student_stop(chat)
+
+
+def _pool_phase(runner: "Runner", cfg: OpenSIRConfig) -> bool:
+    """Phase 0 (no training) until the pool holds initial_pool problems or the
+    over-generation budget is spent; both counts come from the archive, so it resumes."""
+    if cfg.initial_pool <= 0:
+        return False
+    totals = runner.archive.phase_totals("pool")
+    if totals["steps"] == 0 and runner.archive.last_step() >= 0:
+        return False  # RL already started (or the run predates phase 0): never go back
+    admitted = runner.archive.count_valid() - len(cfg.seeds)
+    return admitted < cfg.initial_pool and totals["teacher_samples"] < cfg.initial_pool * cfg.initial_pool_overgen
+
+
+def _references(runner: "Runner", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
+                think: bool) -> tuple[list[dict], list[str], list[dict]]:
+    """Reference problems, their teacher prompts, and the seed rows of a fresh archive."""
+    archive = runner.archive
+    seed_rows: list[dict] = []
+    n_pool, fetch = archive.count_valid(), archive.valid_at  # a few rows by position: no full read
+    if not n_pool:  # a fresh run: the seeds become the first archived problems
+        if add_seeds:
+            emb = runner.embedder.encode(list(cfg.seeds))
+            seed_rows = [{"key": f"seed-{i}", "text": t, "role": "seed", "method": "opensir", "valid": True,
+                          "embedding": emb[i], "embed_model": runner.embedder.name} for i, t in enumerate(cfg.seeds)]
+        seeds = [{"id": None, "key": f"seed-{i}", "text": t} for i, t in enumerate(cfg.seeds)]
+        n_pool, fetch = len(seeds), lambda positions: [seeds[i] for i in positions]
+    picks = rng.choice(n_pool, size=cfg.references_per_step, replace=n_pool < cfg.references_per_step)
+    refs = fetch([int(i) for i in picks])
+    prompts = []
+    for pick, ref in zip(picks, refs):
+        k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
+        others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
+        examples = [p["text"] for p in fetch(others)]
+        prompts.append(teacher_prompt(ref["text"], examples, runner.chat, think))
+    return refs, prompts, seed_rows
+
+
+def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+    """One round: the teacher writes problems from reference problems, students solve and vote.
+
+    In phase 0 (initial pool) the same round runs without training: it only grows the pool.
+    """
+    from ..embed import diversity_scores
+    from .common import StepResult, step_seed, tokens_per_s
+
+    cfg: OpenSIRConfig = runner.recipe.method
+    seed = runner.recipe.run.seed
+    chat = runner.chat is not None
+    think = cfg.uses_think(chat)
+    pool_phase = _pool_phase(runner, cfg)
+    prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
+    rng = np.random.default_rng(step_seed(seed, step, "reference", round_))
+
+    with phase("references"):
+        refs, prompts, problems = _references(runner, cfg, rng, round_ == 0, think)
+
+    with phase("teacher"):
+        t = time.perf_counter()
+        teacher = runner.sampler.generate(
+            prompts, n=cfg.teacher_samples, max_tokens=cfg.teacher_max_tokens, temperature=cfg.temperature,
+            top_p=cfg.top_p, seed=step_seed(seed, step, "teacher", round_), stop=teacher_stop(chat))
+        teacher_tps = tokens_per_s(teacher, time.perf_counter() - t)
+
+    with phase("parse"):
+        cands = [(r, c, parse_teacher(c.text, c.finish_reason), f"{prefix}-{r}-{j}")
+                 for r, group in enumerate(teacher) for j, c in enumerate(group)]
+        parsed = [x for x in cands if x[2].valid]
+
+    with phase("student"):
+        t = time.perf_counter()
+        student = runner.sampler.generate(
+            [student_prompt(x[2].problem, runner.chat) for x in parsed], n=cfg.student_samples,
+            max_tokens=cfg.student_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=step_seed(seed, step, "student", round_), stop=student_stop(chat)) if parsed else []
+        student_tps = tokens_per_s(student, time.perf_counter() - t)
+
+    with phase("embed"):
+        div = _diversity(runner, cfg, [x[2].problem for x in parsed], diversity_scores)
+
+    with phase("rewards"):
+        stats = {x[3]: _score_problem(x[2], sols, float(d), emb, cfg, think)
+                 for x, sols, (d, emb) in zip(parsed, student, div)}
+        solutions: list[dict] = []
+        teacher_rank: dict[str, list[float]] = {}
+        for r, c, out, key in cands:
+            st = stats.get(key)
+            teacher_rank.setdefault(f"{prefix}:t{r}", []).append(_rank_value(st, cfg))
+            problems.append(_problem_row(runner, refs[r], c, out, key, st))
+            for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["vote"].agrees, st["rewards"])
+                                         if st else ()):
+                solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans,
+                                  "agrees": agrees, "reward": rew})
+        trainable = {k: st for k, st in stats.items() if st["admitted_for_students"]}
+        t_ids, p_keys = select_groups(
+            teacher_rank, {k: _rank_value(st, cfg) for k, st in trainable.items()},
+            cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()})
+
+    samples: list[Sample] = []
+    if not pool_phase:
+        for r, c, out, key in cands:
+            if f"{prefix}:t{r}" in t_ids:
+                st = stats.get(key)
+                samples.append(to_sample(c, st["score"].reward if st else 0.0, f"{prefix}:t{r}",
+                                         _span_mask(runner, c, out.concept_span)))
+        for key in p_keys:
+            samples += [to_sample(c, rew, f"{prefix}:s{key}") for c, rew in zip(stats[key]["sols"], stats[key]["rewards"])]
+
+    scores = [st["score"] for st in stats.values()]
+    teacher_rewards = [p["teacher_reward"] for p in problems if p.get("role") == "teacher"]
+    metrics = {
+        "phase": "pool" if pool_phase else "rl",
+        "teacher_samples": len(cands),
+        "parse_rate": len(parsed) / len(cands) if cands else 0.0,
+        "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / len(cands) if cands else 0.0,
+        "leak_rate": sum(1 for st in stats.values() if st["leak"]) / len(cands) if cands else 0.0,
+        "teacher_reward_mean": mean_or_none(teacher_rewards),
+        "student_reward_mean": mean_or_none([r for st in stats.values() for r in st["rewards"]]),
+        "solve_rate_mean": mean_or_none([st["vote"].solve_rate for st in stats.values()]),
+        "diversity_mean": mean_or_none([s.diversity for s in scores if s.reward > 0]),
+        "solvability_mean": mean_or_none([s.solvability for s in scores]),
+        "solution_tokens_mean": mean_or_none([st["tokens"] for st in stats.values()]),
+        "teacher_groups_trained": len(t_ids) if not pool_phase else 0,
+        "student_groups_trained": len(p_keys) if not pool_phase else 0,
+        "teacher_tokens_per_s": teacher_tps,
+        "student_tokens_per_s": student_tps,
+    }
+    return StepResult(problems, solutions, samples, metrics)
+
+
+def _diversity(runner: "Runner", cfg: OpenSIRConfig, texts: list[str], scorer) -> list[tuple[float, np.ndarray]]:
+    """(diversity, embedding) per new problem, against the archive, the prompt's fixed
+    examples (copying one must not look novel) and the round's other candidates."""
+    if not texts:
+        return []
+    new = runner.embedder.encode(texts)
+    archived, _ = runner.archive.embedding_matrix()
+    if "few_shot_emb" not in runner.cache:
+        runner.cache["few_shot_emb"] = runner.embedder.encode(few_shot_problems())
+    fixed = runner.cache["few_shot_emb"]
+    reference = np.vstack([m for m in (archived, fixed) if len(m)])
+    return list(zip(scorer(new, reference, cfg.diversity_top_k).tolist(), new))
+
+
+def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, cfg: OpenSIRConfig,
+                   think: bool) -> dict:
+    """Vote, leak check, teacher score and student rewards of one parsed problem."""
+    from .common import answer_leak_reason, has_clear_majority, vote
+
+    v, answers = vote(sols)
+    leak = answer_leak_reason(out.problem, v.answer, cfg.min_problem_chars) if cfg.leak_filter else None
+    tokens = [len(c.token_ids) for c in sols]
+    score = teacher_reward(leak is None, v.solve_rate, div, float(np.mean(tokens)) if tokens else 0.0, cfg,
+                           n_samples=len(sols), any_parsed=v.n_parsed > 0, formatted=out.has_think or not think)
+    in_window = cfg.solve_low <= v.solve_rate <= cfg.solve_high and score.solvability > 0
+    rewards = [student_reward(a, has_box(c.text), cfg.student_format_weight) for a, c in zip(v.agrees, sols)]
+    return {"vote": v, "answers": answers, "score": score, "rewards": rewards, "sols": sols, "emb": emb,
+            "tokens": float(np.mean(tokens)) if tokens else 0.0, "leak": leak,
+            "admitted": leak is None and in_window,
+            "admitted_for_students": leak is None and has_clear_majority(answers)}
+
+
+def _rank_value(st: dict | None, cfg: OpenSIRConfig) -> float:
+    """What groups are ranked by: solvability + diversity (reference) or the whole reward."""
+    if st is None:
+        return 0.0
+    s = st["score"]
+    return s.reward if cfg.group_rank == "reward" else s.solvability + s.diversity
+
+
+def _span_mask(runner: "Runner", c, span: tuple[int, int] | None) -> list[int] | None:
+    """Token mask that is 0 for tokens starting inside the character span."""
+    if span is None:
+        return None
+    start, end = span
+    return [0 if start <= off < end else 1 for off in runner.sampler.char_offsets(c.token_ids)]
+
+
+def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, st: dict | None) -> dict:
+    """Archive row of one teacher candidate. valid = admitted to the reference pool."""
+    reason = out.reason
+    if st is not None and not st["admitted"]:
+        reason = f"leak: {st['leak']}" if st["leak"] else "solve rate outside the window"
+    row: dict[str, Any] = {
+        "key": key, "text": out.problem, "concepts": out.concepts, "role": "teacher",
+        "method": "opensir", "valid": bool(st and st["admitted"]), "invalid_reason": reason, "raw": c.text,
+        "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
+    }
+    if ref.get("id") is not None:
+        row["parent_id"] = ref["id"]
+    else:
+        row["parent_key"] = ref["key"]
+    if st:
+        score, v = st["score"], st["vote"]
+        row.update({
+            "majority_answer": v.answer, "solve_rate": v.solve_rate, "n_parsed": v.n_parsed,
+            "n_samples": v.n_total, "solvability": score.solvability, "diversity": score.diversity,
+            "length": score.length, "format": score.format, "teacher_reward": score.reward,
+            "embedding": st["emb"], "embed_model": runner.embedder.name,
+        })
+    else:
+        row.update({"teacher_reward": 0.0, "format": 0.0})
+    return row

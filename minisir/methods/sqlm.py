@@ -10,8 +10,12 @@ The proposer gets only a topic and writes a problem; the solver answers it N tim
   rate is strictly inside (pass_low, pass_high), by default (0, 1).
 Invalid proposals earn 0, keep their reason, and never produce solver groups.
 
-Pure functions only (score_code runs the sandbox, nothing else has side effects): the
-loop owns the sampler, archive and trainer.
+This module owns the method's whole step: prompts, parsing, rewards and groups are pure
+functions (score_code runs the sandbox); `play` runs one round of them on the runner's
+sampler. Defaults follow the reference (lili-chen/self-questioning-lm): 4 proposals per
+prompt form one proposer group, solvers N = 4, proposer every 5th step. minisir adds: no
+solver training without a clear majority, and no reward for a problem whose majority
+answer is a number from its own text.
 
 Prompt modes (same contract as methods.opensir):
 - chat=None: the default model is a BASE model, so prompts are few-shot COMPLETIONS
@@ -43,12 +47,20 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
+from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+
+if TYPE_CHECKING:
+    from ..loop import Runner
+    from .common import Phase, StepResult
 
 ChatFn = Callable[[list[dict]], str]
 Topic = Literal["arithmetic", "algebra", "coding"]
@@ -57,7 +69,7 @@ TOPICS: tuple[str, ...] = ("arithmetic", "algebra", "coding")
 # Stop strings for sampling (completion prompts). Excluded from the returned text.
 PROPOSER_STOP_MATH: tuple[str, ...] = ("</problem>", "\nTopic:", "\n\n\n")
 PROPOSER_STOP_CODING: tuple[str, ...] = ("</tests>", "\nTopic:")
-SOLVER_STOP_MATH: tuple[str, ...] = ("\nProblem:", "\n\n\n")
+SOLVER_STOP_MATH: tuple[str, ...] = MATH_SOLVER_STOP
 SOLVER_STOP_CODING: tuple[str, ...] = ("```", "\nTask:")
 
 MIN_PROBLEM_CHARS = 12
@@ -71,18 +83,33 @@ class SQLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["sqlm"] = "sqlm"
-    topic: Topic = "arithmetic"
-    proposals_per_step: int = Field(8, ge=1, le=1024)
+    topic: str = Field("arithmetic", min_length=1, max_length=2000, description=(
+        "arithmetic | algebra | coding, or your own topic in plain words (then set answer_kind and, for "
+        "base models, topic_examples)"))
+    answer_kind: Literal["number", "program"] | None = Field(
+        None, description="what a problem's answer is; null = the built-in topic's (coding: program, else number)")
+    topic_examples: list[str] = Field(default_factory=list, max_length=32, description=(
+        "example problems shown to the proposer for your own topic (few-shot prompts need them); "
+        "built-in topics have their own"))
+    proposals_per_step: int = Field(8, ge=1, le=1024, description="proposals per round, all prompts together")
+    proposals_per_prompt: int = Field(4, ge=1, le=64, description=(
+        "proposals sampled from one prompt: one proposer GRPO group, advantages taken inside it (reference 4)"))
     solver_samples: int = Field(4, ge=2, le=64, description="N answers per problem")
     band_low: int = Field(1, ge=0, description="proposer reward needs band_low < m (majority size)")
     band_high: int | None = Field(None, ge=1, description="... and m < band_high; None = solver_samples")
+    require_majority: bool = Field(True, description=(
+        "train a solver group only when its majority has >= 2 votes and no tie for first place "
+        "(four different answers are no label)"))
+    leak_filter: bool = Field(True, description=(
+        "number answers: a problem whose majority answer is a number from its own text earns the proposer 0 "
+        "and trains no solvers"))
     pass_low: float = Field(0.0, ge=0, le=1, description="coding: proposer reward needs pass_low < mean pass rate")
     pass_high: float = Field(1.0, ge=0, le=1, description="... and mean pass rate < pass_high")
     proposer_update_every: int = Field(5, ge=1, le=100_000, description="train the proposer every k-th step")
-    temperature: float = Field(1.0, gt=0, le=2.0)
-    top_p: float = Field(1.0, gt=0, le=1.0)
-    proposer_max_tokens: int = Field(384, ge=16, le=8192)
-    solver_max_tokens: int = Field(512, ge=16, le=8192)
+    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of proposer and solvers")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of proposer and solvers")
+    proposer_max_tokens: int = Field(384, ge=16, le=8192, description="token limit of one proposal")
+    solver_max_tokens: int = Field(512, ge=16, le=8192, description="token limit of one solution")
     min_tests: int = Field(5, ge=1, le=100, description="coding: fewest distinct tests a proposal must have")
     max_tests: int = Field(20, ge=1, le=500, description="coding: tests beyond this are dropped (cost bound)")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
@@ -98,11 +125,20 @@ class SQLMConfig(BaseModel):
             raise ValueError(f"pass_low ({self.pass_low}) must be < pass_high ({self.pass_high})")
         if self.min_tests > self.max_tests:
             raise ValueError(f"min_tests ({self.min_tests}) must be <= max_tests ({self.max_tests})")
+        if self.proposals_per_step % self.proposals_per_prompt:
+            raise ValueError(f"proposals_per_step ({self.proposals_per_step}) must be a multiple of "
+                             f"proposals_per_prompt ({self.proposals_per_prompt})")
+        if self.topic not in TOPICS and self.answer_kind is None:
+            raise ValueError(f"topic {self.topic[:40]!r} is your own: set answer_kind to number or program")
         return self
 
     def band(self) -> tuple[int, int]:
         """(low, high) with the open-interval meaning low < m < high."""
         return self.band_low, self.solver_samples if self.band_high is None else self.band_high
+
+    def kind(self) -> str:
+        """number or program: what scores a solution (majority vote, or the proposer's tests)."""
+        return self.answer_kind or ("program" if self.topic == "coding" else "number")
 
 
 # --------------------------------------------------------------------------- prompts
@@ -150,14 +186,6 @@ CODING_EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
 )
 
-SOLVER_EXAMPLES_MATH: tuple[tuple[str, str], ...] = (
-    ("What is 215 + 348 - 120?", "215 + 348 = 563 and 563 - 120 = 443. The answer is \\boxed{443}."),
-    (
-        "Ann has three times as many stamps as Ben. Together they have 48 stamps. How many stamps does Ben have?",
-        "Let Ben have b stamps, so Ann has 3b. Then b + 3b = 48, 4b = 48 and b = 12. The answer is \\boxed{12}.",
-    ),
-)
-
 SOLVER_EXAMPLE_CODE: tuple[str, str] = (
     "Read two integers on one line and print their sum.",
     "a, b = map(int, input().split())\nprint(a + b)",
@@ -170,9 +198,6 @@ PROPOSER_INSTRUCTION = (
 CODING_INSTRUCTION = (
     " Programming tasks come with at least {n} tests; each test gives the exact standard input "
     "and the exact expected standard output."
-)
-SOLVER_INSTRUCTION_MATH = (
-    "Each problem is followed by a short worked solution that ends with the final answer as \\boxed{answer}."
 )
 SOLVER_INSTRUCTION_CODE = (
     "Each task is solved by a complete Python 3 program that reads standard input and writes standard output."
@@ -191,49 +216,61 @@ def _format_tests(tests: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _check_topic(topic: str) -> None:
+def topic_kind(topic: str, kind: str | None = None) -> str:
+    """number or program for a topic: a built-in's own, or the kind given for your own topic."""
+    if kind is not None:
+        if kind not in ("number", "program"):
+            raise ValueError(f"unknown answer kind {kind!r}; use number or program")
+        return kind
     if topic not in TOPICS:
-        raise ValueError(f"unknown SQLM topic {topic!r}; use one of {', '.join(TOPICS)}")
+        raise ValueError(f"SQLM topic {topic[:40]!r} is not built in ({', '.join(TOPICS)}): give its answer kind")
+    return "program" if topic == "coding" else "number"
 
 
-def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_tests: int = 5) -> str:
+def _topic_text(topic: str) -> str:
+    return TOPIC_TEXT.get(topic, _one_line(topic))
+
+
+def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_tests: int = 5,
+                    kind: str | None = None, examples: Sequence[str] = ()) -> str:
     """Prompt asking for one new problem on `topic`; ends with "<problem>\\n".
 
     seed picks and orders the few-shot examples, so a batch of proposals does not all
-    see the same context (a base model copies its context closely).
+    see the same context (a base model copies its context closely). `examples` (your own
+    topic's) replace a built-in topic's number examples.
     """
-    _check_topic(topic)
+    coding = topic_kind(topic, kind) == "program"
+    text = _topic_text(topic)
     rng = random.Random(seed)
     if chat is not None:
         fmt = "<problem>\nthe problem\n</problem>"
-        if topic == "coding":
+        if coding:
             fmt += "\n<tests>\n<input>\nstdin of test 1\n</input>\n<output>\nexpected stdout of test 1\n</output>\n...\n</tests>"
         user = (
-            f"Write one new problem on this topic: {TOPIC_TEXT[topic]}.\n"
+            f"Write one new problem on this topic: {text}.\n"
             + PROPOSER_INSTRUCTION
-            + (CODING_INSTRUCTION.format(n=min_tests) if topic == "coding" else "")
+            + (CODING_INSTRUCTION.format(n=min_tests) if coding else "")
             + f"\nReply exactly in this format:\n{fmt}"
         )
         return chat([{"role": "user", "content": user}]) + "<problem>\n"
-    parts = [PROPOSER_INSTRUCTION + (CODING_INSTRUCTION.format(n=min_tests) if topic == "coding" else ""), ""]
-    if topic == "coding":
-        examples = list(CODING_EXAMPLES)
-        rng.shuffle(examples)
-        for problem, tests in examples[:2]:
-            parts += [f"Topic: {TOPIC_TEXT[topic]}", "<problem>", problem, "</problem>", _format_tests(tests), ""]
+    parts = [PROPOSER_INSTRUCTION + (CODING_INSTRUCTION.format(n=min_tests) if coding else ""), ""]
+    if coding:
+        shots = list(CODING_EXAMPLES)
+        rng.shuffle(shots)
+        for problem, tests in shots[:2]:
+            parts += [f"Topic: {text}", "<problem>", problem, "</problem>", _format_tests(tests), ""]
     else:
-        examples = list(PROPOSER_EXAMPLES[topic])
-        rng.shuffle(examples)
-        for problem in examples[:3]:
-            parts += [f"Topic: {TOPIC_TEXT[topic]}", "<problem>", problem, "</problem>", ""]
-    parts += [f"Topic: {TOPIC_TEXT[topic]}", "<problem>", ""]
+        shots = list(examples) or list(PROPOSER_EXAMPLES.get(topic, ()))
+        rng.shuffle(shots)
+        for problem in shots[:3]:
+            parts += [f"Topic: {text}", "<problem>", _one_line(problem), "</problem>", ""]
+    parts += [f"Topic: {text}", "<problem>", ""]
     return "\n".join(parts)
 
 
-def solver_prompt(problem: str, topic: str, chat: ChatFn | None = None) -> str:
+def solver_prompt(problem: str, topic: str, chat: ChatFn | None = None, kind: str | None = None) -> str:
     """Prompt asking for a solution: math ends at "Solution:", coding inside a python fence."""
-    _check_topic(topic)
-    if topic == "coding":
+    if topic_kind(topic, kind) == "program":
         if chat is not None:
             user = (
                 f"{problem.strip()}\n\nWrite a complete Python 3 program for this task. It must read standard "
@@ -244,24 +281,24 @@ def solver_prompt(problem: str, topic: str, chat: ChatFn | None = None) -> str:
         parts = [SOLVER_INSTRUCTION_CODE, "", "Task:", task, "Program:", "```python", code, "```", ""]
         parts += ["Task:", problem.strip(), "Program:", "```python", ""]
         return "\n".join(parts)
-    line = _one_line(problem)
-    if chat is not None:
-        return chat([{"role": "user", "content": f"{line}\n\nSolve it step by step and put the final answer in \\boxed{{}}."}])
-    parts = [SOLVER_INSTRUCTION_MATH, ""]
-    for prob, sol in SOLVER_EXAMPLES_MATH:
-        parts += [f"Problem: {prob}", f"Solution: {sol}", ""]
-    parts += [f"Problem: {line}", "Solution:"]
-    return "\n".join(parts)
+    return math_solver_prompt(problem, chat)
 
 
-def proposer_stop(topic: str) -> list[str]:
-    _check_topic(topic)
-    return list(PROPOSER_STOP_CODING if topic == "coding" else PROPOSER_STOP_MATH)
+def proposer_stop(topic: str, chat: bool = False, kind: str | None = None) -> list[str]:
+    """Completion prompts also stop at the next few-shot item; chat prompts only at the
+    format's own closing tag (a completion-mode stop would cut a chat model's answer)."""
+    coding = topic_kind(topic, kind) == "program"
+    if chat:
+        return ["</tests>"] if coding else ["</problem>"]
+    return list(PROPOSER_STOP_CODING if coding else PROPOSER_STOP_MATH)
 
 
-def solver_stop(topic: str) -> list[str]:
-    _check_topic(topic)
-    return list(SOLVER_STOP_CODING if topic == "coding" else SOLVER_STOP_MATH)
+def solver_stop(topic: str, chat: bool = False, kind: str | None = None) -> list[str]:
+    """The coding prompt opens a fence, so its closing fence ends the program in both modes."""
+    coding = topic_kind(topic, kind) == "program"
+    if chat:
+        return ["```"] if coding else []
+    return list(SOLVER_STOP_CODING if coding else SOLVER_STOP_MATH)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -349,7 +386,8 @@ def parse_tests(block: str, min_tests: int = 5, max_tests: int = 20) -> tuple[li
 
 
 def parse_proposal(
-    text: str, topic: str, finish_reason: str = "stop", min_tests: int = 5, max_tests: int = 20
+    text: str, topic: str, finish_reason: str = "stop", min_tests: int = 5, max_tests: int = 20,
+    kind: str | None = None, examples: Sequence[str] = (),
 ) -> Proposal:
     """Turn a proposer completion into a Proposal; never raises on model output.
 
@@ -358,7 +396,7 @@ def parse_proposal(
     final closing tag removed by the stop string is fine; text after the closing tag of
     the last block is ignored.
     """
-    _check_topic(topic)
+    coding = topic_kind(topic, kind) == "program"
     if finish_reason == "length":
         return _invalid("truncated: hit the token limit")
     if not isinstance(text, str) or not text.strip():
@@ -367,7 +405,7 @@ def parse_proposal(
     if t.startswith("<problem>"):  # the model repeated the tag the prompt already opened
         t = t[len("<problem>") :]
     end = t.find("</problem>")
-    if topic == "coding" and end < 0:
+    if coding and end < 0:
         return _invalid("missing </problem> before the tests")
     body, rest = (t, "") if end < 0 else (t[:end], t[end + len("</problem>") :])
     problem = body.strip()
@@ -379,9 +417,9 @@ def parse_proposal(
         return _invalid("problem too short", problem)
     if len(problem) > MAX_PROBLEM_CHARS:
         return _invalid(f"problem longer than {MAX_PROBLEM_CHARS} characters", problem)
-    if _one_line(problem).lower() in _EXAMPLE_PROBLEMS:
+    if _one_line(problem).lower() in _EXAMPLE_PROBLEMS | {_one_line(e).lower() for e in examples}:
         return _invalid("copied a prompt example", problem)
-    if topic in ("arithmetic", "algebra"):
+    if not coding:
         if "\\boxed" in problem or _ANSWER_LINE.search(problem):
             return _invalid("the problem states an answer or solution", problem)
         numbers = _NUMBER.findall(problem)
@@ -535,8 +573,9 @@ def proposer_updates(step: int, every: int) -> bool:
 class GroupPlan:
     """Which GRPO groups a step trains; the loop turns them into trainer Samples.
 
-    proposer_group: group id for ALL proposals of the step (invalid ones with reward 0,
-        which teaches the format), or None with proposer_skip saying why.
+    proposer_group: the first proposer group id (None with proposer_skip saying why);
+        proposer_groups maps every trained proposal (invalid ones with reward 0, which
+        teaches the format) to its prompt's group.
     solver_groups: proposal index -> group id, one group per valid problem (its N samples).
     skipped: proposal index -> why it has no solver group ("invalid: ...", "all rewards equal").
     """
@@ -544,20 +583,28 @@ class GroupPlan:
     proposer_group: str | None
     proposer_rewards: list[float]
     proposer_skip: str | None = None
+    proposer_groups: dict[int, str] = field(default_factory=dict)  # proposal index -> its prompt's group
     solver_groups: dict[int, str] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)
 
 
 def plan_groups(
-    step: int,
+    step: int | str,
     topic: str,
     proposals: Sequence[Proposal],
     proposer_rewards: Sequence[float],
     solver_rewards: Sequence[Sequence[float] | None],
     cfg: SQLMConfig,
+    prompt_of: Sequence[int] | None = None,
+    no_label: dict[int, str] | None = None,
 ) -> GroupPlan:
-    """Group one step's samples (analogue of opensir.select_groups).
+    """Group one round's samples (analogue of opensir.select_groups).
 
+    prompt_of: the prompt index of each proposal. Proposals of one prompt form one
+        proposer group (reference: 4 proposals per prompt, advantage inside the group);
+        None puts all proposals in one group.
+    no_label: proposal index -> why its solvers have no trustworthy label (no clear
+        majority, the answer leaks from the problem): such problems train no solvers.
     Groups whose rewards are all equal carry no GRPO signal and are skipped. Invalid
     proposals always get proposer reward 0 and never a solver group, whatever the caller
     passed for them.
@@ -566,19 +613,143 @@ def plan_groups(
         raise ValueError("proposals, proposer_rewards and solver_rewards must have the same length")
     rewards = [float(r) if p.valid else 0.0 for p, r in zip(proposals, proposer_rewards)]
     plan = GroupPlan(proposer_group=None, proposer_rewards=rewards)
-    if not proposer_updates(step, cfg.proposer_update_every):
+    prompt_of = list(prompt_of) if prompt_of is not None else [0] * len(proposals)
+    by_prompt: dict[int, list[int]] = {}
+    for i, k in enumerate(prompt_of):
+        by_prompt.setdefault(k, []).append(i)
+    step_no = int(str(step).split("r")[0])
+    if not proposer_updates(step_no, cfg.proposer_update_every):
         plan.proposer_skip = f"proposer trains every {cfg.proposer_update_every} steps"
-    elif len(set(rewards)) <= 1:
-        plan.proposer_skip = "all proposer rewards equal"
     else:
-        plan.proposer_group = f"sqlm:{step}:proposer:{topic}"
+        for k, members in by_prompt.items():
+            if len({rewards[i] for i in members}) > 1:
+                gid = f"sqlm:{step}:proposer:{k}"
+                plan.proposer_groups.update({i: gid for i in members})
+        if plan.proposer_groups:
+            plan.proposer_group = next(iter(plan.proposer_groups.values()))
+        else:
+            plan.proposer_skip = "all proposer rewards equal within every prompt's group"
+    no_label = no_label or {}
     for i, (p, sr) in enumerate(zip(proposals, solver_rewards)):
         if not p.valid:
             plan.skipped[i] = f"invalid: {p.reason}"
         elif not sr:
             plan.skipped[i] = "no solver samples"
+        elif i in no_label:
+            plan.skipped[i] = no_label[i]
         elif len(set(float(x) for x in sr)) <= 1:
             plan.skipped[i] = "all solver rewards equal"
         else:
             plan.solver_groups[i] = f"sqlm:{step}:solver:{i}"
     return plan
+
+
+# --------------------------------------------------------------------------- the step
+def eval_prompt(question: str, chat: ChatFn | None = None) -> str:
+    """Held-out questions are asked with the solver prompt this method trains (number answers)."""
+    return solver_prompt(question, "arithmetic", chat, kind="number")
+
+
+def eval_stop(chat: bool) -> list[str]:
+    return solver_stop("arithmetic", chat, kind="number")
+
+
+def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+    """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
+    from .common import StepResult, answer_leak_reason, has_clear_majority, step_seed, tokens_per_s
+
+    cfg: SQLMConfig = runner.recipe.method
+    seed = runner.recipe.run.seed
+    topic, kind, chat = cfg.topic, cfg.kind(), runner.chat is not None
+    prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
+    prop_seed = step_seed(seed, step, "proposer", round_)
+    n_prompts = cfg.proposals_per_step // cfg.proposals_per_prompt
+
+    with phase("proposer"):
+        t = time.perf_counter()
+        prompts = [proposer_prompt(topic, runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=kind,
+                                   examples=cfg.topic_examples) for k in range(n_prompts)]
+        groups = runner.sampler.generate(
+            prompts, n=cfg.proposals_per_prompt, max_tokens=cfg.proposer_max_tokens, temperature=cfg.temperature,
+            top_p=cfg.top_p, seed=prop_seed, stop=proposer_stop(topic, chat, kind))
+        proposed = [c for g in groups for c in g]
+        prompt_of = [k for k, g in enumerate(groups) for _ in g]
+        proposer_tps = tokens_per_s(groups, time.perf_counter() - t)
+
+    with phase("parse"):
+        parsed = [parse_proposal(c.text, topic, c.finish_reason, cfg.min_tests, cfg.max_tests, kind,
+                                 cfg.topic_examples) for c in proposed]
+        valid = [i for i, p in enumerate(parsed) if p.valid]
+
+    with phase("solver"):
+        t = time.perf_counter()
+        solved = runner.sampler.generate(
+            [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in valid], n=cfg.solver_samples,
+            max_tokens=cfg.solver_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=step_seed(seed, step, "solver", round_), stop=solver_stop(topic, chat, kind)) if valid else []
+        solver_tps = tokens_per_s(solved, time.perf_counter() - t)
+
+    with phase("rewards"):
+        texts = [[c.text for c in group] for group in solved]
+        if kind == "program":
+            scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, valid)], cfg)
+        else:
+            scores = [score_math(tx, cfg) for tx in texts]
+        by_index = dict(zip(valid, zip(scores, solved)))
+        no_label: dict[int, str] = {}
+        if kind == "number":
+            for i, (score, _) in by_index.items():
+                leak = answer_leak_reason(parsed[i].problem, score.majority_answer, 0) if cfg.leak_filter else None
+                if leak and score.majority_answer is not None:
+                    no_label[i] = f"leak: {leak}"
+                elif cfg.require_majority and not has_clear_majority(score.answers):
+                    no_label[i] = "no clear majority"
+        proposer_rewards = [0.0 if i in no_label and no_label[i].startswith("leak") else
+                            (by_index[i][0].proposer_reward if i in by_index else 0.0) for i in range(len(parsed))]
+        solver_rewards = [by_index[i][0].solver_rewards if i in by_index else None for i in range(len(parsed))]
+        plan = plan_groups(prefix, topic, parsed, proposer_rewards, solver_rewards, cfg, prompt_of, no_label)
+
+    problems, solutions, samples = [], [], []
+    for i, (c, p) in enumerate(zip(proposed, parsed)):
+        key = f"{prefix}-{i}"
+        reason = p.reason or (no_label.get(i) if i in no_label and no_label[i].startswith("leak") else None)
+        row: dict[str, Any] = {"key": key, "text": p.problem, "role": "proposer", "method": "sqlm",
+                               "valid": p.valid and reason is None, "invalid_reason": reason, "raw": c.text,
+                               "topic": topic, "teacher_reward": plan.proposer_rewards[i],
+                               "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
+                               "prompt_index": prompt_of[i]}
+        if p.tests:
+            row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
+        if i in by_index:
+            score, group = by_index[i]
+            if kind == "program":
+                row.update({"solve_rate": float(np.mean(score.pass_rates)), "n_samples": len(group)})
+                answers, agrees = [None] * len(group), [None] * len(group)
+            else:
+                row.update({"majority_answer": score.majority_answer, "n_samples": len(group),
+                            "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size})
+                answers, agrees = score.answers, [r > 0 for r in score.solver_rewards]
+            for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
+                solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": ag,
+                                  "reward": rew})
+            if i in plan.solver_groups:
+                samples += [to_sample(c2, rew, plan.solver_groups[i]) for c2, rew in zip(group, score.solver_rewards)]
+        problems.append(row)
+    samples += [to_sample(proposed[i], plan.proposer_rewards[i], gid) for i, gid in plan.proposer_groups.items()]
+
+    metrics = {
+        "topic": topic,
+        "proposals": len(parsed),
+        "valid_rate": len(valid) / len(parsed) if parsed else 0.0,
+        "leak_rate": sum(1 for r in no_label.values() if r.startswith("leak")) / len(parsed) if parsed else 0.0,
+        "no_majority_rate": sum(1 for r in no_label.values() if r == "no clear majority") / len(valid) if valid else 0.0,
+        "teacher_reward_mean": mean_or_none(plan.proposer_rewards),
+        "student_reward_mean": mean_or_none([r for s in scores for r in s.solver_rewards]),
+        "solve_rate_mean": mean_or_none([row["solve_rate"] for row in problems if row.get("solve_rate") is not None]),
+        "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in solved for c in g]),
+        "proposer_groups_trained": len(set(plan.proposer_groups.values())),
+        "solver_groups_trained": len(plan.solver_groups),
+        "teacher_tokens_per_s": proposer_tps,
+        "student_tokens_per_s": solver_tps,
+    }
+    return StepResult(problems, solutions, samples, metrics)

@@ -1,0 +1,162 @@
+"""What every self-play method shares: the step result, seeds, sample building, checks.
+
+A method module (methods/opensir.py, methods/sqlm.py) owns its whole step through
+`play(runner, step, phase, round_) -> StepResult`; the loop knows a method only through
+that function, `solver_prompt`/`solver_stop` (held-out evaluation uses the method's own
+student prompt) and its config class. Nothing here imports the loop, so there is no cycle.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import numpy as np
+
+from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from ..sampler import Completion
+from ..trainer import Sample
+
+if TYPE_CHECKING:  # the loop passes itself; methods only read its parts
+    from ..loop import Runner
+
+ChatFn = Callable[[list[dict]], str]
+
+# The one math solver prompt: every method's students and held-out evaluation ask a
+# question the same way, so a base-vs-trained comparison measures what training changed.
+MATH_SOLVER_INSTRUCTION = "Solve each math problem. Reason step by step, then give the final answer in \\boxed{}."
+MATH_SOLVER_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (
+        "Sara reads 12 pages a day. How many pages does she read in 2 weeks?",
+        "Two weeks have 2 * 7 = 14 days. She reads 12 * 14 = 168 pages. The answer is \\boxed{168}.",
+    ),
+    (
+        "A train travels 150 km in 2.5 hours. What is its average speed in km per hour?",
+        "Average speed is distance divided by time: 150 / 2.5 = 60 km per hour. The answer is \\boxed{60}.",
+    ),
+)
+# Completion prompts stop where the model starts the next few-shot item.
+MATH_SOLVER_STOP: tuple[str, ...] = ("\nProblem:", "\n\n\n")
+
+
+def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
+    """Prompt asking for a worked solution ending in \\boxed{answer}.
+
+    chat=None -> few-shot completion prompt ending in "Solution:" (base models).
+    """
+    problem = " ".join(str(problem).split())
+    if chat is not None:
+        return chat(
+            [{"role": "user", "content": f"{problem}\n\nReason step by step and put the final answer in \\boxed{{}}."}]
+        )
+    parts = [MATH_SOLVER_INSTRUCTION, ""]
+    for prob, sol in MATH_SOLVER_EXAMPLES:
+        parts += [f"Problem: {prob}", f"Solution: {sol}", ""]
+    parts += [f"Problem: {problem}", "Solution:"]
+    return "\n".join(parts)
+
+
+ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5}
+
+
+class Phase(Protocol):
+    """Times a named phase and honours stop requests (loop._Phases)."""
+
+    def __call__(self, name: str) -> AbstractContextManager[None]: ...
+
+
+@dataclass
+class StepResult:
+    """What one round of self-play produced, before training."""
+
+    problems: list[dict]
+    solutions: list[dict]
+    samples: list[Sample]
+    metrics: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+PlayFn = Callable[["Runner", int, Phase, int], StepResult]
+
+
+def step_seed(seed: int, step: int, role: str, round_: int = 0) -> int:
+    """A 31-bit seed for one role of one round of one step: resumes replay the same draws.
+
+    Round 0 keeps the seeds of runs made before rounds existed.
+    """
+    key = [seed, step, ROLE_IDS[role]] + ([round_] if round_ else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0] >> 1)
+
+
+def completion_fields(c: Completion) -> dict[str, Any]:
+    """Solution columns shared by every method."""
+    return {"text": c.text, "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+
+
+def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None = None) -> Sample:
+    """A trainer sample on the sampler's own token ids and log-probs."""
+    return Sample(
+        prompt_ids=c.prompt_ids,
+        completion_ids=c.token_ids,
+        sampler_logprobs=c.logprobs,
+        reward=float(reward),
+        group=group,
+        loss_mask=mask,
+        truncated=c.finish_reason == "length",
+    )
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def tokens_per_s(groups: list[list[Completion]], seconds: float) -> float:
+    n = sum(len(c.token_ids) for g in groups for c in g)
+    return round(n / seconds, 2) if seconds > 0 else 0.0
+
+
+def vote(solutions: list[Completion]):
+    """Majority vote over the boxed answers of one problem's solutions."""
+    answers = [extract_boxed(c.text) for c in solutions]
+    return majority_vote(answers), answers
+
+
+def has_clear_majority(answers: list[str | None], min_size: int = 2) -> bool:
+    """A pseudo label worth training on: at least `min_size` votes and no tie for first place.
+
+    Four different answers (or a 2-2 split) is no majority: the "label" would be a coin flip.
+    """
+    v = majority_vote(list(answers))
+    if v.count < min_size:
+        return False
+    runner_up = majority_vote([a for a, agrees in zip(answers, v.agrees) if not agrees]).count
+    return v.count > runner_up
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30) -> str | None:
+    """Why a problem/majority-answer pair is not a real question (None when it is).
+
+    OpenSIR's initial-pool filter, applied by minisir to the reward during RL too: a
+    "problem" whose majority answer is a number copied from its text, has no digit, or is
+    a short statement is how a teacher games the solvability reward (students learn to
+    copy the number and agree).
+    """
+    text = " ".join(str(problem).split())
+    if len(text) < min_chars:
+        return f"shorter than {min_chars} characters"
+    if re.search(r"</?[a-zA-Z]+>", text):
+        return "contains a tag"
+    if answer is None:
+        return "no majority answer"
+    if not re.search(r"\d", answer):
+        return "majority answer has no digit"
+    numbers = _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", text))
+    norm = normalize_answer(answer)
+    if any(equivalent(answer, n) for n in numbers) or (norm and not _NUMBER.fullmatch(norm) and norm in text):
+        return "majority answer appears in the problem"
+    return None
