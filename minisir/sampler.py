@@ -12,6 +12,7 @@ results do not depend on how sequences were scheduled or on `n_parallel`.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
 import os
@@ -54,6 +55,7 @@ class _Slot:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     raw: bytearray = field(default_factory=bytearray)
+    ends: list[int] = field(default_factory=list)  # len(raw) after each non-EOG token
     done: str | None = None
 
 
@@ -454,6 +456,7 @@ class Sampler:
                 sl.done = "stop"
                 continue
             sl.raw += self._piece(tok)
+            sl.ends.append(len(sl.raw))
             if stops:
                 tail = sl.raw[-(max(map(len, stops)) * 4 + 16) :].decode("utf-8", errors="ignore")
                 if any(s in tail for s in stops):
@@ -502,13 +505,22 @@ class Sampler:
 
 
 def _finish(sl: _Slot, prompt_ids: list[int], stops: list[str]) -> Completion:
-    """Freeze a finished slot into a Completion; text is cut before the first stop string."""
+    """Freeze a finished slot into a Completion; text is cut before the first stop string.
+
+    The tokens that wrote the stop string (and one that straddles its start) are cut from
+    token_ids and logprobs too: a stop string is the sampler's, not the policy's answer,
+    and must never be trained on.
+    """
     text = bytes(sl.raw).decode("utf-8", errors="replace")
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    ids, lps = sl.ids, sl.logprobs
+    if cut >= 0:
+        keep = bisect.bisect_right(sl.ends, len(text[:cut].encode("utf-8")))
+        ids, lps = ids[:keep], lps[:keep]
     return Completion(
         text=text if cut < 0 else text[:cut],
-        token_ids=sl.ids,
-        logprobs=sl.logprobs,
+        token_ids=ids,
+        logprobs=lps,
         finish_reason=sl.done or "length",
         prompt_ids=prompt_ids,
     )

@@ -163,3 +163,19 @@ def test_a_small_context_admits_sequences_as_cells_free_up(model):
         for c in group:
             assert 1 <= len(c.token_ids) <= 40 and len(c.logprobs) == len(c.token_ids)
             assert c.finish_reason == "length" or c.finish_reason == "stop"
+
+
+def test_stop_string_tokens_are_cut_from_the_trained_ids(sampler):
+    """The stop string is the sampler's, not the policy's: neither the text nor the token
+    ids (which the trainer learns from) may hold it. The stop is taken from the model's own
+    greedy output, so the test holds whatever this CPU's kernels sample."""
+    free = sampler.generate([PROMPTS[0]], n=1, max_tokens=24, temperature=0)[0][0]
+    text = free.text
+    assert len(text) > 12, text
+    stop = text[6:12]
+    cut = sampler.generate([PROMPTS[0]], n=1, max_tokens=24, temperature=0, stop=[stop])[0][0]
+    assert cut.text == text[: text.find(stop)] and cut.finish_reason == "stop"
+    assert stop not in sampler.detokenize(cut.token_ids)
+    assert len(cut.logprobs) == len(cut.token_ids) < len(free.token_ids)
+    assert cut.token_ids == free.token_ids[: len(cut.token_ids)]
+    assert text.startswith(sampler.detokenize(cut.token_ids))
