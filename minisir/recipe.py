@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .assets import is_hub_ref, parse_hub_ref
 from .errors import RecipeError
 from .evaluate import EvalConfig
 from .methods.opensir import OpenSIRConfig
@@ -22,15 +23,29 @@ from .trainer import TrainerConfig
 
 
 class ModelConfig(BaseModel):
-    """Which policy model to sample and train, and how to prompt it."""
+    """Which policy model to sample and train, and how to prompt it.
+
+    Hub references are only checked for their shape here: the download (or cache look-up)
+    happens when the run starts, so a recipe validates on a machine that lacks the model.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    gguf: str = Field("bundled", description='GGUF file for sampling, or "bundled" (Gemma 3 270M)')
-    hf_dir: str | None = Field(None, description="HF checkpoint to train; default: dequantise the GGUF")
+    gguf: str = Field("bundled", description=(
+        'GGUF file for sampling: a path, "bundled" (Gemma 3 270M), or hf://OWNER/REPO[@REVISION]/FILE.gguf '
+        "(fetched into the Hugging Face cache)"))
+    hf_dir: str | None = Field(None, description=(
+        "HF checkpoint to train (a directory or hf://OWNER/REPO[@REVISION]); default: dequantise the GGUF"))
     prompt_style: Literal["auto", "completion", "chat"] = Field(
         "auto", description="auto = chat when the GGUF carries a chat template, else few-shot completion"
     )
+
+    @field_validator("gguf", "hf_dir")
+    @classmethod
+    def _hub_ref_shape(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if is_hub_ref(value):
+            parse_hub_ref(value, want_file=info.field_name == "gguf")  # ValueError names what to write
+        return value
 
 
 class SamplerConfig(BaseModel):

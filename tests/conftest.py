@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Tests never reach the Hugging Face Hub: set before anything imports huggingface_hub (it reads the
+# variable once, at import), so a model named hf://... is only ever looked up in a local cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import minisir.loop
 
