@@ -221,3 +221,19 @@ def test_run_finds_a_cached_reference(tmp_path, hub, no_model_loading):
     assert isinstance(result.exception, AssertionError), result.output  # the no_model_loading tripwire
     assert "the model was loaded" in str(result.exception)
 
+
+# ---------------------------------------------------------------- the shipped recipes
+
+
+@pytest.mark.parametrize("name, repo, filename", [
+    ("gemma2b.yaml", "bartowski/gemma-2-2b-it-GGUF", "gemma-2-2b-it-Q4_K_M.gguf"),
+    ("llama3b.yaml", "bartowski/Llama-3.2-3B-Instruct-GGUF", "Llama-3.2-3B-Instruct-Q4_K_M.gguf"),
+    ("qwen2.5-1.5b.yaml", "Qwen/Qwen2.5-1.5B-Instruct-GGUF", "qwen2.5-1.5b-instruct-q4_k_m.gguf"),
+])
+def test_shipped_recipes_name_hub_models_and_validate_uncached(hub, monkeypatch, name, repo, filename):
+    monkeypatch.chdir(ROOT)  # run.dir is relative to the working directory
+    cfg = load_recipe(ROOT / "recipes" / name)
+    assert cfg.model.gguf == f"hf://{repo}/{filename}"
+    assert cfg.model.prompt_style == "chat" and cfg.method.name == "opensir"
+    with pytest.raises(MinisirError, match=f"hf download {repo} {filename}"):
+        assets.resolve_gguf(cfg.model.gguf)
