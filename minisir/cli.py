@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -60,6 +63,35 @@ def main(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------- run
+class _Stop(KeyboardInterrupt):
+    """SIGTERM/SIGINT arrived while the run loop's own handler was not installed."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Make SIGTERM/SIGINT stop `minisir run` from its first moment.
+
+    Why: as PID 1 in a container a process has no default action for SIGTERM, so until the
+    loop installs its handler `docker stop` waited 10 s and then SIGKILLed. Before the loop
+    nothing is half-written that a stop could lose (the archive commits whole steps only), so
+    the handler raises at once, as Python's default SIGINT handler does; while the loop runs,
+    its own handler replaces this one and stops at the end of the current phase.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--steps", type=int, default=None, help="Run at most this many more steps.")
@@ -67,23 +99,27 @@ def main(verbose: int) -> None:
 @_friendly
 def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
     """Run (or resume) the self-play loop described by RECIPE."""
-    from .loop import Runner, StopRequested
-    from .recipe import load_recipe
+    import shlex
 
-    cfg = load_recipe(recipe, _parse_sets(sets))
-    runner = Runner(cfg)
+    # The hint repeats the --set overrides: without e.g. run.dir a "resume" would start afresh.
+    argv = ["minisir", "run", str(recipe)] + [x for s in sets for x in ("--set", s)]
+    again = " ".join(shlex.quote(a) for a in argv)
     try:
-        done = runner.run(steps)
-    except StopRequested:
-        # The hint repeats the --set overrides: without e.g. run.dir a "resume" would start afresh.
-        import shlex
+        with _stop_on_signals():
+            from .loop import Runner, StopRequested
+            from .recipe import load_recipe
 
-        argv = ["minisir", "run", str(recipe)] + [x for s in sets for x in ("--set", s)]
-        again = " ".join(shlex.quote(a) for a in argv)
+            cfg = load_recipe(recipe, _parse_sets(sets))
+            runner = Runner(cfg)
+            try:
+                done = runner.run(steps)
+            except StopRequested:
+                raise _Stop("loop") from None
+            finally:
+                runner.close()
+    except _Stop:
         click.echo(f"stopped cleanly; resume with: {again}", err=True)
         sys.exit(130)
-    finally:
-        runner.close()
     last = runner.archive.path
     click.echo(f"{done} step(s) committed to {last}")
 
