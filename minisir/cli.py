@@ -401,10 +401,12 @@ def report(run_dir: Path, out: Path | None) -> None:
 @click.option("--qtype", default="f16", show_default=True, help="f32, f16, or a llama.cpp quant type (q8_0, q4_k_m).")
 @_friendly
 def export(run_dir: Path, out: Path, qtype: str) -> None:
-    """Merge the run's latest LoRA into the model and write a GGUF that llama.cpp/Ollama run."""
+    """Merge the run's latest LoRA into the model and write a GGUF that llama.cpp/Ollama run,
+    with an Ollama Modelfile beside it (chat template and stop tokens)."""
     from .archive import ARCHIVE_NAME, Archive
     from .assets import resolve_hf_dir
     from .export import export_merged
+    from .ollama import write_modelfile
     from .trainer import GRPOTrainer, TrainerConfig
 
     with Archive.open(run_dir / ARCHIVE_NAME, readonly=True) as arc:
@@ -417,6 +419,8 @@ def export(run_dir: Path, out: Path, qtype: str) -> None:
     trainer.load_state(state)
     path = export_merged(trainer.model, out, tokenizer_gguf=gguf, qtype=qtype)
     click.echo(f"merged model of step {last} written to {path}")
+    modelfile = write_modelfile(path)
+    click.echo(f"Ollama: ollama create NAME -f {modelfile}")
 
 
 # --------------------------------------------------------------------------- bench
