@@ -82,7 +82,10 @@ class TrainerConfig(BaseModel):
     mask_truncated: bool = Field(True, description="no loss on completions that hit max_tokens")
     micro_batch_tokens: int = Field(4096, ge=16, description="padded tokens per micro-batch (gradient accumulation)")
     logprob_chunk: int = Field(256, ge=1, description="positions per lm_head/log_softmax chunk")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory, slower)")
+    share_prompt: bool = Field(True, description=(
+        "forward a group's shared prompt once per micro-batch instead of once per completion (few-shot prompts "
+        "dominate the cost otherwise); off with gradient_checkpointing"))
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
     max_logprob_gap: float | None = Field(
         0.5, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap exceeds this "
@@ -114,6 +117,7 @@ class _Row:
     targets: list[int]
     sampler_lp: list[float]  # nan where unknown
     advantage: float
+    prompt_len: int = 0
 
 
 @dataclass
@@ -125,6 +129,7 @@ class _MicroBatch:
     targets: torch.Tensor  # (N,)
     advantages: torch.Tensor  # (N,) float32
     sampler_lp: torch.Tensor  # (N,) float32, nan = unknown
+    shared_prompt: int = 0  # > 0: every row starts with the same this-many prompt tokens
 
 
 def group_advantages(samples: list[Sample], scale_std: bool) -> tuple[list[float | None], int, int]:
@@ -186,21 +191,30 @@ def _make_row(s: Sample, advantage: float, mask_truncated: bool) -> _Row | None:
         targets=[s.completion_ids[j] for j in trained],
         sampler_lp=[float(lps[j]) if lps else math.nan for j in trained],
         advantage=advantage,
+        prompt_len=p,
     )
 
 
-def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device) -> list[_MicroBatch]:
-    """Greedy length-sorted packing: each micro-batch holds <= budget padded tokens (one row may exceed it)."""
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
-    groups: list[list[_Row]] = []
-    for i in order:
-        row = rows[i]
-        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].input_ids) <= budget:
-            groups[-1].append(row)
-        else:
-            if len(row.input_ids) > budget:
-                log.warning("a %d-token sequence exceeds micro_batch_tokens=%d; it runs alone", len(row.input_ids), budget)
-            groups.append([row])
+def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
+          share_prompt: bool = False) -> list[_MicroBatch]:
+    """Greedy length-sorted packing: each micro-batch holds <= budget padded tokens (one row may exceed it).
+
+    share_prompt: rows with the same prompt (a GRPO group) are packed together, so their
+    prompt is forwarded once per micro-batch instead of once per completion.
+    """
+    if share_prompt:
+        by_prompt: dict[tuple[int, ...], list[_Row]] = {}
+        for row in rows:
+            by_prompt.setdefault(tuple(row.input_ids[: row.prompt_len]), []).append(row)
+        out = []
+        for prompt, members in by_prompt.items():
+            batches = _pack(members, budget, pad_id, device)
+            for mb, n in zip(batches, _group_sizes(members, budget)):
+                # the last prompt token must be an input (it predicts the first completion token)
+                mb.shared_prompt = len(prompt) if n > 1 else 0
+            out += batches
+        return out
+    groups = _length_groups(rows, budget)
     batches = []
     for group in groups:
         width = len(group[0].input_ids)
@@ -227,6 +241,24 @@ def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device) -> l
             )
         )
     return batches
+
+
+def _length_groups(rows: list[_Row], budget: int) -> list[list[_Row]]:
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
+    groups: list[list[_Row]] = []
+    for i in order:
+        row = rows[i]
+        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].input_ids) <= budget:
+            groups[-1].append(row)
+        else:
+            if len(row.input_ids) > budget:
+                log.warning("a %d-token sequence exceeds micro_batch_tokens=%d; it runs alone", len(row.input_ids), budget)
+            groups.append([row])
+    return groups
+
+
+def _group_sizes(rows: list[_Row], budget: int) -> list[int]:
+    return [len(g) for g in _length_groups(rows, budget)]
 
 
 class _ChosenLogprob(torch.autograd.Function):
@@ -334,8 +366,9 @@ class GRPOTrainer:
 
     def _token_logprobs(self, mb: _MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (N,) of the micro-batch's trained tokens under the current model mode."""
-        hidden = self._body(input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False).last_hidden_state
-        selected = hidden[mb.rows, mb.cols]  # only positions that predict trained tokens
+        selected = self._shared_hidden(mb) if mb.shared_prompt else self._body(
+            input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False
+        ).last_hidden_state[mb.rows, mb.cols]  # only positions that predict trained tokens
         lps, ents = [], []
         for start in range(0, selected.shape[0], self.cfg.logprob_chunk):
             h = selected[start : start + self.cfg.logprob_chunk]
@@ -350,6 +383,27 @@ class GRPOTrainer:
             lps.append(lp)
             ents.append(ent)
         return torch.cat(lps), torch.cat(ents)
+
+    def _shared_hidden(self, mb: _MicroBatch) -> torch.Tensor:
+        """Hidden states at mb's trained positions, with the shared prompt forwarded once.
+
+        The prompt's KV cache is repeated for every row and the completions run on top of
+        it; gradients flow back through the cache into the prompt's forward, so the result
+        (values and gradients) is the full forward's up to float rounding.
+        """
+        p = mb.shared_prompt
+        out = self._body(input_ids=mb.input_ids[:1, :p], use_cache=True)
+        h_prompt = out.last_hidden_state[0]  # (P, H)
+        if mb.input_ids.shape[1] == p:  # every row trains only its first completion token
+            return h_prompt[mb.cols]
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(mb.input_ids.shape[0])
+        width = mb.input_ids.shape[1] - p
+        positions = torch.arange(p, p + width, device=mb.input_ids.device).expand(mb.input_ids.shape[0], width)
+        h_comp = self._body(input_ids=mb.input_ids[:, p:], attention_mask=mb.attention_mask, past_key_values=cache,
+                            position_ids=positions, use_cache=True).last_hidden_state
+        in_prompt = (mb.cols < p)[:, None]
+        return torch.where(in_prompt, h_prompt[mb.cols.clamp(max=p - 1)], h_comp[mb.rows, (mb.cols - p).clamp(min=0)])
 
     @torch.no_grad()
     def logprobs(self, samples: list[Sample]) -> list[list[float]]:
@@ -392,7 +446,8 @@ class GRPOTrainer:
         if not rows:  # nothing to learn from: leave parameters and optimizer state untouched
             metrics["time_s"] = time.perf_counter() - t0
             return metrics
-        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device)
+        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device,
+                        share_prompt=cfg.share_prompt and not cfg.gradient_checkpointing)
         denom = float(n_tokens) if cfg.loss_agg == "token" else float(len(rows) * cfg.max_completion_tokens)
 
         old_lp: list[torch.Tensor | None] = [None] * len(batches)

@@ -351,3 +351,22 @@ def test_load_bundled_gguf_converts_once_then_hits_cache(tmp_path, monkeypatch):
         a, b = first(input_ids=ids).logits, second(input_ids=ids).logits
     assert torch.isfinite(a).all() and torch.equal(a, b)
     assert not list((tmp_path / "hf").glob(".tmp-*"))
+
+
+def test_shared_prompt_forward_gives_the_full_forward_gradients(models):
+    """A group's prompt forwarded once (KV cache repeated for each completion) must give the
+    same log-probs and LoRA gradients as one full forward per completion, also when the
+    sequences outrun the tiny model's 8-token sliding window, and for a completion whose
+    only trained token is its first (its hidden state comes from the prompt pass)."""
+    samples = _batch(seed=21, groups=2, size=4)
+    samples[0].completion_ids = samples[0].completion_ids[:1]
+    samples[0].sampler_logprobs = samples[0].sampler_logprobs[:1]
+    samples[5].loss_mask = [1, 0, 1, 0] + [1] * (len(samples[5].completion_ids) - 4)
+    assert max(len(s.prompt_ids) + len(s.completion_ids) for s in samples) > 8
+    shared, full = _trainer(models(), share_prompt=True), _trainer(models(), share_prompt=False)
+    g_shared, g_full = _grads(shared, samples), _grads(full, samples)
+    assert _close(g_shared, g_full, rtol=1e-4, atol=1e-7)
+    assert any(v.abs().max() > 0 for v in g_shared.values())
+    m_shared, m_full = shared.step(samples), full.step(samples)
+    for key in ("loss", "logprob_gap", "entropy", "tokens", "sequences"):
+        assert m_shared[key] == pytest.approx(m_full[key], rel=1e-4, abs=1e-6), key
