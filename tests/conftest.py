@@ -21,3 +21,16 @@ def no_model_loading(monkeypatch):
         raise AssertionError("the model was loaded although the input should have been refused")
 
     monkeypatch.setattr(minisir.loop, "Sampler", tripwire)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip where torch sees no GPU (torch is imported only if some are collected)."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+        for item in cuda_items:
+            item.add_marker(skip)
