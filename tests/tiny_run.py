@@ -86,3 +86,27 @@ def check_committed(run_dir: Path, n_steps: int) -> dict:
     state = sorted(p.name for p in state_dir.iterdir()) if state_dir.exists() else []
     assert state == ([f"step-{max(trained):06d}"] if trained else []), f"state/ holds {state}"
     return info
+
+
+def force_training(monkeypatch) -> None:
+    """Make every OpenSIR round train, whatever this CPU's kernels sample.
+
+    A round whose samples give no trainable group gets one real group of two fixed
+    completions with rewards 1 and 0, so a test of what a *training* step writes (adapter,
+    trainer state) never depends on sampled text. Everything else stays real.
+    """
+    from minisir.methods import opensir
+    from minisir.trainer import Sample
+
+    real = opensir.play
+
+    def play(runner, step, phase, round_=0):
+        result = real(runner, step, phase, round_)
+        if not result.samples:
+            prompt = runner.sampler.tokenize("Problem: What is 2 + 2?\nSolution:")
+            result.samples = [Sample(prompt, runner.sampler.tokenize(text, add_bos=False), [], reward, "forced")
+                              for text, reward in ((" 2 + 2 = 4. The answer is \\boxed{4}.", 1.0),
+                                                   (" 2 + 2 = 5. The answer is \\boxed{5}.", 0.0))]
+        return result
+
+    monkeypatch.setattr(opensir, "play", play)
