@@ -355,3 +355,19 @@ def test_embedder_real_model(embedder):
     div = diversity_scores(vecs[2:], vecs[:2], top_k=2)
     near = diversity_scores(vecs[1:2], vecs[:1], top_k=1)
     assert div[0] > near[0]
+
+
+def test_groups_rank_by_solvability_plus_diversity_not_length():
+    """Reference group choice: length and format do not decide which students train, so the
+    students learn from problems whose majority label is reliable, not from long ones."""
+    from minisir.methods.opensir import TeacherScore, _rank_value
+
+    cfg = OpenSIRConfig()
+    long_unreliable = {"score": TeacherScore(0.25, 0.1, 1.0, 1.0, 0.25 + 0.1 + 1.0 + 0.1)}
+    short_reliable = {"score": TeacherScore(1.0, 0.1, 0.1, 1.0, 1.0 + 0.1 + 0.1 + 0.1)}
+    problems = {"long": _rank_value(long_unreliable, cfg), "short": _rank_value(short_reliable, cfg)}
+    assert select_groups({}, problems, 0, 1)[1] == ["short"]
+    by_reward = OpenSIRConfig(group_rank="reward")
+    problems = {"long": _rank_value(long_unreliable, by_reward), "short": _rank_value(short_reliable, by_reward)}
+    assert select_groups({}, problems, 0, 1)[1] == ["long"]
+    assert _rank_value(None, cfg) == 0.0  # an unparsed candidate counts as 0 in its teacher group

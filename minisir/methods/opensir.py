@@ -68,8 +68,11 @@ class OpenSIRConfig(BaseModel):
     references_per_step: int = Field(2, ge=1, description="archive problems the teacher riffs on per round")
     teacher_samples: int = Field(8, ge=2, description="candidate problems per reference (one GRPO group)")
     student_samples: int = Field(8, ge=2, description="solutions per valid problem (vote + GRPO group)")
-    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of teacher and students")
-    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of teacher and students")
+    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of the teacher (and students)")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of the teacher (and students)")
+    student_temperature: float | None = Field(None, gt=0, le=2.0, description=(
+        "students' own temperature; null = temperature. A weak model's votes at 1.0 are mostly noise"))
+    student_top_p: float | None = Field(None, gt=0, le=1.0, description="students' own top_p; null = top_p")
     solve_low: float = Field(0.5, ge=0, le=1, description="lowest solve rate (majority share) inside the window")
     solve_peak: float = Field(0.7, ge=0, le=1, description="solve rate where solvability is 1 (reference: the midpoint)")
     solve_high: float = Field(0.9, ge=0, le=1, description="highest solve rate inside the window")
@@ -486,8 +489,8 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
         t = time.perf_counter()
         student = runner.sampler.generate(
             [student_prompt(x[2].problem, runner.chat) for x in parsed], n=cfg.student_samples,
-            max_tokens=cfg.student_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=step_seed(seed, step, "student", round_), stop=student_stop(chat)) if parsed else []
+            max_tokens=cfg.student_max_tokens, temperature=cfg.student_temperature or cfg.temperature,
+            top_p=cfg.student_top_p or cfg.top_p, seed=step_seed(seed, step, "student", round_), stop=student_stop(chat)) if parsed else []
         student_tps = tokens_per_s(student, time.perf_counter() - t)
 
     with phase("embed"):
@@ -611,8 +614,9 @@ def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, s
             "majority_answer": v.answer, "solve_rate": v.solve_rate, "n_parsed": v.n_parsed,
             "n_samples": v.n_total, "solvability": score.solvability, "diversity": score.diversity,
             "length": score.length, "format": score.format, "teacher_reward": score.reward,
-            "embedding": st["emb"], "embed_model": runner.embedder.name,
         })
+        if st["admitted"]:  # diversity is measured against the pool (reference), so only it is embedded
+            row.update({"embedding": st["emb"], "embed_model": runner.embedder.name})
     else:
         row.update({"teacher_reward": 0.0, "format": 0.0})
     return row

@@ -106,8 +106,11 @@ class SQLMConfig(BaseModel):
     pass_low: float = Field(0.0, ge=0, le=1, description="coding: proposer reward needs pass_low < mean pass rate")
     pass_high: float = Field(1.0, ge=0, le=1, description="... and mean pass rate < pass_high")
     proposer_update_every: int = Field(5, ge=1, le=100_000, description="train the proposer every k-th step")
-    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of proposer and solvers")
-    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of proposer and solvers")
+    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of the proposer (and solvers)")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of the proposer (and solvers)")
+    solver_temperature: float | None = Field(None, gt=0, le=2.0, description=(
+        "solvers' own temperature; null = temperature. A weak model's votes at 1.0 are mostly noise"))
+    solver_top_p: float | None = Field(None, gt=0, le=1.0, description="solvers' own top_p; null = top_p")
     proposer_max_tokens: int = Field(384, ge=16, le=8192, description="token limit of one proposal")
     solver_max_tokens: int = Field(512, ge=16, le=8192, description="token limit of one solution")
     min_tests: int = Field(5, ge=1, le=100, description="coding: fewest distinct tests a proposal must have")
@@ -685,8 +688,8 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
         t = time.perf_counter()
         solved = runner.sampler.generate(
             [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in valid], n=cfg.solver_samples,
-            max_tokens=cfg.solver_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=step_seed(seed, step, "solver", round_), stop=solver_stop(topic, chat, kind)) if valid else []
+            max_tokens=cfg.solver_max_tokens, temperature=cfg.solver_temperature or cfg.temperature,
+            top_p=cfg.solver_top_p or cfg.top_p, seed=step_seed(seed, step, "solver", round_), stop=solver_stop(topic, chat, kind)) if valid else []
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
 
     with phase("rewards"):
