@@ -268,14 +268,17 @@ def roofline(model: Path, batched_tps: float, sequential_tps: float, parallel: i
 # =========================================================================== train
 def synthetic_samples(vocab: int, n: int, prompt_tokens: int, completion_tokens: int, seed: int = 0,
                       group_size: int = 4) -> list:
-    """Random-token GRPO samples: groups of `group_size` with mixed rewards, so none is skipped."""
+    """Random-token GRPO samples: groups of `group_size` that share their prompt, as a GRPO
+    group does, with mixed rewards, so none is skipped."""
     from .trainer import Sample
 
     rng = np.random.default_rng(seed)
     out = []
+    prompt: list[int] = []
     for i in range(n):
         group, j = divmod(i, group_size)
-        prompt = [2] + rng.integers(3, vocab, prompt_tokens - 1).tolist()
+        if j == 0:
+            prompt = [2] + rng.integers(3, vocab, prompt_tokens - 1).tolist()
         comp = rng.integers(3, vocab, completion_tokens).tolist()
         lps = (-rng.uniform(0.5, 4.0, completion_tokens)).tolist()
         out.append(Sample(prompt, comp, lps, reward=float(j % 2) + 0.1 * j, group=f"g{group}"))
@@ -353,8 +356,11 @@ def _train_worker(path: str, gguf: str | None, hf_dir: str | None, cfg: dict, sa
     rss_loaded = rss_mb()
     _reset_gpu_peak()
 
+    if path == "chunked_no_share":
+        trainer.cfg = trainer.cfg.model_copy(update={"share_prompt": False})
+
     def one() -> dict[str, float]:
-        if path == "chunked":
+        if path in ("chunked", "chunked_no_share"):
             return trainer.step(batch)
         return full_logits_grpo_step(trainer.model, trainer.optimizer, trainer.params, batch, tcfg, trainer._pad_id)
 
@@ -410,10 +416,10 @@ def bench_train(
                   repeats=repeats, seed=seed, threads=threads)
     run = (lambda **kw: _isolated(_train_worker, **kw)) if isolate else _train_worker
     results = {}
-    for path in ("chunked", "full_logits"):
+    for path in ("chunked", "chunked_no_share", "full_logits"):
         log.info("bench train: %s path", path)
         results[path] = run(path=path, **kwargs)
-    c, f = results["chunked"], results["full_logits"]
+    c, f, ns = results["chunked"], results["full_logits"], results["chunked_no_share"]
     return {
         "benchmark": "train",
         "model": (model.name if model else str(hf_dir)),
@@ -427,14 +433,18 @@ def bench_train(
         "isolated_processes": isolate,
         "chunked": c,
         "full_logits": f,
+        "chunked_no_share": ns,
         "speedup": _ratio(c["tokens_per_s"], f["tokens_per_s"]),
+        "share_prompt_speedup": _ratio(c["tokens_per_s"], ns["tokens_per_s"]),
         "memory_ratio": _ratio(f["peak_rss_delta_mb"], c["peak_rss_delta_mb"]),
         "gpu_memory_ratio": _ratio(f["gpu_peak_mb"], c["gpu_peak_mb"]),
         "first_loss_abs_diff": abs(c["first_loss"] - f["first_loss"]),
         "peak_rss_mb": round(max(c["peak_rss_mb"], f["peak_rss_mb"], high_water_mb()), 1),
         "gpu_peak_mb": max((x for x in (c["gpu_peak_mb"], f["gpu_peak_mb"]) if x is not None), default=None),
         "notes": "memory_ratio = full-logits peak RSS growth over chunked peak RSS growth, each measured "
-                 "from after model load in its own process; speedup = chunked tokens/s over full-logits tokens/s",
+                 "from after model load in its own process; speedup = chunked tokens/s over full-logits tokens/s; "
+                 "share_prompt_speedup = chunked (a group's prompt forwarded once) over chunked with one forward "
+                 "per completion",
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -309,6 +310,12 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _eval_cache() -> Path | None:
+    """Where identical evaluations are reused (MINISIR_EVAL_CACHE; "off" disables)."""
+    where = os.environ.get("MINISIR_EVAL_CACHE", str(Path.home() / ".cache" / "minisir" / "evals"))
+    return None if where.lower() in ("", "0", "off", "none") else Path(where)
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
@@ -369,7 +376,7 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
                 prompt, stop = _method_prompt(recipe, chat)
                 for label, target in targets:
                     results.append(run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat,
-                                            label=label, prompt=prompt, stop=stop))
+                                            label=label, prompt=prompt, stop=stop, cache_dir=_eval_cache()))
     paired = diff(results[1], results[0], seed=seed) if compare else None
     if as_json:
         out: dict[str, Any] = {"results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}

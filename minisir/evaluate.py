@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -1079,8 +1080,13 @@ def run_eval(
     label: str | None = None,
     prompt: PromptFn | None = None,
     stop: Sequence[str] | None = None,
+    cache_dir: Path | None = None,
 ) -> EvalResult:
     """Evaluate a GGUF (base or merged), optionally with an adapter or an archive step's adapter.
+
+    cache_dir: reuse an identical earlier evaluation (same model and adapter bytes, settings,
+    questions, prompt text and stops: the result is seeded, so it would come out the same on
+    this machine). Comparing two runs against one base model then samples the base once.
 
     With `archive`, the result is stored via add_eval(step, benchmark, metrics incl.
     settings, seed, prompt style and prompt). `sampler` may be passed to reuse a loaded
@@ -1102,15 +1108,66 @@ def run_eval(
         else:
             sampler.clear_adapter()
         name = label or (f"step {step}" if step is not None else (Path(str(adapter)).stem if adapter else "base"))
-        result = evaluate(sampler, questions, cfg, chat=chat, progress=progress, label=name, prompt=prompt,
-                          stop=stop)
-        result.config.update({"model": str(model_path), "adapter": str(adapter) if adapter else None})
+        key = _cache_key(model_path, adapter, cfg, questions, chat, prompt, stop) if cache_dir else None
+        result = _cached(cache_dir, key, name) if key else None
+        if result is None:
+            result = evaluate(sampler, questions, cfg, chat=chat, progress=progress, label=name, prompt=prompt,
+                              stop=stop)
+            result.config.update({"model": str(model_path), "adapter": str(adapter) if adapter else None})
+            if key:
+                _store(cache_dir, key, result)
     finally:
         if own:
             sampler.close()
     if archive is not None:
         archive.add_eval(step, cfg.benchmark, result.to_archive())
     return result
+
+
+def _file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_key(model_path, adapter, cfg: EvalConfig, questions, chat, prompt, stop) -> str:
+    """Everything that decides an evaluation's samples, hashed."""
+    from importlib.metadata import version
+
+    if prompt is None:
+        from .methods.opensir import student_prompt as make
+    else:
+        make = prompt
+    parts = {
+        "model": _file_digest(model_path), "adapter": _file_digest(adapter) if adapter else None,
+        "config": cfg.model_dump(), "questions": [(q.id, q.question, q.answer) for q in questions],
+        "prompt": make(questions[0].question, chat) if questions else "", "stop": list(stop) if stop is not None else None,
+        "chat": chat is not None, "llama_cpp": version("llama-cpp-python"),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _cached(cache_dir: Path, key: str, label: str) -> EvalResult | None:
+    path = Path(cache_dir) / f"{key}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    log.info("eval %s: reusing %s", label, path)
+    return EvalResult(data["config"], {**data["metrics"], "cached": True}, data["records"], label)
+
+
+def _store(cache_dir: Path, key: str, result: EvalResult) -> None:
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(cache_dir) / f".{key}.tmp"
+        tmp.write_text(json.dumps({"config": result.config, "metrics": result.metrics, "records": result.records},
+                                  default=str), encoding="utf-8")
+        tmp.replace(Path(cache_dir) / f"{key}.json")
+    except OSError as exc:  # a cache that cannot be written only costs time
+        log.warning("eval cache %s not written: %s", cache_dir, exc)
 
 
 def save_records(result: EvalResult, path: str | Path) -> Path:

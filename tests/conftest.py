@@ -9,6 +9,9 @@ import pytest
 # Tests never reach the Hugging Face Hub: set before anything imports huggingface_hub (it reads the
 # variable once, at import), so a model named hf://... is only ever looked up in a local cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The CLI reuses identical evaluations from ~/.cache/minisir/evals; tests (some with a fake
+# sampler) must neither read nor fill the user's cache. test_eval_cache sets its own.
+os.environ["MINISIR_EVAL_CACHE"] = "off"
 
 import minisir.loop
 

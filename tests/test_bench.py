@@ -29,12 +29,13 @@ def test_train_bench_tiny_model(tiny):
     for key in ("speedup", "memory_ratio", "chunked", "full_logits", "peak_rss_mb", "first_loss_abs_diff"):
         assert key in out
     assert out["trained_tokens"] == 4 * 10
-    for path in ("chunked", "full_logits"):
+    for path in ("chunked", "chunked_no_share", "full_logits"):
         r = out[path]
         assert r["tokens"] == 40 and r["tokens_per_s"] > 0 and r["seconds_per_step"] > 0
         assert r["peak_rss_mb"] >= r["rss_after_load_mb"] > 0
         assert np.isfinite(r["first_loss"])
-    assert out["speedup"] > 0
+    assert out["speedup"] > 0 and out["share_prompt_speedup"] > 0
+    assert abs(out["chunked"]["first_loss"] - out["chunked_no_share"]["first_loss"]) < 1e-4
     # Both paths implement the same loss from the same LoRA init: the first step's loss must agree.
     assert out["first_loss_abs_diff"] < 1e-4
 

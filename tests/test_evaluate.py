@@ -557,3 +557,24 @@ def test_eval_bundled_model_tiny(tmp_path):
     with pytest.raises(MinisirError, match="no step 3"):
         E.adapter_for_step(archive, 3)
     archive.close()
+
+
+def test_identical_evaluations_are_reused_and_different_ones_are_not(tmp_path):
+    """run_eval(cache_dir=...) samples an identical evaluation once (two runs compared with
+    one base model); a change of model bytes, adapter, settings or prompt samples again."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF model bytes")
+    cache = tmp_path / "cache"
+    cfg = E.EvalConfig(benchmark="arithmetic-easy", n_questions=3, k=2, greedy=False)
+    fake = FakeSampler()
+    fake.set_adapter = fake.clear_adapter = lambda *a, **k: None
+    first = E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache)
+    again = E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache)
+    assert len(fake.calls) == 1 and again.metrics["cached"] and again.records == first.records
+    E.run_eval(model, cfg.model_copy(update={"k": 3}), sampler=fake, progress=False, cache_dir=cache)
+    E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache, prompt=lambda q, chat: f"Q: {q}\nA:")
+    model.write_bytes(b"GGUF other model bytes")
+    E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache)
+    assert len(fake.calls) == 4
+    E.run_eval(model, cfg, sampler=fake, progress=False)  # no cache_dir: always samples
+    assert len(fake.calls) == 5

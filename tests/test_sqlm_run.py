@@ -37,8 +37,11 @@ def test_one_sqlm_step_per_topic(topic, tmp_path):
     for p in problems:
         assert p["teacher_reward"] in (0.0, 1.0)
         if not p["valid"]:
-            assert p["invalid_reason"] and p["solutions"] == [], "invalid proposals never reach the solver"
-            assert p["teacher_reward"] == 0.0
+            assert p["invalid_reason"] and p["teacher_reward"] == 0.0
+            if p["invalid_reason"].startswith("leak"):  # voted on, then refused: its answer is in its text
+                assert len(p["solutions"]) == 3 and p["majority_answer"] is not None
+            else:
+                assert p["solutions"] == [], "invalid proposals never reach the solver"
             continue
         assert len(p["solutions"]) == 3
         rewards = [s["reward"] for s in p["solutions"]]
