@@ -37,6 +37,14 @@ def run_checks() -> tuple[dict[str, Any], list[str]]:
         problems.append(f"llama.cpp does not load ({exc}); reinstall llama-cpp-python==0.3.36")
 
     try:
+        from .convert import find_converter
+
+        report["llama.cpp converter"] = str(find_converter())
+    except Exception as exc:  # only `minisir export` needs it
+        report["llama.cpp converter"] = "MISSING"
+        problems.append(str(exc).removeprefix("export: "))
+
+    try:
         from .assets import bundled_model_path
         from .sampler import Sampler
 

@@ -1,13 +1,12 @@
 """Write PyTorch models as GGUF files that llama.cpp loads.
 
 Two products:
-- a LoRA adapter GGUF (hot-swapped into the sampler after every training step), and
-- a full model GGUF (merged LoRA, optionally quantized) that llama.cpp / Ollama run directly;
-  tests also use it to build tiny random models.
+- a LoRA adapter GGUF (hot-swapped into the sampler after every training step), written here:
+  llama.cpp's tensor names, PEFT's A/B, and llama's rotary row permutation on B for q/k; and
+- a full model GGUF (merged LoRA, optionally quantized) that llama.cpp / Ollama run directly,
+  written by llama.cpp's own converter (minisir.convert) with the sampler's tokenizer copied
+  from its GGUF; tests also use it to build tiny random models.
 
-The conventions mirror llama.cpp's HF converter, checked against the inverse mapping in
-transformers' GGUF loader: Gemma RMSNorm weights are stored as (1 + w), llama q/k rows are
-permuted for llama.cpp's rotary layout, and the vocabulary is copied from an existing GGUF.
 Every file is written under a temporary name in the target directory, then renamed, so a
 reader never sees a half-written file.
 """
@@ -17,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import logging
 import math
 import mmap
@@ -46,15 +46,12 @@ HF_TO_GGUF_ARCH = {
     "qwen2": "qwen2",
     "qwen3": "qwen3",
 }
-# Architectures whose HF RMSNorm multiplies by (1 + w); llama.cpp stores 1 + w.
-GEMMA_NORM_ARCHS = {"gemma", "gemma2", "gemma3"}
-# Architectures llama.cpp's converter stores with q/k rows permuted (rotary layout).
+# Architectures llama.cpp's converter stores with q/k rows permuted (LlamaModel.permute: llama.cpp
+# rotates adjacent pairs there); qwen2/qwen3 and Gemma use llama.cpp's NEOX rope, unpermuted.
 PERMUTED_QK_ARCHS = {"llama"}
-# write_model_gguf writes the hyperparameters of these only (each needs its own checks).
-MODEL_ARCHS = {"gemma3", "llama"}
-MODEL_TYPES = {"gemma3_text", "gemma3", "llama"}  # e.g. mistral's sliding window is not written
-# HF's default local rope theta for gemma3 (also llama.cpp's default when the key is absent).
-GEMMA3_SWA_ROPE_THETA = 10000.0
+# Full-model export: the architectures checked end to end against llama.cpp (tests/test_export.py).
+MODEL_ARCHS = {"gemma2", "gemma3", "llama", "qwen2", "qwen3"}
+MODEL_TYPES = {"gemma2", "gemma3_text", "gemma3", "llama", "qwen2", "qwen3"}  # e.g. not mistral (sliding window)
 
 LORA_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 _PEFT_PREFIX = "base_model.model."
@@ -287,149 +284,70 @@ def _read_tokenizer_kv(path: str, _stamp: tuple[int, int]) -> tuple[tuple[str, i
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=1)
-def _raw_writer_class():
-    """A GGUFWriter that writes _RawValue metadata verbatim (gguf is imported lazily)."""
-    gguf = _gguf()
-
-    class RawWriter(gguf.GGUFWriter):
-        def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-            if isinstance(val, _RawValue):
-                return (self._pack("I", int(vtype)) if add_vtype else b"") + bytes(val)
-            return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
-
-    return RawWriter
-
-
-def _copy_tokenizer_kv(writer, tokenizer_gguf: Path) -> int:
-    """Copy every tokenizer.* key from an existing GGUF; return its vocabulary size."""
-    gguf = _gguf()
+def _tokenizer_vocab_size(tokenizer_gguf: Path) -> int:
+    """Number of tokens in a GGUF's tokenizer.ggml.tokens (0 when it has none)."""
     st = tokenizer_gguf.stat()
-    n_vocab = 0
-    for key, vtype, raw in _read_tokenizer_kv(str(tokenizer_gguf.resolve()), (st.st_size, st.st_mtime_ns)):
-        writer.add_key_value(key, raw, gguf.GGUFValueType(vtype))
-        if key == gguf.Keys.Tokenizer.LIST:
-            n_vocab = struct.unpack_from("<Q", raw, 4)[0]
-    if not n_vocab:
-        raise ExportError(f"export: {tokenizer_gguf} has no tokenizer.ggml.tokens; pass a GGUF with a vocabulary")
-    return n_vocab
+    for key, _vtype, raw in _read_tokenizer_kv(str(tokenizer_gguf.resolve()), (st.st_size, st.st_mtime_ns)):
+        if key == "tokenizer.ggml.tokens":
+            return struct.unpack_from("<Q", raw, 4)[0]
+    return 0
 
 
 def _rope(config: Any, kind: str | None = None) -> dict:
     params = getattr(config, "rope_parameters", None) or {}
     if kind is not None and kind in params:
         params = params[kind]
-    params = dict(params)
-    if "rope_theta" not in params and getattr(config, "rope_theta", None) is not None:
-        params["rope_theta"] = config.rope_theta
-    return params
+    return dict(params)
 
 
-def _add_rope_scaling(writer, rope: dict, field: str) -> None:
-    gguf = _gguf()
-    rope_type = rope.get("rope_type") or rope.get("type") or "default"
-    if rope_type == "default":
-        return
-    if rope_type == "linear":
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(float(rope["factor"]))
-        return
-    raise ExportError(f"export: {field} rope_type={rope_type!r} is not supported by write_model_gguf (default/linear only)")
-
-
-def _check_gemma3(config: Any) -> None:
-    """Refuse configs llama.cpp's gemma3 graph would compute differently."""
-    kinds = set(config.layer_types)
-    if not kinds <= {"sliding_attention", "full_attention"} or len(config.layer_types) != config.num_hidden_layers:
-        raise ExportError(
-            f"export: gemma3 layer_types {config.layer_types} must list sliding_attention/full_attention per layer"
-        )
+def _sliding_pattern(config: Any, arch: str) -> list[bool]:
+    """Gemma's sliding-window layers as llama.cpp reads them (written explicitly: the converter
+    leaves them to llama.cpp's per-architecture default, every 2nd or 6th layer global)."""
+    kinds = list(getattr(config, "layer_types", None) or [])
+    if len(kinds) != config.num_hidden_layers or not set(kinds) <= {"sliding_attention", "full_attention"}:
+        raise ExportError(f"export: {arch} layer_types {kinds} must list sliding_attention/full_attention per layer")
     if "sliding_attention" in kinds and not config.sliding_window:
-        raise ExportError("export: gemma3 has sliding_attention layers but no sliding_window; set sliding_window")
-    local = _rope(config, "sliding_attention")
-    if local.get("rope_type", "default") != "default":
-        raise ExportError(f"export: gemma3 sliding-attention rope {local} is not supported (default rope only)")
+        raise ExportError(f"export: {arch} has sliding_attention layers but no sliding_window; set sliding_window")
+    return [k == "sliding_attention" for k in kinds]
+
+
+def _check_gemma(config: Any, arch: str) -> None:
+    """Refuse Gemma configs llama.cpp's graph would compute differently."""
     head_dim = int(config.head_dim)
-    want = (config.hidden_size // config.num_attention_heads) if config.num_hidden_layers == 62 else head_dim
+    big = config.num_hidden_layers == (62 if arch == "gemma3" else 46)  # llama.cpp's 27B rule
+    want = (config.hidden_size // config.num_attention_heads) if big else head_dim
     if float(config.query_pre_attn_scalar) != float(want):
         raise ExportError(
-            f"export: gemma3 query_pre_attn_scalar={config.query_pre_attn_scalar} but llama.cpp uses {want} "
+            f"export: {arch} query_pre_attn_scalar={config.query_pre_attn_scalar} but llama.cpp uses {want} "
             "for this size; set query_pre_attn_scalar to match"
         )
-    if config.attn_logit_softcapping:
-        raise ExportError("export: gemma3 attn_logit_softcapping is not computed by llama.cpp; set it to None")
-    if getattr(config, "use_bidirectional_attention", False):
-        raise ExportError("export: gemma3 use_bidirectional_attention=True is not a causal LM llama.cpp can run")
     if config.hidden_activation != "gelu_pytorch_tanh":
-        raise ExportError(f"export: gemma3 hidden_activation={config.hidden_activation!r}; llama.cpp uses gelu (tanh)")
-
-
-def _add_hparams(writer, config: Any, arch: str) -> None:
-    n_head = int(config.num_attention_heads)
-    n_head_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // n_head)
-    writer.add_context_length(int(config.max_position_embeddings))
-    writer.add_embedding_length(int(config.hidden_size))
-    writer.add_block_count(int(config.num_hidden_layers))
-    writer.add_feed_forward_length(int(config.intermediate_size))
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+        raise ExportError(f"export: {arch} hidden_activation={config.hidden_activation!r}; llama.cpp uses gelu (tanh)")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise ExportError(f"export: {arch} use_bidirectional_attention=True is not a causal LM llama.cpp can run")
     if arch == "gemma3":
-        _check_gemma3(config)
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        if config.sliding_window:
-            writer.add_sliding_window(int(config.sliding_window))
-        # Per-layer pattern and local theta: llama.cpp (0.3.36) reads both instead of its
-        # gemma3 defaults (every 6th layer global, theta 10000); checked by the tests.
-        writer.add_sliding_window_pattern([t == "sliding_attention" for t in config.layer_types])
         local = _rope(config, "sliding_attention")
-        writer.add_rope_freq_base_swa(float(local.get("rope_theta", GEMMA3_SWA_ROPE_THETA)))
-        full = _rope(config, "full_attention")
-        writer.add_rope_freq_base(float(full["rope_theta"]))
-        _add_rope_scaling(writer, full, "rope_parameters.full_attention")
-        if config.final_logit_softcapping:
-            writer.add_final_logit_softcapping(float(config.final_logit_softcapping))
-    elif arch == "llama":
-        if getattr(config, "hidden_act", "silu") != "silu":
-            raise ExportError(f"export: llama hidden_act={config.hidden_act!r}; llama.cpp uses silu")
-        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-            raise ExportError("export: llama attention_bias/mlp_bias are not written by write_model_gguf")
-        rope = _rope(config)
-        writer.add_rope_freq_base(float(rope["rope_theta"]))
-        _add_rope_scaling(writer, rope, "rope_parameters")
-        writer.add_rope_dimension_count(head_dim)
-        if head_dim != config.hidden_size // n_head:
-            writer.add_key_length(head_dim)
-            writer.add_value_length(head_dim)
-    else:
-        raise ExportError(f"export: write_model_gguf supports {sorted(MODEL_ARCHS)}, not {arch!r}")
+        if local.get("rope_type", "default") != "default":
+            raise ExportError(f"export: gemma3 sliding-attention rope {local} is not supported (default rope only)")
+        if config.attn_logit_softcapping:
+            raise ExportError("export: gemma3 attn_logit_softcapping is not computed by llama.cpp; set it to None")
+    elif _rope(config).get("rope_type", "default") != "default":
+        raise ExportError(f"export: gemma2 rope {_rope(config)} is not supported (default rope only)")
 
 
-def _model_tensors(model, arch: str, ftype: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(gguf name, array) for every weight, converted the way llama.cpp's converter does."""
-    gguf = _gguf()
-    config = model.config
-    name_map = gguf.get_tensor_name_map(_model_arch_enum(arch), int(config.num_hidden_layers))
-    n_head = int(config.num_attention_heads)
-    n_head_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    for hf_name, tensor in model.state_dict().items():
-        if hf_name == "lm_head.weight" and tied:
-            continue
-        stem, _, suffix = hf_name.rpartition(".")
-        gguf_name = name_map.get_name(stem)
-        if gguf_name is None or suffix != "weight":
-            raise ExportError(f"export: no llama.cpp tensor for {hf_name}; write_model_gguf cannot store it")
-        w = _numpy(tensor)
-        if arch in GEMMA_NORM_ARCHS and stem.endswith("norm"):
-            w = w + np.float32(1.0)
-        if arch in PERMUTED_QK_ARCHS and gguf_name.endswith((".attn_q", ".attn_k")):
-            w = _permute_rows(w, n_head if gguf_name.endswith(".attn_q") else n_head_kv)
-        if ftype == "f16" and w.ndim >= 2:
-            w = w.astype(np.float16)
-        yield f"{gguf_name}.weight", np.ascontiguousarray(w)
+def _model_checks(config: Any) -> tuple[str, list[tuple[str, list]]]:
+    """(llama.cpp architecture, extra converter writer calls) for a model minisir can export."""
+    arch = gguf_architecture(config)
+    if arch not in MODEL_ARCHS or config.model_type not in MODEL_TYPES:
+        raise ExportError(f"export: full-model export supports {sorted(MODEL_ARCHS)}, not {arch!r}")
+    if arch in ("gemma2", "gemma3"):
+        _check_gemma(config, arch)
+        return arch, [("add_sliding_window_pattern", [_sliding_pattern(config, arch)])]
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise ExportError(f"export: {arch} hidden_act={config.hidden_act!r}; llama.cpp uses silu")
+    if getattr(config, "use_sliding_window", False):
+        raise ExportError(f"export: {arch} use_sliding_window=True is not computed by llama.cpp; set it to False")
+    return arch, []
 
 
 def _has_lora(model) -> bool:
@@ -441,37 +359,41 @@ def _has_lora(model) -> bool:
 
 
 def write_model_gguf(model, path: Path, tokenizer_gguf: Path, ftype: str = "f32") -> Path:
-    """Write a full HF causal LM (gemma3 text or llama) as a GGUF llama.cpp loads.
+    """Write a full HF causal LM as a GGUF llama.cpp loads, with llama.cpp's own converter.
 
-    The vocabulary and tokenizer metadata come from `tokenizer_gguf` because minisir never
-    needs an HF tokenizer: sampler and trainer share llama.cpp's token ids.
+    The model is saved as an HF checkpoint in a temporary directory beside `path` and
+    converted by convert_hf_to_gguf.py (minisir.convert). The vocabulary and tokenizer
+    metadata come from `tokenizer_gguf` because minisir never needs an HF tokenizer:
+    sampler and trainer share llama.cpp's token ids.
     """
-    gguf = _gguf()
+    from .convert import run_converter
+
     path, tokenizer_gguf = Path(path), Path(tokenizer_gguf)
-    if ftype not in ("f32", "f16"):
-        raise ExportError(f"export: ftype={ftype!r}; use 'f32' or 'f16' (quantize with quantize_gguf)")
+    if ftype not in ("f32", "f16", "bf16"):
+        raise ExportError(f"export: ftype={ftype!r}; use 'f32', 'f16' or 'bf16' (quantize with quantize_gguf)")
     if _has_lora(model):
         raise ExportError("export: write_model_gguf got a model with LoRA layers; use export_merged to merge them first")
     config = model.config
-    arch = gguf_architecture(config)
-    if arch not in MODEL_ARCHS or config.model_type not in MODEL_TYPES:
-        raise ExportError(f"export: write_model_gguf supports {sorted(MODEL_ARCHS)}, not {arch!r}")
-    with _atomic_target(path) as tmp:
-        writer = _raw_writer_class()(tmp, arch)
-        writer.add_type(gguf.GGUFType.MODEL)
-        writer.add_name(str(getattr(config, "_name_or_path", "") or f"minisir {arch}"))
-        _add_hparams(writer, config, arch)
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if ftype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        n_vocab = _copy_tokenizer_kv(writer, tokenizer_gguf)
-        if int(config.vocab_size) != n_vocab:
-            raise ExportError(
-                f"export: model vocab_size={config.vocab_size} but {tokenizer_gguf.name} has {n_vocab} tokens; "
-                "pass the GGUF whose tokenizer the model was trained with"
-            )
-        for name, array in _model_tensors(model, arch, ftype):
-            writer.add_tensor(name, array)
-        _write(writer)
+    arch, writer_calls = _model_checks(config)
+    n_vocab = _tokenizer_vocab_size(tokenizer_gguf)
+    if not n_vocab:
+        raise ExportError(f"export: {tokenizer_gguf} has no tokenizer.ggml.tokens; pass a GGUF with a vocabulary")
+    if int(config.vocab_size) != n_vocab:
+        raise ExportError(
+            f"export: model vocab_size={config.vocab_size} but {tokenizer_gguf.name} has {n_vocab} tokens; "
+            "pass the GGUF whose tokenizer the model was trained with"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".minisir-export-") as tmpdir:
+        hf_dir = Path(tmpdir) / "hf"
+        model.save_pretrained(str(hf_dir))
+        # The converter counts the vocabulary in tokenizer.json for some architectures (Gemma 3 drops
+        # embedding rows beyond it); the real vocabulary is copied from tokenizer_gguf instead.
+        (hf_dir / "tokenizer.json").write_text(json.dumps(
+            {"model": {"vocab": {f"<minisir-{i}>": i for i in range(n_vocab)}}, "added_tokens": []}))
+        name = Path(str(getattr(config, "_name_or_path", "") or "")).name or f"minisir {arch}"
+        with _atomic_target(path) as tmp:
+            run_converter(hf_dir, tmp, ftype, tokenizer_gguf, writer_calls, name=name)
     log.info("wrote %s model %s (%s)", arch, path, ftype)
     return path
 
@@ -513,18 +435,20 @@ def export_merged(model, out: Path, tokenizer_gguf: Path, qtype: str = "f16") ->
     """Merge a PEFT LoRA into (a copy of) its base and write a standalone GGUF.
 
     The caller's model is left untouched: merging in place and unmerging would leave
-    rounding error in the weights still being trained.
+    rounding error in the weights still being trained. Quantized types go through a lossless
+    intermediate (bf16 for a bf16 model, else f32) and llama.cpp's own quantizer.
     """
     out = Path(out)
     qtype = qtype.lower()
-    if qtype not in ("f32", "f16"):
+    if qtype not in ("f32", "f16", "bf16"):
         _llama_ftype(qtype)  # reject unknown types before any work
     if _has_lora(model):
         model = copy.deepcopy(model).merge_and_unload()
-    if qtype in ("f32", "f16"):
+    if qtype in ("f32", "f16", "bf16"):
         return write_model_gguf(model, out, tokenizer_gguf, ftype=qtype)
+    lossless = "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "f32"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".minisir-export-") as tmpdir:
-        full = write_model_gguf(model, Path(tmpdir) / "model-f32.gguf", tokenizer_gguf, ftype="f32")
+        full = write_model_gguf(model, Path(tmpdir) / f"model-{lossless}.gguf", tokenizer_gguf, ftype=lossless)
         del model
         return quantize_gguf(full, out, qtype)
