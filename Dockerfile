@@ -37,10 +37,13 @@ RUN apt-get update \
       python3 python3-dev python3-venv build-essential cmake git ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/build-venv
+# The source package is kept beside the wheel: it also carries llama.cpp's HF -> GGUF converter,
+# which docker-install.sh copies into the venv for `minisir export`.
 # No GPU while building: link against the driver stub the devel image ships.
-RUN if [ -d /usr/local/cuda/lib64/stubs ]; then ln -sf libcuda.so /usr/local/cuda/lib64/stubs/libcuda.so.1; fi \
+RUN /opt/build-venv/bin/python -m pip download --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_VERSION}" -d /wheels \
+ && if [ -d /usr/local/cuda/lib64/stubs ]; then ln -sf libcuda.so /usr/local/cuda/lib64/stubs/libcuda.so.1; fi \
  && LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs:${LD_LIBRARY_PATH:-} CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
-      /opt/build-venv/bin/python -m pip wheel --no-deps "llama-cpp-python==${LLAMA_VERSION}" -w /wheels
+      /opt/build-venv/bin/python -m pip wheel --no-deps "/wheels/llama_cpp_python-${LLAMA_VERSION}.tar.gz" -w /wheels
 
 # ---------------------------------------------------------------- runtime
 FROM runtime-${FLAVOR} AS runtime

