@@ -244,6 +244,11 @@ def memory_bandwidth_gbs(mib: int = 256, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """Round to significant digits: a fraction of a fast machine's roofline can be 0.0004."""
+    return float(f"{x:.{digits}g}")
+
+
 def roofline(model: Path, batched_tps: float, sequential_tps: float, parallel: int) -> dict:
     """Memory-bound decode ceiling at batch 1 and the fraction of it each figure reaches.
 
@@ -259,17 +264,20 @@ def roofline(model: Path, batched_tps: float, sequential_tps: float, parallel: i
         "weight_bytes": wbytes,
         "memory_bandwidth_gbs": round(bw, 2),
         "roofline_batch1_tokens_per_s": round(ceiling, 1),
-        "sequential_fraction_of_roofline": round(sequential_tps / ceiling, 3),
-        "batched_fraction_of_batch1_roofline": round(batched_tps / ceiling, 3),
-        "batched_weight_pass_fraction": round(batched_tps / max(parallel, 1) / ceiling, 3),
+        "sequential_fraction_of_roofline": _sig(sequential_tps / ceiling),
+        "batched_fraction_of_batch1_roofline": _sig(batched_tps / ceiling),
+        "batched_weight_pass_fraction": _sig(batched_tps / max(parallel, 1) / ceiling),
     }
 
 
 # =========================================================================== train
 def synthetic_samples(vocab: int, n: int, prompt_tokens: int, completion_tokens: int, seed: int = 0,
-                      group_size: int = 4) -> list:
-    """Random-token GRPO samples: groups of `group_size` that share their prompt, as a GRPO
-    group does, with mixed rewards, so none is skipped."""
+                      group_size: int = 4, shared_prompt: bool = True) -> list:
+    """Random-token GRPO samples: groups of `group_size` with mixed rewards, so none is skipped.
+
+    shared_prompt: a group's samples share their prompt, as a GRPO group's do; False gives
+    every sample its own prompt.
+    """
     from .trainer import Sample
 
     rng = np.random.default_rng(seed)
@@ -277,7 +285,7 @@ def synthetic_samples(vocab: int, n: int, prompt_tokens: int, completion_tokens:
     prompt: list[int] = []
     for i in range(n):
         group, j = divmod(i, group_size)
-        if j == 0:
+        if j == 0 or not shared_prompt:
             prompt = [2] + rng.integers(3, vocab, prompt_tokens - 1).tolist()
         comp = rng.integers(3, vocab, completion_tokens).tolist()
         lps = (-rng.uniform(0.5, 4.0, completion_tokens)).tolist()
