@@ -40,7 +40,7 @@ class Llama:
             return
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
-        cparams.n_threads = cparams.n_threads_batch = 2
+        cparams.n_threads = cparams.n_threads_batch = 1  # 2 threads spin against the shared cores
         if exact:  # f16 KV cache / flash attention would add ~1e-3 of their own
             cparams.type_k = cparams.type_v = lib.GGML_TYPE_F32
             cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED

@@ -22,7 +22,6 @@ Measured on the 2-core CPU box (llama.cpp context with f32 KV cache, no flash at
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
