@@ -135,7 +135,7 @@ def _llama3_rope(factors: np.ndarray, theta: float, head_dim: int) -> dict | Non
             inv_high = inv_low + (x[mid][0] - inv_low) / s[mid][0]
     old = float(round(1 / inv_low))
     return {"rope_type": "llama3", "rope_theta": float(theta), "factor": factor,
-            "low_freq_factor": old * inv_low, "high_freq_factor": old * inv_high,
+            "low_freq_factor": float(old * inv_low), "high_freq_factor": float(old * inv_high),
             "original_max_position_embeddings": int(old)}
 
 
