@@ -335,10 +335,11 @@ def _eval_cache() -> Path | None:
                    "exact sign-test and permutation p-values.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only a JSON object: per-target metrics and, with --compare, the paired comparison.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for llama.cpp (default: all).")
 @_friendly
 def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_questions: int, k: int, max_tokens: int,
              temperature: float, top_p: float, seed: int, no_greedy: bool, step: str, compare: str | None,
-             as_json: bool) -> None:
+             as_json: bool, threads: int | None) -> None:
     """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks.
 
     A run is evaluated with the prompt style stored in its recipe (model.prompt_style:
@@ -362,7 +363,7 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
         if compare:
             raise MinisirError("--compare needs a run directory (it compares the run's base model and steps)")
         gguf = resolve_gguf(model)
-        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
+        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
             results = [run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
                                 label=gguf.name)]
         targets = [(gguf.name, None)]
@@ -371,7 +372,7 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
             gguf, style, recipe = _run_model(arc)
             targets = _eval_targets(arc, names)
             results = []
-            with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens)) as sampler:
+            with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
                 chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
                 prompt, stop = _method_prompt(recipe, chat)
                 for label, target in targets:
