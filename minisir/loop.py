@@ -347,9 +347,11 @@ class Runner:
 
         adapter = self.sampler.adapter_path
         method = method_module(self.recipe.method.name)
-        result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=self.archive, step=step,
+        # No step has trained yet: the model is still the base, which has no step adapter to look up.
+        result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=None,
                           sampler=self.sampler, chat=self.chat, progress=self.progress, label=f"step {step}",
                           prompt=method.eval_prompt, stop=method.eval_stop(self.chat is not None))
+        self.archive.add_eval(step, self.recipe.eval.benchmark, result.to_archive())
         if adapter is not None:  # run_eval activates at scale 1; restore the recipe's scale
             self.sampler.set_adapter(adapter, self.recipe.sampler.adapter_scale)
         return format_table([result])
