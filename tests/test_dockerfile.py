@@ -69,7 +69,7 @@ def parse(flavor: str | None = None) -> tuple[dict[str, str], list[Stage]]:
         assert keyword in KNOWN, f"unknown instruction {keyword}"
         if keyword == "ARG" and not stages:
             name, _, default = rest.partition("=")
-            global_args[name] = default.strip('"')
+            global_args[name] = substitute(default.strip('"'), global_args)
         elif keyword == "FROM":
             args = dict(global_args)
             if flavor is not None:
