@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +20,7 @@ import click
 
 from . import __version__
 from .errors import MinisirError
+from .signals import handling
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -78,19 +78,11 @@ def _stop_on_signals() -> Iterator[None]:
     the handler raises at once, as Python's default SIGINT handler does; while the loop runs,
     its own handler replaces this one and stops at the end of the current phase.
     """
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
 
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling(stop):
         yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 @main.command()

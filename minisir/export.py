@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import logging
 import math
-import mmap
 import os
 import re
-import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,65 +229,15 @@ def _tensor_sort_key(name: str) -> tuple[int, str]:
 # ---------------------------------------------------------------- full model
 
 
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value types
-_STRING, _ARRAY = 8, 9
-
-
-class _RawValue(bytes):
-    """A GGUF metadata value kept as its encoded bytes, so it is copied bit for bit."""
-
-
-def _skip_value(buf, off: int, vtype: int) -> int:
-    if vtype in _SCALAR_SIZES:
-        return off + _SCALAR_SIZES[vtype]
-    if vtype == _STRING:
-        return off + 8 + struct.unpack_from("<Q", buf, off)[0]
-    if vtype == _ARRAY:
-        etype, count = struct.unpack_from("<IQ", buf, off)
-        off += 12
-        if etype in _SCALAR_SIZES:
-            return off + count * _SCALAR_SIZES[etype]
-        for _ in range(count):
-            off = _skip_value(buf, off, etype)
-        return off
-    raise ExportError(f"export: unknown GGUF value type {vtype}")
-
-
-@functools.lru_cache(maxsize=4)
-def _read_tokenizer_kv(path: str, _stamp: tuple[int, int]) -> tuple[tuple[str, int, _RawValue], ...]:
-    """The tokenizer.* metadata of a GGUF as raw values.
-
-    gguf.GGUFReader builds numpy views for every token (about 20 s for a 262k vocabulary);
-    this walks the header once and keeps bytes (well under a second).
-    """
-    out = []
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise ExportError(f"export: {path} is not a GGUF file (bad magic bytes)")
-        version, _n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-        if version < 2:
-            raise ExportError(f"export: {path} is GGUF v{version}; re-convert it with a current llama.cpp")
-        off = 24
-        for _ in range(n_kv):
-            (klen,) = struct.unpack_from("<Q", buf, off)
-            key = bytes(buf[off + 8 : off + 8 + klen]).decode("utf-8")
-            off += 8 + klen
-            (vtype,) = struct.unpack_from("<I", buf, off)
-            off += 4
-            end = _skip_value(buf, off, vtype)
-            if key.startswith("tokenizer."):
-                out.append((key, vtype, _RawValue(buf[off:end])))
-            off = end
-    return tuple(out)
-
-
 def _tokenizer_vocab_size(tokenizer_gguf: Path) -> int:
     """Number of tokens in a GGUF's tokenizer.ggml.tokens (0 when it has none)."""
-    st = tokenizer_gguf.stat()
-    for key, _vtype, raw in _read_tokenizer_kv(str(tokenizer_gguf.resolve()), (st.st_size, st.st_mtime_ns)):
-        if key == "tokenizer.ggml.tokens":
-            return struct.unpack_from("<Q", raw, 4)[0]
-    return 0
+    from .errors import ModelNotFound
+    from .gguf_info import read_gguf_info
+
+    try:
+        return int(read_gguf_info(tokenizer_gguf).lengths.get("tokenizer.ggml.tokens", 0))
+    except ModelNotFound as exc:
+        raise ExportError(f"export: {exc}") from None
 
 
 def _rope(config: Any, kind: str | None = None) -> dict:

@@ -36,6 +36,7 @@ class TensorInfo:
 class GGUFInfo:
     path: Path
     kv: dict[str, Any] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)  # element count of every array, kept or skipped
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
 
     @property
@@ -100,6 +101,8 @@ def read_gguf_info(path: Path | str, skip: tuple[str, ...] = ("tokenizer.",)) ->
             for _ in range(n_kv):
                 key, off = _string(buf, off)
                 (vtype,) = struct.unpack_from("<I", buf, off)
+                if vtype == _ARRAY:
+                    info.lengths[key] = struct.unpack_from("<Q", buf, off + 8)[0]
                 value, off = _value(buf, off + 4, vtype, keep=not key.startswith(skip))
                 if not key.startswith(skip):
                     info.kv[key] = value

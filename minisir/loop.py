@@ -32,6 +32,7 @@ from .methods.common import StepResult, completion_fields, step_seed  # noqa: F4
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Sampler
+from .signals import handling
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,8 @@ class Runner:
             tqdm.write(f"{signal.Signals(signum).name}: stopping after the current phase "
                        "(the step in flight is not committed)")
 
-        old = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with handling(ask):
             yield
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
 
     def step(self, step: int, bar: tqdm | None = None) -> tuple[str, str]:
         """Play (run.rounds_per_step rounds), train, export and commit one step; return its

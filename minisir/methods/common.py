@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
 from ..sampler import Completion
 from ..trainer import Sample
-
-if TYPE_CHECKING:  # the loop passes itself; methods only read its parts
-    from ..loop import Runner
 
 ChatFn = Callable[[list[dict]], str]
 
@@ -78,7 +75,6 @@ class StepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-PlayFn = Callable[["Runner", int, Phase, int], StepResult]
 
 
 def step_seed(seed: int, step: int, role: str, round_: int = 0) -> int:
