@@ -50,7 +50,7 @@ ARG PIP_FIND_LINKS=""
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
  && if [ -z "$PIP_FIND_LINKS" ]; then unset PIP_FIND_LINKS; fi \
- && /opt/build-venv/bin/python -m pip download --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_VERSION}" -d /wheels \
+ && /opt/build-venv/bin/python -m pip download --no-deps --no-binary llama-cpp-python "llama-cpp-python==${LLAMA_VERSION}" -d /wheels \
  && if [ -d /usr/local/cuda/lib64/stubs ]; then ln -sf libcuda.so /usr/local/cuda/lib64/stubs/libcuda.so.1; fi \
  && LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs:${LD_LIBRARY_PATH:-} CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
       /opt/build-venv/bin/python -m pip wheel --no-deps "/wheels/llama_cpp_python-${LLAMA_VERSION}.tar.gz" -w /wheels

@@ -35,7 +35,7 @@ echo "[setup] torch (before anything that pulls it in)"
 fetch_sdist() {
   [ -f "$SDIST" ] && return
   echo "[setup] llama-cpp-python $LLAMA_VERSION source package (kept in $SDISTS)"
-  "${PIP[@]}" download --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$SDISTS"
+  "${PIP[@]}" download --no-deps --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_VERSION" -d "$SDISTS"
 }
 
 if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
