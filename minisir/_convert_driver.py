@@ -26,7 +26,7 @@ def main() -> None:
     import torch
     from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
 
-    from minisir.export import _RawValue, _read_tokenizer_kv
+    from minisir.gguf_info import RawValue, read_raw_kv
 
     if not gguf.__file__.startswith(str(converter)):
         raise SystemExit(f"imported gguf from {gguf.__file__}, not from {converter}/gguf-py")
@@ -36,10 +36,10 @@ def main() -> None:
     base = get_model_class(get_model_architecture(hparams, ModelType.TEXT))
 
     class RawWriter(gguf.GGUFWriter):
-        """Writes _RawValue metadata verbatim."""
+        """Writes RawValue metadata verbatim."""
 
         def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-            if isinstance(val, _RawValue):
+            if isinstance(val, RawValue):
                 return (self._pack("I", int(vtype)) if add_vtype else b"") + bytes(val)
             return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
 
@@ -51,8 +51,7 @@ def main() -> None:
             self.gguf_writer.__class__ = RawWriter
 
         def set_vocab(self):
-            st = tokenizer.stat()
-            for key, vtype, raw in _read_tokenizer_kv(str(tokenizer), (st.st_size, st.st_mtime_ns)):
+            for key, vtype, raw in read_raw_kv(tokenizer):
                 self.gguf_writer.add_key_value(key, raw, gguf.GGUFValueType(vtype))
 
         def set_gguf_parameters(self):

@@ -7,6 +7,7 @@ so this walks the header once and skips the large string arrays.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 _STRING, _ARRAY = 8, 9
+STRING = _STRING  # GGUF value type of a string (public: ollama reads raw strings)
 _GGML_F32 = 0
 
 
@@ -122,3 +124,40 @@ def read_gguf_info(path: Path | str, skip: tuple[str, ...] = ("tokenizer.",)) ->
     for name, shape, ggml_type, rel in entries:
         info.tensors[name] = TensorInfo(shape, ggml_type, data_start + rel)
     return info
+
+
+class RawValue(bytes):
+    """A GGUF metadata value kept as its encoded bytes, so a writer can copy it bit for bit."""
+
+
+def read_raw_kv(path: Path | str, prefix: str = "tokenizer.") -> tuple[tuple[str, int, RawValue], ...]:
+    """(key, GGUF value type, encoded value) of every metadata key starting with `prefix`.
+
+    Why raw: the tokenizer arrays of a 262k vocabulary are copied into exports and read for
+    a Modelfile; decoding them into Python lists only to encode them again costs seconds.
+    """
+    st = Path(path).stat()
+    return _read_raw_kv(str(Path(path).resolve()), prefix, (st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_raw_kv(path: str, prefix: str, _stamp: tuple[int, int]) -> tuple[tuple[str, int, RawValue], ...]:
+    out = []
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[:4] != b"GGUF":
+                raise ModelNotFound(f"{path} is not a GGUF file (bad magic bytes)")
+            version, _n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+            if version < 2:
+                raise ModelNotFound(f"{path} is GGUF v{version}; re-convert it with a current llama.cpp")
+            off = 24
+            for _ in range(n_kv):
+                key, off = _string(buf, off)
+                (vtype,) = struct.unpack_from("<I", buf, off)
+                _, end = _value(buf, off + 4, vtype, keep=False)
+                if key.startswith(prefix):
+                    out.append((key, vtype, RawValue(buf[off + 4 : end])))
+                off = end
+    except (OSError, struct.error, ValueError) as exc:
+        raise ModelNotFound(f"{path}: cannot read it as GGUF ({exc})") from None
+    return tuple(out)

@@ -13,7 +13,9 @@ import re
 import struct
 from pathlib import Path
 
-from .export import _STRING, ExportError, _atomic_target, _read_tokenizer_kv
+from .export import ExportError, _atomic_target
+from .gguf_info import STRING as _STRING
+from .gguf_info import read_raw_kv
 
 MODELFILE = "Modelfile"
 
@@ -68,8 +70,7 @@ _UINT_FORMATS = {0: "<B", 2: "<H", 4: "<I", 10: "<Q", 1: "<b", 3: "<h", 5: "<i",
 
 def _read_metadata(gguf: Path) -> tuple[str | None, list[str], list[int]]:
     """(chat template, vocabulary, ids of the eos/eot/eom tokens) from a GGUF's tokenizer.* keys."""
-    st = gguf.stat()
-    kv = {key: (vtype, raw) for key, vtype, raw in _read_tokenizer_kv(str(gguf.resolve()), (st.st_size, st.st_mtime_ns))}
+    kv = {key: (vtype, raw) for key, vtype, raw in read_raw_kv(gguf)}
     template = None
     if kv.get("tokenizer.chat_template", (None,))[0] == _STRING:
         raw = kv["tokenizer.chat_template"][1]
