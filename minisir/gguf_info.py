@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import mmap
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,9 @@ def _value(buf, off: int, vtype: int, keep: bool) -> tuple[Any, int]:
     raise ModelNotFound(f"GGUF: unknown value type {vtype}")
 
 
-def read_gguf_info(path: Path | str, skip: tuple[str, ...] = ("tokenizer.",)) -> GGUFInfo:
-    """Metadata (keys starting with a `skip` prefix are left out) and the tensor directory."""
-    path = Path(path)
-    info = GGUFInfo(path)
+@contextmanager
+def _header(path: Path) -> Iterator[tuple[mmap.mmap, int, int]]:
+    """The mapped file, its tensor count and key count; any read error becomes one ModelNotFound."""
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             if buf[:4] != b"GGUF":
@@ -99,28 +100,36 @@ def read_gguf_info(path: Path | str, skip: tuple[str, ...] = ("tokenizer.",)) ->
             version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
             if version < 2:
                 raise ModelNotFound(f"{path} is GGUF v{version}; re-convert it with a current llama.cpp")
-            off = 24
-            for _ in range(n_kv):
-                key, off = _string(buf, off)
-                (vtype,) = struct.unpack_from("<I", buf, off)
-                if vtype == _ARRAY:
-                    info.lengths[key] = struct.unpack_from("<Q", buf, off + 8)[0]
-                value, off = _value(buf, off + 4, vtype, keep=not key.startswith(skip))
-                if not key.startswith(skip):
-                    info.kv[key] = value
-            entries = []
-            for _ in range(n_tensors):
-                name, off = _string(buf, off)
-                (n_dims,) = struct.unpack_from("<I", buf, off)
-                shape = struct.unpack_from(f"<{n_dims}Q", buf, off + 4)
-                off += 4 + 8 * n_dims
-                ggml_type, rel = struct.unpack_from("<IQ", buf, off)
-                off += 12
-                entries.append((name, tuple(shape), ggml_type, rel))
-            align = int(info.kv.get("general.alignment", 32))
-            data_start = (off + align - 1) // align * align
+            yield buf, n_tensors, n_kv
     except (OSError, struct.error, ValueError) as exc:
         raise ModelNotFound(f"{path}: cannot read it as GGUF ({exc})") from None
+
+
+def read_gguf_info(path: Path | str, skip: tuple[str, ...] = ("tokenizer.",)) -> GGUFInfo:
+    """Metadata (keys starting with a `skip` prefix are left out) and the tensor directory."""
+    path = Path(path)
+    info = GGUFInfo(path)
+    with _header(path) as (buf, n_tensors, n_kv):
+        off = 24
+        for _ in range(n_kv):
+            key, off = _string(buf, off)
+            (vtype,) = struct.unpack_from("<I", buf, off)
+            if vtype == _ARRAY:
+                info.lengths[key] = struct.unpack_from("<Q", buf, off + 8)[0]
+            value, off = _value(buf, off + 4, vtype, keep=not key.startswith(skip))
+            if not key.startswith(skip):
+                info.kv[key] = value
+        entries = []
+        for _ in range(n_tensors):
+            name, off = _string(buf, off)
+            (n_dims,) = struct.unpack_from("<I", buf, off)
+            shape = struct.unpack_from(f"<{n_dims}Q", buf, off + 4)
+            off += 4 + 8 * n_dims
+            ggml_type, rel = struct.unpack_from("<IQ", buf, off)
+            off += 12
+            entries.append((name, tuple(shape), ggml_type, rel))
+        align = int(info.kv.get("general.alignment", 32))
+        data_start = (off + align - 1) // align * align
     for name, shape, ggml_type, rel in entries:
         info.tensors[name] = TensorInfo(shape, ggml_type, data_start + rel)
     return info
@@ -143,21 +152,13 @@ def read_raw_kv(path: Path | str, prefix: str = "tokenizer.") -> tuple[tuple[str
 @functools.lru_cache(maxsize=4)
 def _read_raw_kv(path: str, prefix: str, _stamp: tuple[int, int]) -> tuple[tuple[str, int, RawValue], ...]:
     out = []
-    try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if buf[:4] != b"GGUF":
-                raise ModelNotFound(f"{path} is not a GGUF file (bad magic bytes)")
-            version, _n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-            if version < 2:
-                raise ModelNotFound(f"{path} is GGUF v{version}; re-convert it with a current llama.cpp")
-            off = 24
-            for _ in range(n_kv):
-                key, off = _string(buf, off)
-                (vtype,) = struct.unpack_from("<I", buf, off)
-                _, end = _value(buf, off + 4, vtype, keep=False)
-                if key.startswith(prefix):
-                    out.append((key, vtype, RawValue(buf[off + 4 : end])))
-                off = end
-    except (OSError, struct.error, ValueError) as exc:
-        raise ModelNotFound(f"{path}: cannot read it as GGUF ({exc})") from None
+    with _header(Path(path)) as (buf, _n_tensors, n_kv):
+        off = 24
+        for _ in range(n_kv):
+            key, off = _string(buf, off)
+            (vtype,) = struct.unpack_from("<I", buf, off)
+            _, end = _value(buf, off + 4, vtype, keep=False)
+            if key.startswith(prefix):
+                out.append((key, vtype, RawValue(buf[off + 4 : end])))
+            off = end
     return tuple(out)
