@@ -13,7 +13,7 @@ What is enforced, layer by layer (``RunResult.isolation`` reports what a run ach
 Hard (kernel) limits, always:
 - wall clock: the parent kills the whole process group (SIGKILL) at ``timeout_s``, and
   also kills the group after every normal exit so no straggler survives the run;
-- RLIMIT_CPU (ceil(timeout_s), hard +1), RLIMIT_AS (``memory_mb``), RLIMIT_NPROC
+- RLIMIT_CPU (ceil(timeout_s) + 1, hard +1), RLIMIT_AS (``memory_mb``), RLIMIT_NPROC
   (``max_processes``; a fork bomb hits it), RLIMIT_FSIZE (``max_file_bytes``),
   RLIMIT_NOFILE (``max_open_files``), RLIMIT_CORE 0; soft = hard, so they cannot be raised;
 - bounded output: stdout and stderr are read incrementally and the group is killed as
@@ -318,7 +318,9 @@ def _sandbox_ids(cfg: SandboxConfig) -> tuple[int, int] | None:
 
 
 def _limits(cfg: SandboxConfig) -> dict[str, list[int]]:
-    cpu = max(1, math.ceil(cfg.timeout_s))
+    # A backstop one second above the wall clock: at exactly timeout_s the two limits raced, and a
+    # single-threaded loop was sometimes reported as cpu_limit instead of timeout.
+    cpu = math.ceil(cfg.timeout_s) + 1
     mem = cfg.memory_mb * 1024 * 1024
     return {
         "RLIMIT_CORE": [0, 0],
