@@ -81,7 +81,7 @@ def find_converter() -> Path:
 
 def _download_sdist(dest: Path) -> Path:
     version = llama_cpp_version()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
            f"llama-cpp-python=={version}", "-d", str(dest)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
