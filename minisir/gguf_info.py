@@ -25,7 +25,6 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 _STRING, _ARRAY = 8, 9
-STRING = _STRING  # GGUF value type of a string (public: ollama reads raw strings)
 _GGML_F32 = 0
 
 
@@ -145,7 +144,10 @@ def read_raw_kv(path: Path | str, prefix: str = "tokenizer.") -> tuple[tuple[str
     Why raw: the tokenizer arrays of a 262k vocabulary are copied into exports and read for
     a Modelfile; decoding them into Python lists only to encode them again costs seconds.
     """
-    st = Path(path).stat()
+    try:
+        st = Path(path).stat()
+    except OSError as exc:
+        raise ModelNotFound(f"{path}: cannot read it as GGUF ({exc.strerror or exc})") from None
     return _read_raw_kv(str(Path(path).resolve()), prefix, (st.st_size, st.st_mtime_ns))
 
 

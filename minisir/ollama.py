@@ -10,12 +10,11 @@ name the model's end-of-turn and end-of-text tokens, read from the GGUF's vocabu
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
+from .errors import ModelNotFound
 from .export import ExportError, _atomic_target
-from .gguf_info import STRING as _STRING
-from .gguf_info import read_raw_kv
+from .gguf_info import read_gguf_info
 
 MODELFILE = "Modelfile"
 
@@ -65,33 +64,23 @@ _FAMILIES = (
 # ChatML templates (Qwen) may open with a default system turn when the user gives none.
 _CHATML_DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\\n([^'\"{}<\\]+)<\|im_end\|>")
 
-_UINT_FORMATS = {0: "<B", 2: "<H", 4: "<I", 10: "<Q", 1: "<b", 3: "<h", 5: "<i", 11: "<q"}
+# Tokenizer arrays a Modelfile does not need (the vocabulary itself is read: stops name tokens).
+_UNUSED_KEYS = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+_END_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id", "tokenizer.ggml.eos_token_id")
 
 
 def _read_metadata(gguf: Path) -> tuple[str | None, list[str], list[int]]:
     """(chat template, vocabulary, ids of the eos/eot/eom tokens) from a GGUF's tokenizer.* keys."""
-    kv = {key: (vtype, raw) for key, vtype, raw in read_raw_kv(gguf)}
-    template = None
-    if kv.get("tokenizer.chat_template", (None,))[0] == _STRING:
-        raw = kv["tokenizer.chat_template"][1]
-        template = bytes(raw[8:]).decode("utf-8", errors="replace")
-    tokens: list[str] = []
-    if "tokenizer.ggml.tokens" in kv:
-        raw = kv["tokenizer.ggml.tokens"][1]
-        etype, count = struct.unpack_from("<IQ", raw, 0)
-        if etype != _STRING:
-            raise ExportError(f"export: {gguf} has a tokenizer.ggml.tokens array of type {etype}, not strings")
-        off = 12
-        for _ in range(count):
-            (n,) = struct.unpack_from("<Q", raw, off)
-            tokens.append(bytes(raw[off + 8 : off + 8 + n]).decode("utf-8", errors="replace"))
-            off += 8 + n
-    ends = []
-    for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id", "tokenizer.ggml.eos_token_id"):
-        vtype, raw = kv.get(key, (None, b""))
-        if vtype in _UINT_FORMATS:
-            ends.append(struct.unpack_from(_UINT_FORMATS[vtype], raw, 0)[0])
-    return template, tokens, ends
+    try:
+        kv = read_gguf_info(gguf, skip=_UNUSED_KEYS).kv
+    except ModelNotFound as exc:
+        raise ExportError(f"export: {exc}") from None
+    template = kv.get("tokenizer.chat_template")
+    tokens = kv.get("tokenizer.ggml.tokens", [])
+    if not all(isinstance(tok, str) for tok in tokens):
+        raise ExportError(f"export: {gguf} has a tokenizer.ggml.tokens array that is not strings")
+    ends = [kv[key] for key in _END_KEYS if type(kv.get(key)) is int]
+    return (template if isinstance(template, str) else None), tokens, ends
 
 
 def modelfile_text(gguf: Path) -> str:

@@ -8,7 +8,9 @@ import pytest
 
 from minisir.assets import bundled_model_path
 from minisir.errors import ModelNotFound
-from minisir.gguf_info import STRING, read_gguf_info, read_raw_kv
+from minisir.gguf_info import read_gguf_info, read_raw_kv
+
+GGUF_STRING = 8  # the GGUF spec's value type of a string
 
 
 def test_raw_values_agree_with_parsed_metadata():
@@ -19,10 +21,16 @@ def test_raw_values_agree_with_parsed_metadata():
     assert all(key.startswith("tokenizer.") for key in raw)
     vtype, value = raw["tokenizer.ggml.tokens"]
     etype, count = struct.unpack_from("<IQ", value, 0)
-    assert etype == STRING and count == info.lengths["tokenizer.ggml.tokens"] > 1000
+    assert etype == GGUF_STRING and count == info.lengths["tokenizer.ggml.tokens"] > 1000
     assert not any(key.startswith("tokenizer.") for key in info.kv)  # skipped, but counted
     everything = {key for key, _, _ in read_raw_kv(path, prefix="")}
     assert set(info.kv) <= everything and set(raw) <= everything
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    for read in (read_gguf_info, read_raw_kv):
+        with pytest.raises(ModelNotFound, match="nothere.gguf"):
+            read(tmp_path / "nothere.gguf")
 
 
 @pytest.mark.parametrize("cut", [3, 24, 4096])
