@@ -75,8 +75,6 @@ class StepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-
-
 def step_seed(seed: int, step: int, role: str, round_: int = 0) -> int:
     """A 31-bit seed for one role of one round of one step: resumes replay the same draws.
 
