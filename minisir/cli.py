@@ -113,8 +113,8 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
     except _Stop:
         click.echo(f"stopped cleanly; resume with: {again}", err=True)
         sys.exit(130)
-    last = runner.archive.path
-    click.echo(f"{done} step(s) committed to {last}")
+    if runner.ranks.is_main:  # one line per run, not one per data-parallel rank
+        click.echo(f"{done} step(s) committed to {runner.archive.path}")
 
 
 # --------------------------------------------------------------------------- doctor

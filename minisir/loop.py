@@ -26,6 +26,7 @@ from tqdm import tqdm
 from . import __version__
 from .archive import ARCHIVE_NAME, Archive
 from .assets import resolve_gguf, resolve_hf_dir
+from .data_parallel import Ranks, ShardedSampler
 from .errors import ArchiveError, MinisirError, RecipeError
 from .methods import method_module
 from .methods.common import StepResult, completion_fields, step_seed  # noqa: F401  (re-exported)
@@ -120,11 +121,16 @@ class _Phases:
 
 
 class Runner:
-    """Owns the sampler, embedder, trainer and archive of one run directory."""
+    """Owns the sampler, embedder, trainer and archive of one run directory.
+
+    Under `accelerate launch` there is one Runner per rank: every rank samples and trains
+    its share of each step; rank 0 alone writes the archive, adapters and trainer state.
+    """
 
     def __init__(self, recipe: Recipe, progress: bool = True):
         self.recipe = recipe
-        self.progress = progress
+        self.ranks = Ranks.from_env()
+        self.progress = progress and self.ranks.is_main
         self.run_dir = recipe.run_dir
         self.adapter_dir = self.run_dir / "adapters"
         self.state_dir = self.run_dir / "state"
@@ -137,20 +143,13 @@ class Runner:
         except OSError as exc:
             raise RecipeError(f"run.dir: cannot create {self.run_dir} ({exc.strerror or exc}); "
                               "choose a writable run.dir") from None
-        self._lock = _lock_run_dir(self.run_dir)
+        self._lock = _lock_run_dir(self.run_dir) if self.ranks.is_main else _RunLock()
         self.archive = None
         try:  # on any failure below, release the lock and archive (in-process callers retry)
-            try:
-                self.archive = Archive.open(self.run_dir / ARCHIVE_NAME)
-                self.archive.ensure_run(recipe.resolved(), versions(), recipe.run.seed)
-            except sqlite3.OperationalError as exc:  # disk full, read-only file system, ...
-                raise ArchiveError(f"{self.run_dir / ARCHIVE_NAME}: cannot write the archive ({exc}); "
-                                   "free space or fix permissions, then rerun") from None
+            self.archive = self._open_archive()
             self._stop = False
             _quiet_libraries()
-            s = recipe.sampler
-            self.sampler = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads,
-                                   n_parallel=s.n_parallel, n_gpu_layers=s.n_gpu_layers)
+            self.sampler = self._make_sampler()
         except BaseException:
             if self.archive is not None:
                 self.archive.close()
@@ -162,6 +161,32 @@ class Runner:
         self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
 
     # ------------------------------------------------------------------ parts
+    def _open_archive(self) -> Archive:
+        """Rank 0 opens (or creates) the archive and checks the recipe; the others then read it."""
+        path = self.run_dir / ARCHIVE_NAME
+        if not self.ranks.is_main:
+            self.ranks.barrier("waiting for rank 0 to open the archive")
+            return Archive.open(path, readonly=True)
+        try:
+            archive = Archive.open(path)
+            archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed)
+        except sqlite3.OperationalError as exc:  # disk full, read-only file system, ...
+            raise ArchiveError(f"{path}: cannot write the archive ({exc}); free space or fix permissions, "
+                               "then rerun") from None
+        self.ranks.barrier("opening the archive")
+        return archive
+
+    def _make_sampler(self):
+        """This rank's llama.cpp sampler: on its own GPU and its share of the CPU threads."""
+        s, ranks = self.recipe.sampler, self.ranks
+        if ranks.world == 1:
+            return Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads, n_parallel=s.n_parallel,
+                           n_gpu_layers=s.n_gpu_layers)
+        threads = s.n_threads or max(1, (os.cpu_count() or 1) // ranks.local_world)
+        local = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=threads, n_parallel=s.n_parallel,
+                        n_gpu_layers=s.n_gpu_layers, gpu=ranks.local_rank)
+        return ShardedSampler(local, ranks)
+
     @property
     def embedder(self):
         if self._embedder is None:
@@ -176,7 +201,12 @@ class Runner:
             from .trainer import GRPOTrainer
 
             cfg = self.recipe.trainer.model_copy(update={"seed": self.recipe.run.seed})
-            self._trainer = GRPOTrainer(cfg, self.gguf, self.hf_dir, seed=self.recipe.run.seed)
+            if self.ranks.world > 1 and cfg.device is None:
+                import torch
+
+                if torch.cuda.is_available():  # each rank trains on its own GPU
+                    cfg = cfg.model_copy(update={"device": f"cuda:{self.ranks.local_rank}"})
+            self._trainer = GRPOTrainer(cfg, self.gguf, self.hf_dir, seed=self.recipe.run.seed, ranks=self.ranks)
             state = self._latest_state()
             if state is not None:
                 self._trainer.load_state(state)
@@ -235,14 +265,16 @@ class Runner:
         do not count towards run.steps.
         """
         last = self.archive.last_step()
-        self._clean_uncommitted(last)
+        if self.ranks.is_main:
+            self._clean_uncommitted(last)
+        self.ranks.barrier("waiting for rank 0 to clean up an interrupted step")
         self._restore_adapter()
         target = self.recipe.run.steps
         rl_done = last + 1 - self.archive.phase_totals("pool")["steps"]
         if rl_done >= target or steps == 0:
             log.info("run already has %d RL steps (target %d)", rl_done, target)
             return 0
-        if last >= 0:
+        if last >= 0 and self.ranks.is_main:
             tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
         done = 0
         with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
@@ -253,7 +285,8 @@ class Runner:
                 if phase != "pool":
                     rl_done += 1
                     bar.update(1)
-                tqdm.write(summary)
+                if self.ranks.is_main:
+                    tqdm.write(summary)
                 done += 1
                 step += 1
         return done
@@ -279,14 +312,20 @@ class Runner:
         t0 = time.perf_counter()
         play = method_module(self.recipe.method.name).play
         result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)])
+        # Every rank scored the same gathered completions; rank 0's samples are the ones all train on.
+        samples = self.ranks.broadcast(result.samples)
 
         with phase("train"):
-            train = {"sync_gap": self.check_sync(step), **self.trainer.step(result.samples)} if result.samples \
+            train = {"sync_gap": self.check_sync(step), **self.trainer.step(samples)} if samples \
                 else {"skipped": 1.0}
+        if not self.ranks.is_main:  # rank 0 writes and commits; then every rank loads its adapter
+            adapter = self.ranks.broadcast(None)
+            self._after_commit(step, adapter)
+            return summary_line(step, result.metrics), str(result.metrics.get("phase", "rl"))
         adapter = None
         with phase("export"):
             try:
-                if result.samples:  # no samples: weights, optimizer and RNG are untouched, nothing to save
+                if samples:  # no samples: weights, optimizer and RNG are untouched, nothing to save
                     self.adapter_dir.mkdir(parents=True, exist_ok=True)
                     path = self.trainer.export_adapter(self._adapter_path(step))
                     # stored relative to the run directory, so a moved run still resumes
@@ -300,12 +339,15 @@ class Runner:
         metrics.update({f"train_{k}": v for k, v in train.items()})
         metrics.update({f"seconds_{k}": v for k, v in {**result.timings, **phase.timings}.items()})
         metrics["seconds_step"] = round(time.perf_counter() - t0, 3)
+        if self.ranks.world > 1:
+            metrics["ranks"] = self.ranks.world
         with phase("commit"):
             try:
                 self.archive.commit_step({"step": step, **metrics}, result.problems, result.solutions, adapter)
             except sqlite3.OperationalError as exc:  # disk full / I/O error: rolled back, nothing half-written
                 raise ArchiveError(f"step {step} not committed to {self.archive.path} ({exc}); "
                                    "free space and rerun the same command to resume") from None
+        self.ranks.broadcast(adapter)
         self._after_commit(step, adapter)
         line = summary_line(step, metrics)
         every = self.recipe.run.eval_every
@@ -364,9 +406,11 @@ class Runner:
         tmp.rename(final)
 
     def _after_commit(self, step: int, adapter: dict | None) -> None:
-        """Hot-swap the new adapter and drop files nobody needs any more."""
+        """Hot-swap the new adapter and (rank 0) drop files nobody needs any more."""
         if adapter:
             self.sampler.set_adapter(self.run_dir / adapter["path"], self.recipe.sampler.adapter_scale)
+        if not self.ranks.is_main:
+            return
         if adapter:  # a new trainer state was saved with it: older ones are obsolete
             for old in self.state_dir.glob("step-*"):
                 if old.name != self._state_path(step).name:

@@ -39,6 +39,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str  # "stop" (EOG token or stop string) | "length"
     prompt_ids: list[int] = field(repr=False, default_factory=list)
+    rank: int | None = None  # the data-parallel rank that sampled it (None: a one-process run)
 
 
 @dataclass
@@ -110,11 +111,18 @@ def amx_workaround_needed() -> bool:
         return False
 
 
-def model_params(n_gpu_layers: int = -1):
-    """llama_model_params with AMX-safe buffers and full GPU offload when available."""
+def model_params(n_gpu_layers: int = -1, gpu: int | None = None):
+    """llama_model_params with AMX-safe buffers and full GPU offload when available.
+
+    gpu=None spreads layers over every visible GPU (llama.cpp's default); gpu=k keeps the
+    whole model on GPU k, as each data-parallel rank does with its own GPU.
+    """
     ll = _llama()
     params = ll.llama_model_default_params()
     params.n_gpu_layers = (10_000 if n_gpu_layers < 0 else n_gpu_layers) if ll.llama_supports_gpu_offload() else 0
+    if gpu is not None and ll.llama_supports_gpu_offload():
+        params.split_mode = ll.LLAMA_SPLIT_MODE_NONE
+        params.main_gpu = int(gpu)
     if amx_workaround_needed():
         params.use_extra_bufts = False
     return params
@@ -155,6 +163,7 @@ class Sampler:
         n_parallel: int = 16,
         n_gpu_layers: int = -1,
         n_batch: int = 512,
+        gpu: int | None = None,
     ) -> None:
         ll = _llama()
         self._ll = ll
@@ -168,7 +177,7 @@ class Sampler:
         self.n_batch = max(int(n_batch), self.n_parallel)
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.amx_workaround = amx_workaround_needed()
-        self._model = ll.llama_model_load_from_file(str(path).encode(), model_params(n_gpu_layers))
+        self._model = ll.llama_model_load_from_file(str(path).encode(), model_params(n_gpu_layers, gpu))
         if not self._model:
             raise ModelNotFound(f"llama.cpp could not load {path}; is it a complete GGUF file?")
         self._vocab = ll.llama_model_get_vocab(self._model)
@@ -356,25 +365,33 @@ class Sampler:
     def generate(
         self,
         prompts: Sequence[str],
-        n: int = 1,
+        n: int | Sequence[int] = 1,
         max_tokens: int = 256,
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int = 0,
         stop: Sequence[str] = (),
         progress=None,
+        streams: Sequence[tuple[int, int]] | None = None,
     ) -> list[list[Completion]]:
-        """Sample `n` completions for each prompt; returns them grouped by prompt.
+        """Sample `n` completions for each prompt (or n[i] for prompt i); returns them grouped by prompt.
 
+        Sample j of prompt i draws from the stream (seed, i, j). `streams[i] = (key, first)`
+        makes it (seed, key, first + j) instead: a data-parallel rank that samples part of a
+        step's work then draws exactly what one process sampling all of it would.
         `progress`, when given, is called with the number of tokens produced each step.
         """
-        if n < 1 or max_tokens < 1:
+        counts = [n] * len(prompts) if isinstance(n, int) else [int(k) for k in n]
+        if len(counts) != len(prompts) or (streams is not None and len(streams) != len(prompts)):
+            raise ValueError("n and streams need one entry per prompt")
+        if any(k < 1 for k in counts) or max_tokens < 1:
             raise ValueError("n and max_tokens must be >= 1")
+        keys = list(streams) if streams is not None else [(i, 0) for i in range(len(prompts))]
         ids = [self.tokenize(p) for p in prompts]
         for p in ids:
             self.check_fits(len(p), max_tokens)
-        results: list[list[Completion | None]] = [[None] * n for _ in prompts]
-        pending = deque((i, n) for i in range(len(prompts)))  # (prompt, samples still to start)
+        results: list[list[Completion | None]] = [[None] * k for k in counts]
+        pending = deque(enumerate(counts))  # (prompt, samples still to start)
         next_sample = [0] * len(prompts)
         free = list(range(self.n_parallel))[::-1]
         live: dict[int, _Slot] = {}
@@ -404,7 +421,8 @@ class Sampler:
                 for s in seqs:
                     j = next_sample[p]
                     next_sample[p] += 1
-                    live[s] = _Slot(s, p, j, group, np.random.default_rng([seed, p, j]), len(ids[p]), max_tokens)
+                    rng = np.random.default_rng([seed, keys[p][0], keys[p][1] + j])
+                    live[s] = _Slot(s, p, j, group, rng, len(ids[p]), max_tokens)
                     admitted.append(live[s])
                 self._advance(admitted, np.broadcast_to(first, (k, self.n_vocab)), temperature, top_p,
                               max_tokens, stops)

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.checkpoint import checkpoint
 
+from .data_parallel import Ranks
 from .errors import MinisirError, RecipeError
 from .hf_model import load_hf_model
 
@@ -195,6 +197,19 @@ def _make_row(s: Sample, advantage: float, mask_truncated: bool) -> _Row | None:
     )
 
 
+def share_rows(rows: list[_Row], rank: int, world: int) -> list[_Row]:
+    """Rank `rank`'s rows: longest first to the rank with the fewest tokens so far (the same
+    deterministic split on every rank, so together the ranks train on every row exactly once)."""
+    load = [0] * world
+    mine = []
+    for i in sorted(range(len(rows)), key=lambda i: (-len(rows[i].positions), i)):
+        r = min(range(world), key=lambda k: (load[k], k))
+        load[r] += len(rows[i].positions)
+        if r == rank:
+            mine.append(rows[i])
+    return mine
+
+
 def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
           share_prompt: bool = False) -> list[_MicroBatch]:
     """Greedy length-sorted packing: each micro-batch holds <= budget padded tokens (one row may exceed it).
@@ -299,10 +314,12 @@ class _ChosenLogprob(torch.autograd.Function):
 class GRPOTrainer:
     """Owns the PEFT LoRA model and its optimizer; one `step` = one GRPO update on a batch of samples."""
 
-    def __init__(self, cfg: TrainerConfig, gguf_path: Path | None, hf_dir: Path | None = None, seed: int | None = None):
+    def __init__(self, cfg: TrainerConfig, gguf_path: Path | None, hf_dir: Path | None = None, seed: int | None = None,
+                 ranks: Ranks | None = None):
         from peft import LoraConfig, get_peft_model
 
         self.cfg = cfg
+        self.ranks = ranks or Ranks()  # data-parallel: each rank trains on its share, gradients summed
         self.seed = cfg.seed if seed is None else int(seed)
         torch.manual_seed(self.seed)  # LoRA init and dropout are reproducible from here on
         base = load_hf_model(gguf_path, hf_dir=hf_dir, dtype=cfg.dtype, device=cfg.device)
@@ -446,9 +463,15 @@ class GRPOTrainer:
         if not rows:  # nothing to learn from: leave parameters and optimizer state untouched
             metrics["time_s"] = time.perf_counter() - t0
             return metrics
-        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device,
-                        share_prompt=cfg.share_prompt and not cfg.gradient_checkpointing)
+        # Normalised over ALL ranks' rows, so the summed gradients equal one process's gradient.
         denom = float(n_tokens) if cfg.loss_agg == "token" else float(len(rows) * cfg.max_completion_tokens)
+        if self.ranks.world > 1:
+            rows = share_rows(rows, self.ranks.rank, self.ranks.world)
+            metrics["rank_tokens"] = float(sum(len(r.positions) for r in rows))
+            seed_key = np.random.SeedSequence([self.seed, self.step_count, self.ranks.rank])
+            torch.manual_seed(int(seed_key.generate_state(1)[0]))  # dropout draws keyed by (seed, step, rank)
+        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device,
+                        share_prompt=cfg.share_prompt and not cfg.gradient_checkpointing) if rows else []
 
         old_lp: list[torch.Tensor | None] = [None] * len(batches)
         ref_lp: list[torch.Tensor | None] = [None] * len(batches)
@@ -501,6 +524,7 @@ class GRPOTrainer:
                         sums["adv"] += a.abs().sum().item()
                         if cfg.kl_coef > 0:
                             sums["kl"] += k3.detach().sum().item()
+            loss_total = self._sum_over_ranks(loss_total)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):  # one bad batch must not turn the adapter into NaNs
                 log.warning("non-finite gradient norm at step %d; update skipped", self.step_count)
@@ -512,6 +536,10 @@ class GRPOTrainer:
                 metrics["loss"] = loss_total
                 metrics["grad_norm"] = float(grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ranks.world > 1:
+            keys = ("clip", "gap", "known", "w", "capped", "entropy", "adv", "kl")
+            total = self.ranks.sum_(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device))
+            sums.update(zip(keys, total.tolist()))
 
         metrics.update(
             updates=float(cfg.updates_per_step),
@@ -525,6 +553,20 @@ class GRPOTrainer:
             time_s=time.perf_counter() - t0,
         )
         return metrics
+
+    def _sum_over_ranks(self, loss: float) -> float:
+        """Sum this update's LoRA gradients (and loss) over the ranks in one collective; no-op on one rank."""
+        if self.ranks.world == 1:
+            return loss
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor([loss], device=self.device)])
+        self.ranks.sum_(flat)
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            offset += n
+        return float(flat[-1])
 
     # ----------------------------------------------------------------- persistence
     def export_adapter(self, path: Path) -> Path:

@@ -86,7 +86,12 @@ def step_seed(seed: int, step: int, role: str, round_: int = 0) -> int:
 
 def completion_fields(c: Completion) -> dict[str, Any]:
     """Solution columns shared by every method."""
-    return {"text": c.text, "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+    return {"text": c.text, "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason, **sampled_by(c)}
+
+
+def sampled_by(c: Completion) -> dict[str, Any]:
+    """{"rank": r} for a completion sampled by data-parallel rank r (kept in a row's `extra`); {} in one-process runs."""
+    return {} if c.rank is None else {"rank": c.rank}
 
 
 def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None = None) -> Sample:

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import extract_boxed
 from ..trainer import Sample
-from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
+                     to_sample)
 
 if TYPE_CHECKING:
     from ..loop import Runner
@@ -602,7 +603,7 @@ def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, s
     row: dict[str, Any] = {
         "key": key, "text": out.problem, "concepts": out.concepts, "role": "teacher",
         "method": "opensir", "valid": bool(st and st["admitted"]), "invalid_reason": reason, "raw": c.text,
-        "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
+        "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason, **sampled_by(c),
     }
     if ref.get("id") is not None:
         row["parent_id"] = ref["id"]

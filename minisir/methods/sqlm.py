@@ -56,7 +56,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
-from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
+                     to_sample)
 
 if TYPE_CHECKING:
     from ..loop import Runner
@@ -720,7 +721,7 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
                                "valid": p.valid and reason is None, "invalid_reason": reason, "raw": c.text,
                                "topic": topic, "teacher_reward": plan.proposer_rewards[i],
                                "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
-                               "prompt_index": prompt_of[i]}
+                               "prompt_index": prompt_of[i], **sampled_by(c)}
         if p.tests:
             row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
         if i in by_index:
