@@ -167,12 +167,17 @@ class Runner:
         if not self.ranks.is_main:
             self.ranks.barrier("waiting for rank 0 to open the archive")
             return Archive.open(path, readonly=True)
+        archive = None
         try:
             archive = Archive.open(path)
             archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed)
-        except sqlite3.OperationalError as exc:  # disk full, read-only file system, ...
-            raise ArchiveError(f"{path}: cannot write the archive ({exc}); free space or fix permissions, "
-                               "then rerun") from None
+        except BaseException as exc:
+            if archive is not None:  # closed, so SQLite leaves no -wal/-shm files by a refused archive
+                archive.close()
+            if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only file system, ...
+                raise ArchiveError(f"{path}: cannot write the archive ({exc}); free space or fix "
+                                   "permissions, then rerun") from None
+            raise
         self.ranks.barrier("opening the archive")
         return archive
 
