@@ -152,19 +152,14 @@ class amx_safe_defaults:
         self._module.llama_model_default_params = self._orig
 
 
-class Sampler:
-    """One GGUF model in llama.cpp, sampled in parallel sequences, with LoRA hot-swap."""
+class Vocabulary:
+    """A GGUF's tokenizer and metadata in llama.cpp: text <-> the token ids the trainer learns on.
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        n_ctx: int = 8192,
-        n_threads: int | None = None,
-        n_parallel: int = 16,
-        n_gpu_layers: int = -1,
-        n_batch: int = 512,
-        gpu: int | None = None,
-    ) -> None:
+    Alone (vocab_only) it is what a server-backed sampler needs locally; `Sampler` adds the
+    weights, a context and batched decoding on top.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, params=None) -> None:
         ll = _llama()
         self._ll = ll
         path = Path(model_path)
@@ -173,56 +168,26 @@ class Sampler:
         quiet_llama_logs()
         ll.llama_backend_init()
         self.model_path = path
-        self.n_parallel = max(1, int(n_parallel))
-        self.n_batch = max(int(n_batch), self.n_parallel)
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
-        self.amx_workaround = amx_workaround_needed()
-        self._model = ll.llama_model_load_from_file(str(path).encode(), model_params(n_gpu_layers, gpu))
+        if params is None:  # tokenizer and metadata only: no weights are read
+            params = ll.llama_model_default_params()
+            params.vocab_only = True
+            params.n_gpu_layers = 0
+        self._model = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self._model:
             raise ModelNotFound(f"llama.cpp could not load {path}; is it a complete GGUF file?")
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = ll.llama_model_n_ctx_train(self._model)
-        cparams = ll.llama_context_default_params()
-        cparams.n_ctx = int(n_ctx)
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = self.n_parallel
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
-        cparams.kv_unified = True  # prompt cells are shared by all sequences of a group
-        cparams.no_perf = True
-        self._ctx = ll.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
-            ll.llama_model_free(self._model)
-            raise MinisirError(
-                f"llama.cpp could not create a context of {n_ctx} tokens for {path}; "
-                "lower sampler.n_ctx or sampler.n_parallel"
-            )
-        self.n_ctx = ll.llama_n_ctx(self._ctx)
-        self._mem = ll.llama_get_memory(self._ctx)
-        self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel)
-        self._adapter = None
-        self.adapter_path: Path | None = None
-        self.adapter_scale = 0.0
         self.chat_template = self._meta_chat_template()
 
     # ----------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Free llama.cpp memory; the sampler is unusable afterwards."""
-        ll = self._ll
-        if getattr(self, "_ctx", None):
-            ll.llama_batch_free(self._batch)
-            ll.llama_free(self._ctx)
-            self._ctx = None
-        if getattr(self, "_adapter", None):
-            ll.llama_adapter_lora_free(self._adapter)
-            self._adapter = None
+        """Free llama.cpp memory; the object is unusable afterwards."""
         if getattr(self, "_model", None):
-            ll.llama_model_free(self._model)
+            self._ll.llama_model_free(self._model)
             self._model = None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -286,6 +251,71 @@ class Sampler:
 
     def is_eog(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
+
+
+class Sampler(Vocabulary):
+    """One GGUF model in llama.cpp, sampled in parallel sequences, with LoRA hot-swap."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        n_parallel: int = 16,
+        n_gpu_layers: int = -1,
+        n_batch: int = 512,
+        gpu: int | None = None,
+    ) -> None:
+        if not Path(model_path).is_file():  # before model_params, which needs llama.cpp's backend
+            raise ModelNotFound(f"model file {model_path} does not exist; pass an existing GGUF file")
+        quiet_llama_logs()
+        _llama().llama_backend_init()
+        super().__init__(model_path, model_params(n_gpu_layers, gpu))
+        ll = self._ll
+        path = self.model_path
+        self.n_parallel = max(1, int(n_parallel))
+        self.n_batch = max(int(n_batch), self.n_parallel)
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.amx_workaround = amx_workaround_needed()
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = self.n_parallel
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.kv_unified = True  # prompt cells are shared by all sequences of a group
+        cparams.no_perf = True
+        self._ctx = ll.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            self._model = None
+            raise MinisirError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {path}; "
+                "lower sampler.n_ctx or sampler.n_parallel"
+            )
+        self.n_ctx = ll.llama_n_ctx(self._ctx)
+        self._mem = ll.llama_get_memory(self._ctx)
+        self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel)
+        self._adapter = None
+        self.adapter_path: Path | None = None
+        self.adapter_scale = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Free llama.cpp memory; the sampler is unusable afterwards."""
+        ll = self._ll
+        if getattr(self, "_ctx", None):
+            ll.llama_batch_free(self._batch)
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_adapter", None):
+            ll.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
+        super().close()
+
+    def __enter__(self) -> "Sampler":
+        return self
 
     # ----------------------------------------------------------------- adapters
     def set_adapter(self, path: str | os.PathLike, scale: float = 1.0) -> None:
