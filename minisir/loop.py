@@ -184,6 +184,8 @@ class Runner:
     def _make_sampler(self):
         """This rank's llama.cpp sampler: on its own GPU and its share of the CPU threads."""
         s, ranks = self.recipe.sampler, self.ranks
+        if s.backend == "openai":
+            return self._server_sampler()
         if ranks.world == 1:
             return Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads, n_parallel=s.n_parallel,
                            n_gpu_layers=s.n_gpu_layers)
@@ -191,6 +193,23 @@ class Runner:
         local = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=threads, n_parallel=s.n_parallel,
                         n_gpu_layers=s.n_gpu_layers, gpu=ranks.local_rank)
         return ShardedSampler(local, ranks)
+
+    def _server_sampler(self):
+        """Sampling on the recipe's OpenAI-compatible server, refused at start if it cannot take adapters."""
+        from .server_sampler import ServerSampler
+
+        s = self.recipe.sampler
+        if self.ranks.world > 1:
+            raise RecipeError("sampler.backend: openai runs in one process (the server spreads the sampling); "
+                              "launch it without accelerate, or use sampler.backend: llama_cpp")
+        sampler = ServerSampler(s.url, self.gguf, served_model=s.served_model,
+                                max_concurrency=s.max_concurrency, timeout_s=s.timeout_s)
+        try:
+            sampler.check_runtime_adapters()
+        except BaseException:
+            sampler.close()
+            raise
+        return sampler
 
     @property
     def embedder(self):
@@ -230,6 +249,10 @@ class Runner:
     def _adapter_path(self, step: int) -> Path:
         return self.adapter_dir / f"step-{step:06d}.gguf"
 
+    def _peft_path(self, step: int) -> Path:
+        """The same adapter in PEFT format (sampler.backend: openai): the GGUF's path without .gguf."""
+        return self.adapter_dir / f"step-{step:06d}"
+
     def close(self) -> None:
         self.sampler.close()
         self.archive.close()
@@ -244,7 +267,7 @@ class Runner:
         for path in list(self.adapter_dir.glob(".step-*")) + list(self.state_dir.glob(".step-*")):
             log.info("removing %s left by an interrupted write", path)
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for path in list(self.adapter_dir.glob("step-*.gguf*")) + list(self.state_dir.glob("step-*")):
+        for path in list(self.adapter_dir.glob("step-*")) + list(self.state_dir.glob("step-*")):
             try:
                 step = int(path.name.split("-")[1].split(".")[0])
             except (IndexError, ValueError):
@@ -321,8 +344,9 @@ class Runner:
         samples = self.ranks.broadcast(result.samples)
 
         with phase("train"):
-            train = {"sync_gap": self.check_sync(step), **self.trainer.step(samples)} if samples \
-                else {"skipped": 1.0}
+            # A server cannot score given ids; the trainer's logprob_gap still compares its samples.
+            sync = {"sync_gap": self.check_sync(step)} if getattr(self.sampler, "can_score", True) else {}
+            train = {**sync, **self.trainer.step(samples)} if samples else {"skipped": 1.0}
         if not self.ranks.is_main:  # rank 0 writes and commits; then every rank loads its adapter
             adapter = self.ranks.broadcast(None)
             self._after_commit(step, adapter)
@@ -333,6 +357,8 @@ class Runner:
                 if samples:  # no samples: weights, optimizer and RNG are untouched, nothing to save
                     self.adapter_dir.mkdir(parents=True, exist_ok=True)
                     path = self.trainer.export_adapter(self._adapter_path(step))
+                    if self.recipe.sampler.backend == "openai":  # the server loads PEFT adapters
+                        self.trainer.export_peft_adapter(self._peft_path(step))
                     # stored relative to the run directory, so a moved run still resumes
                     adapter = {"path": str(path.relative_to(self.run_dir)), "sha256": sha256_file(path)}
                     self._save_state(step)
@@ -424,6 +450,7 @@ class Runner:
         if keep:
             for old in sorted(self.adapter_dir.glob("step-*.gguf"))[:-keep]:
                 old.unlink(missing_ok=True)
+                shutil.rmtree(old.with_suffix(""), ignore_errors=True)  # its PEFT copy, if any
 
 
 def _quiet_libraries() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .assets import is_hub_ref, parse_hub_ref
 from .errors import RecipeError
@@ -58,6 +59,27 @@ class SamplerConfig(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="CPU threads; null = all cores")
     n_gpu_layers: int = Field(-1, ge=-1, description="-1 = all layers on the GPU when llama.cpp has one")
     adapter_scale: float = Field(1.0, ge=0.0, le=4.0, description="LoRA scale in the sampler")
+    backend: Literal["llama_cpp", "openai"] = Field("llama_cpp", description=(
+        "llama_cpp = sample in this process; openai = on an OpenAI-compatible completions server at "
+        "sampler.url that loads each step's adapter at runtime (vLLM: --enable-lora and "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"))
+    url: str | None = Field(None, description=(
+        "backend openai: the server's base URL, e.g. http://127.0.0.1:8000 (/v1 is added); it must "
+        "see the run directory at the same path, to load adapters from it"))
+    served_model: str | None = Field(None, description=(
+        "backend openai: the base model's name on the server; null = the first one /v1/models lists"))
+    max_concurrency: int = Field(8, ge=1, le=1024, description="backend openai: requests in flight at once")
+    timeout_s: float = Field(600.0, gt=0, description=(
+        "backend openai: seconds to wait for one answer before the step fails (it is retried on resume)"))
+
+    @model_validator(mode="after")
+    def _server_needs(self) -> "SamplerConfig":
+        if self.backend == "openai":
+            if not self.url or not self.url.startswith(("http://", "https://")):
+                raise ValueError("backend openai needs sampler.url, the server's http(s):// base URL")
+            if self.adapter_scale != 1.0:
+                raise ValueError("backend openai applies adapters at scale 1: set sampler.adapter_scale to 1")
+        return self
 
 
 class RunConfig(BaseModel):

@@ -411,12 +411,7 @@ class Sampler(Vocabulary):
         step's work then draws exactly what one process sampling all of it would.
         `progress`, when given, is called with the number of tokens produced each step.
         """
-        counts = [n] * len(prompts) if isinstance(n, int) else [int(k) for k in n]
-        if len(counts) != len(prompts) or (streams is not None and len(streams) != len(prompts)):
-            raise ValueError("n and streams need one entry per prompt")
-        if any(k < 1 for k in counts) or max_tokens < 1:
-            raise ValueError("n and max_tokens must be >= 1")
-        keys = list(streams) if streams is not None else [(i, 0) for i in range(len(prompts))]
+        counts, keys = sample_plan(len(prompts), n, max_tokens, streams)
         ids = [self.tokenize(p) for p in prompts]
         for p in ids:
             self.check_fits(len(p), max_tokens)
@@ -550,6 +545,18 @@ class Sampler(Vocabulary):
             return out
         finally:
             self._ll.llama_memory_clear(self._mem, True)
+
+
+def sample_plan(
+    n_prompts: int, n: int | Sequence[int], max_tokens: int, streams: Sequence[tuple[int, int]] | None
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Checked samples per prompt and each prompt's random stream (key, first sample)."""
+    counts = [n] * n_prompts if isinstance(n, int) else [int(k) for k in n]
+    if len(counts) != n_prompts or (streams is not None and len(streams) != n_prompts):
+        raise ValueError("n and streams need one entry per prompt")
+    if any(k < 1 for k in counts) or max_tokens < 1:
+        raise ValueError("n and max_tokens must be >= 1")
+    return counts, list(streams) if streams is not None else [(i, 0) for i in range(n_prompts)]
 
 
 def _finish(sl: _Slot, prompt_ids: list[int], stops: list[str]) -> Completion:

@@ -575,6 +575,20 @@ class GRPOTrainer:
 
         return write_lora_gguf(self.model, Path(path))
 
+    def export_peft_adapter(self, directory: Path) -> Path:
+        """Write the LoRA in PEFT format (adapter_config.json + safetensors), as servers such as
+        vLLM load it at runtime; written to a hidden temp dir, then renamed into place."""
+        directory = Path(directory)
+        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.model.save_pretrained(str(tmp))
+            shutil.rmtree(directory, ignore_errors=True)
+            os.rename(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
     def save_state(self, directory: Path) -> None:
         """Adapter weights (PEFT format) + optimizer + step + RNG, written atomically, for exact resume."""
         directory = Path(directory)

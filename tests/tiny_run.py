@@ -79,8 +79,11 @@ def check_committed(run_dir: Path, n_steps: int) -> dict:
         assert f.is_file(), f"adapter of step {step} missing: {f}"
         assert sha256(f) == digest, f"adapter of step {step} does not match its sha256"
         committed.add(f.name)
-    on_disk = {p.name for p in (run_dir / "adapters").iterdir()} if (run_dir / "adapters").exists() else set()
+    listed = list((run_dir / "adapters").iterdir()) if (run_dir / "adapters").exists() else []
+    on_disk = {p.name for p in listed if not p.is_dir()}
     assert on_disk == committed, f"uncommitted or temp files in adapters/: {sorted(on_disk - committed)}"
+    peft = {p.name for p in listed if p.is_dir()}  # PEFT copies for a server (sampler.backend: openai)
+    assert all(f"{d}.gguf" in committed for d in peft), f"PEFT adapters of uncommitted steps: {sorted(peft)}"
     trained = [step for step, _, _ in info["adapters"]]  # steps without samples save no trainer state
     state_dir = run_dir / "state"
     state = sorted(p.name for p in state_dir.iterdir()) if state_dir.exists() else []
