@@ -86,7 +86,18 @@ def normalize_answer(ans: str) -> str:
     """
     if ans is None:
         return ""
-    s = str(ans)[:10_000].strip()
+    s = str(ans)[:10_000]
+    for _ in range(8):  # to a fixed point: dropping spaces can expose a rule ("A=0\n0" -> "A=00" -> "00")
+        once = _normalize_once(s)
+        if once == s:
+            break
+        s = once
+    return s
+
+
+def _normalize_once(s: str) -> str:
+    """One pass of `normalize_answer`'s rules, in order."""
+    s = s.strip()
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = s.replace("\\left", "").replace("\\right", "")

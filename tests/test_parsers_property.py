@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
@@ -88,6 +88,8 @@ def test_extract_boxed_returns_balanced_content(prefix, content, suffix):
 
 @FAST
 @given(any_text)
+@example("A=0\n0")  # dropping the newline exposed "A=" to a second pass
+@example("1, 000")  # dropping the space exposed a thousands group
 def test_normalize_answer_never_raises_and_is_idempotent(text):
     once = normalize_answer(text)
     assert isinstance(once, str)
