@@ -78,16 +78,10 @@ def bench_sampler(
     texts = [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] for i in range(prompts)]
     total = prompts * n
 
-    sampler = Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
-                      n_threads=n_threads)
-    sampler.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
-    t0 = time.perf_counter()
-    with tqdm(total=total * max_tokens, desc="batched", unit="tok", leave=False) as bar:
-        out = sampler.generate(texts, n=n, max_tokens=max_tokens, temperature=1.0, seed=seed,
-                               progress=bar.update)
-    batched_s = time.perf_counter() - t0
-    batched_tokens = sum(len(c.token_ids) for group in out for c in group)
-    sampler.close()
+    with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
+                 n_threads=n_threads) as sampler:
+        out, batched_s = _timed_generate(sampler, texts, n, max_tokens, seed, "batched")
+    batched_tokens = sum(len(c.token_ids) for c in out)
 
     with amx_safe_defaults():
         llm = Llama(str(model), n_ctx=2048, n_threads=n_threads or os.cpu_count(), verbose=False,
@@ -124,6 +118,73 @@ def bench_sampler(
     result["peak_rss_mb"] = round(high_water_mb(), 1)
     result["gpu_peak_mb"] = None  # llama.cpp allocates outside torch; see nvidia-smi on a GPU
     return result
+
+
+def _timed_generate(sampler, texts: list[str], n: int, max_tokens: int, seed: int, desc: str) -> tuple[list, float]:
+    """One generate call over all prompts, with a token progress bar; (completions, seconds)."""
+    sampler.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
+    t0 = time.perf_counter()
+    with tqdm(total=len(texts) * n * max_tokens, desc=desc, unit="tok", leave=False) as bar:
+        out = sampler.generate(texts, n=n, max_tokens=max_tokens, temperature=1.0, seed=seed,
+                               progress=bar.update)
+    return [c for group in out for c in group], time.perf_counter() - t0
+
+
+def bench_server(
+    url: str,
+    model: Path,
+    served_model: str | None = None,
+    prompts: int = 4,
+    n: int = 4,
+    max_tokens: int = 64,
+    max_concurrency: int = 8,
+    n_parallel: int = 16,
+    n_threads: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """`sampler.backend: openai` vs the in-process batched sampler on the same prompts and n.
+
+    The server is measured first, then the in-process sampler while the server idles: on one
+    machine they share its cores and memory bandwidth, so the ratio is what moving sampling to
+    that server buys (or costs) the run. Also reports how many server completions came back with
+    the sampled ids' log-probs, which the trainer's importance weights need.
+    """
+    from .sampler import Sampler
+    from .server_sampler import ServerSampler
+
+    texts = [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] for i in range(prompts)]
+    with ServerSampler(url, model, served_model=served_model, max_concurrency=max_concurrency) as remote:
+        served = remote.served_model
+        server_out, server_s = _timed_generate(remote, texts, n, max_tokens, seed, "server")
+    with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
+                 n_threads=n_threads) as local:
+        local_out, local_s = _timed_generate(local, texts, n, max_tokens, seed, "in-process")
+
+    server_tokens = sum(len(c.token_ids) for c in server_out)
+    local_tokens = sum(len(c.token_ids) for c in local_out)
+    server_tps, local_tps = server_tokens / server_s, local_tokens / local_s
+    return {
+        "benchmark": "server",
+        "url": url,
+        "served_model": served,
+        "model": model.name,
+        "device": device_name(),
+        "prompts": prompts,
+        "n_per_prompt": n,
+        "max_tokens": max_tokens,
+        "max_concurrency": max_concurrency,
+        "parallel_sequences": n_parallel,
+        "server_tokens": server_tokens,
+        "server_seconds": round(server_s, 3),
+        "server_tokens_per_s": round(server_tps, 2),
+        "server_completions_with_logprobs": sum(bool(c.logprobs) for c in server_out),
+        "completions": len(server_out),
+        "in_process_tokens": local_tokens,
+        "in_process_seconds": round(local_s, 3),
+        "in_process_tokens_per_s": round(local_tps, 2),
+        "server_vs_in_process": round(server_tps / local_tps, 2),
+        "peak_rss_mb": round(high_water_mb(), 1),
+    }
 
 
 # =========================================================================== shared helpers

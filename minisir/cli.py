@@ -449,6 +449,30 @@ def bench_sampler_cmd(model: str, prompts: int, n: int, max_tokens: int, paralle
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+@bench.command("server")
+@click.option("--url", required=True, help="An OpenAI-compatible completions server, e.g. http://127.0.0.1:8000.")
+@click.option("--model", default="bundled", help='GGUF of the served model (tokenizer; the in-process baseline).')
+@click.option("--served-model", default=None, help="The server's model name (default: the first /v1/models lists).")
+@click.option("--prompts", default=4, show_default=True)
+@click.option("-n", "n", default=4, show_default=True, help="Completions per prompt.")
+@click.option("--max-tokens", default=64, show_default=True)
+@click.option("--concurrency", default=8, show_default=True, help="Requests in flight (sampler.max_concurrency).")
+@click.option("--parallel", default=16, show_default=True, help="Parallel sequences of the in-process sampler.")
+@click.option("--threads", type=int, default=None, help="llama.cpp threads of the in-process sampler.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
+@_friendly
+def bench_server_cmd(url: str, model: str, served_model: str | None, prompts: int, n: int, max_tokens: int,
+                     concurrency: int, parallel: int, threads: int | None, as_json: bool) -> None:
+    """Sampling on a completions server vs the in-process batched sampler, same prompts and n."""
+    from .assets import resolve_gguf
+    from .bench import bench_server
+
+    result = bench_server(url, resolve_gguf(model), served_model=served_model, prompts=prompts, n=n,
+                          max_tokens=max_tokens, max_concurrency=concurrency, n_parallel=parallel,
+                          n_threads=threads)
+    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
 @bench.command("train")
 @click.option("--model", default="bundled", help='GGUF path or "bundled".')
 @click.option("--hf-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

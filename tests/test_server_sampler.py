@@ -134,6 +134,28 @@ def test_stop_string_cuts_text_ids_and_logprobs(server, local):
         assert cut.logprobs == free.logprobs[: len(cut.logprobs)]
 
 
+def test_bench_server_reports_both_paths_and_their_ratio(server):
+    args = ["bench", "server", "--url", server.url, "--prompts", "2", "-n", "2", "--max-tokens", "6",
+            "--parallel", "4", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["benchmark"] == "server" and r["completions"] == 4  # topped up to n on this server
+    for side in ("server", "in_process"):
+        assert 4 <= r[f"{side}_tokens"] <= 4 * 6 and r[f"{side}_seconds"] > 0
+        assert r[f"{side}_tokens_per_s"] == pytest.approx(r[f"{side}_tokens"] / r[f"{side}_seconds"], rel=0.01)
+    assert r["server_vs_in_process"] == pytest.approx(r["server_tokens_per_s"] / r["in_process_tokens_per_s"],
+                                                      rel=0.02, abs=0.01)
+    assert 0 <= r["server_completions_with_logprobs"] <= 4
+
+
+def test_bench_server_on_a_dead_url_is_one_line():
+    url = f"http://127.0.0.1:{_free_port()}"
+    res = CliRunner().invoke(main, ["bench", "server", "--url", url, "--json"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert res.stderr.strip().count("\n") == 0 and "cannot reach the server" in res.stderr
+
+
 def test_a_dead_server_is_one_line(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     with pytest.raises(ServerError, match=r"cannot reach the server .*start it or fix sampler.url") as err:
