@@ -73,14 +73,12 @@ def bench_sampler(
     """Batched sampler vs a one-sequence-at-a-time loop over `Llama.__call__`."""
     from llama_cpp import Llama
 
-    from .sampler import Sampler, amx_safe_defaults
+    from .sampler import amx_safe_defaults
 
-    texts = [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] for i in range(prompts)]
+    texts = _bench_texts(prompts)
     total = prompts * n
 
-    with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
-                 n_threads=n_threads) as sampler:
-        out, batched_s = _timed_generate(sampler, texts, n, max_tokens, seed, "batched")
+    out, batched_s = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "batched")
     batched_tokens = sum(len(c.token_ids) for c in out)
 
     with amx_safe_defaults():
@@ -120,6 +118,21 @@ def bench_sampler(
     return result
 
 
+def _bench_texts(prompts: int) -> list[str]:
+    """`prompts` benchmark prompts, cycling through BENCH_PROMPTS."""
+    return [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] for i in range(prompts)]
+
+
+def _in_process(model: Path, texts: list[str], n: int, max_tokens: int, n_parallel: int, n_threads: int | None,
+                seed: int, desc: str) -> tuple[list, float]:
+    """`_timed_generate` on a batched Sampler sized for the work, closed afterwards."""
+    from .sampler import Sampler
+
+    with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
+                 n_threads=n_threads) as sampler:
+        return _timed_generate(sampler, texts, n, max_tokens, seed, desc)
+
+
 def _timed_generate(sampler, texts: list[str], n: int, max_tokens: int, seed: int, desc: str) -> tuple[list, float]:
     """One generate call over all prompts, with a token progress bar; (completions, seconds)."""
     sampler.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
@@ -149,16 +162,13 @@ def bench_server(
     that server buys (or costs) the run. Also reports how many server completions came back with
     the sampled ids' log-probs, which the trainer's importance weights need.
     """
-    from .sampler import Sampler
     from .server_sampler import ServerSampler
 
-    texts = [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] for i in range(prompts)]
+    texts = _bench_texts(prompts)
     with ServerSampler(url, model, served_model=served_model, max_concurrency=max_concurrency) as remote:
         served = remote.served_model
         server_out, server_s = _timed_generate(remote, texts, n, max_tokens, seed, "server")
-    with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
-                 n_threads=n_threads) as local:
-        local_out, local_s = _timed_generate(local, texts, n, max_tokens, seed, "in-process")
+    local_out, local_s = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "in-process")
 
     server_tokens = sum(len(c.token_ids) for c in server_out)
     local_tokens = sum(len(c.token_ids) for c in local_out)
