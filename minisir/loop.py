@@ -393,7 +393,7 @@ class Runner:
         (other RL stacks have silently trained on one) stops the run with one line naming it,
         before anything of the step is trained or committed.
         """
-        from .trainer import Sample
+        from .grpo import Sample
 
         prompt_ids = self.sampler.tokenize(SYNC_PROBE[0])
         completion = self.sampler.tokenize(SYNC_PROBE[1], add_bos=False)

@@ -19,8 +19,9 @@ from .assets import is_hub_ref, parse_hub_ref
 from .errors import RecipeError
 from .evaluate import EvalConfig
 from .methods.opensir import OpenSIRConfig
+from .methods.rlvr import RLVRConfig
 from .methods.sqlm import SQLMConfig
-from .trainer import TrainerConfig
+from .grpo import TrainerConfig
 
 
 class ModelConfig(BaseModel):
@@ -108,8 +109,8 @@ class RunConfig(BaseModel):
         return value
 
 
-Method = Annotated[Union[OpenSIRConfig, SQLMConfig], Field(discriminator="name")]
-_METHOD_TAGS = ("opensir", "sqlm")
+Method = Annotated[Union[OpenSIRConfig, SQLMConfig, RLVRConfig], Field(discriminator="name")]
+_METHOD_TAGS = ("opensir", "sqlm", "rlvr")
 
 
 class Recipe(BaseModel):
@@ -145,10 +146,10 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key; remove it or check its spelling"
     elif err["type"] == "union_tag_invalid":
-        msg = "unknown method; use name: opensir or name: sqlm"
+        msg = f"unknown method; use name: {', '.join(_METHOD_TAGS)}"
         loc = loc or "method.name"
     elif err["type"] == "union_tag_not_found":
-        msg = "missing method.name; use opensir or sqlm"
+        msg = f"missing method.name; use one of {', '.join(_METHOD_TAGS)}"
     msg = msg.removeprefix("Value error, ")
     return f"{loc or '(top level)'}: {msg}"
 

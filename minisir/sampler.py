@@ -40,6 +40,9 @@ class Completion:
     finish_reason: str  # "stop" (EOG token or stop string) | "length"
     prompt_ids: list[int] = field(repr=False, default_factory=list)
     rank: int | None = None  # the data-parallel rank that sampled it (None: a one-process run)
+    # The temperature `logprobs` are taken at (logits / T, the distribution it was drawn from);
+    # the trainer scores the same tokens at the same T. Greedy draws are kept at 1.
+    temperature: float = 1.0
 
 
 @dataclass
@@ -479,6 +482,10 @@ class Sampler(Vocabulary):
             self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops)
             if progress:
                 progress(len(order))
+        scored_at = temperature if temperature > 0 else 1.0
+        for group in results:
+            for c in group:
+                c.temperature = scored_at
         return results  # type: ignore[return-value]
 
     def _advance(
@@ -594,9 +601,11 @@ _BLOCK = 1024  # vocabulary block for two-level inverse-CDF sampling
 def sample_rows(
     logits: np.ndarray, temperature: float, top_p: float, rngs: Sequence[np.random.Generator]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one token per row; return tokens and their log-probs under the raw distribution.
+    """Draw one token per row; return tokens and their log-probs under the tempered distribution.
 
-    Temperature 0 is greedy. Full-vocabulary sampling uses a two-level inverse CDF (block
+    The log-probs are log softmax(logits / T): the policy that sampled, which the trainer
+    scores the same way (as TRL and verl do), so the importance weight compares like with
+    like. Temperature 0 is greedy, with raw (T = 1) log-probs. Full-vocabulary sampling uses a two-level inverse CDF (block
     sums, then one block), so a 262k vocabulary costs one exp pass and no full cumsum; the
     block sums also give the normaliser. Nucleus sampling sorts only the top candidates
     unless their mass falls short of `top_p`.
@@ -606,18 +615,17 @@ def sample_rows(
     if temperature <= 0:
         toks = logits.argmax(axis=1)
         return toks, logits[rows, toks] - _logsumexp(logits, m)
-    expd = np.exp(np.subtract(logits, m))
+    inv_t = np.float32(1.0 / temperature)
+    shifted = np.subtract(logits, m)
+    expd = np.exp(shifted * inv_t if temperature != 1.0 else shifted)
     blocks = _block_sums(expd)
-    lse = m[:, 0] + np.log(blocks.sum(axis=1))
-    if temperature != 1.0:
-        expd = np.exp(np.subtract(logits, m) / np.float32(temperature))
-        blocks = _block_sums(expd)
+    log_z = np.log(blocks.sum(axis=1))
     u = np.array([rng.random() for rng in rngs])
     if top_p >= 1.0:
         toks = _inverse_cdf(expd, blocks, u)
     else:
         toks = np.array([_nucleus(row, top_p, x) for row, x in zip(expd, u)])
-    return toks, logits[rows, toks] - lse
+    return toks, shifted[rows, toks].astype(np.float64) * float(inv_t) - log_z
 
 
 def _logsumexp(logits: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -201,6 +201,8 @@ class ServerSampler(Vocabulary):
                         progress(sum(len(c.token_ids) for c in got))
                     if len(results[i]) < counts[i]:  # the server gave fewer than n: ask for the rest
                         running.add(pool.submit(ask, i, counts[i] - len(results[i])))
+        for c in (c for group in results for c in group):
+            _at_temperature(c, temperature)
         return results
 
     def _completions(self, answer: Any, prompt_ids: list[int], stops: list[str]) -> list[Completion]:
@@ -286,3 +288,14 @@ class ServerSampler(Vocabulary):
 def _request_seed(seed: int, key: int, first: int) -> int:
     """A request's seed from (run seed, prompt key, first sample): what a rerun sends again."""
     return int(np.random.SeedSequence([seed, key, first]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _at_temperature(c: Completion, temperature: float) -> None:
+    """Mark a completion as drawn at `temperature`, the T the trainer scores it at.
+
+    Servers return log-probs of the raw (T = 1) distribution (vLLM's default logprobs mode),
+    which are not the sampling policy's at T != 1: those are dropped, so the trainer weighs
+    such completions 1 instead of correcting with a wrong ratio.
+    """
+    if temperature > 0 and temperature != 1.0:
+        c.temperature, c.logprobs = float(temperature), []

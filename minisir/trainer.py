@@ -18,7 +18,8 @@ variance (truncated importance sampling, Yao et al. 2025). With one update per s
 equals lp (detached), so ratio == 1 and only `w` corrects the mismatch; `logprob_gap` reports
 mean |lp_old - lp_sampler| every step so the mismatch is visible.
 
-Groups whose rewards are all equal (std < 1e-6) carry no signal and are skipped. Prompt tokens,
+Groups whose reward std is below min_reward_std * the samples' reward_scale carry no signal
+(float noise, or a diversity wobble of a continuous reward) and are skipped. Prompt tokens,
 tokens with loss_mask 0 and (by default) truncated completions get no loss term; a truncated
 completion still counts in its group's reward mean and std. Log-probs of chosen tokens
 are computed in checkpointed chunks from the final hidden states, so the full
@@ -35,79 +36,23 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.checkpoint import checkpoint
 
 from .data_parallel import Ranks
 from .errors import MinisirError, RecipeError
+from .grpo import DEFAULT_TARGET_MODULES, Sample, TrainerConfig, group_advantages  # noqa: F401  (public here too)
 from .hf_model import load_hf_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _STATE_FILE = "trainer_state.pt"
 _ADAPTER_DIR = "adapter"
 _STATE_FORMAT = 1
-# Reward spreads below this are float noise; std scaling would blow them up into +-1 advantages.
-_MIN_REWARD_STD = 1e-6
 # Config fields that change parameter shapes or names; a saved state needs the same values.
 _SHAPE_FIELDS = ("lora_rank", "target_modules")
-
-
-class TrainerConfig(BaseModel):
-    """LoRA + GRPO settings (the recipe's `trainer:` section)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r")
-    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha; scale = alpha / r")
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
-    learning_rate: float = Field(5e-5, gt=0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    loss_agg: Literal["token", "drgrpo"] = Field(
-        "token", description="token: sum / trained tokens (DAPO); drgrpo: sum / (sequences * max_completion_tokens)"
-    )
-    max_completion_tokens: int = Field(512, ge=1, description="drgrpo's constant normaliser (the sampler's max_tokens)")
-    scale_std: bool = Field(True, description="divide group advantages by the group's reward std")
-    eps_low: float = Field(0.2, ge=0.0, lt=1.0)
-    eps_high: float = Field(0.28, ge=0.0)
-    kl_coef: float = Field(0.0, ge=0.0, description="k3 KL to the base model (LoRA disabled); 0 = off")
-    is_cap: float | None = Field(
-        2.0, ge=1.0, description="cap of the truncated importance weight trainer/sampler; null = no correction"
-    )
-    mask_truncated: bool = Field(True, description="no loss on completions that hit max_tokens")
-    micro_batch_tokens: int = Field(4096, ge=16, description="padded tokens per micro-batch (gradient accumulation)")
-    logprob_chunk: int = Field(256, ge=1, description="positions per lm_head/log_softmax chunk")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory, slower)")
-    share_prompt: bool = Field(True, description=(
-        "forward a group's shared prompt once per micro-batch instead of once per completion (few-shot prompts "
-        "dominate the cost otherwise); off with gradient_checkpointing"))
-    updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
-    max_logprob_gap: float | None = Field(
-        0.5, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap exceeds this "
-        "(nats): a stale or half-loaded adapter in llama.cpp; null = never")
-    seed: int = Field(0, ge=0)
-    device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
-
-
-@dataclass
-class Sample:
-    """One completion to train on, with the ids/log-probs exactly as the sampler produced them."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    sampler_logprobs: list[float]  # one per completion token; [] = unknown (weight 1, not in logprob_gap)
-    reward: float
-    group: str  # rewards are compared inside a group (GRPO)
-    loss_mask: list[int] | None = None  # per completion token, 1 = trained, 0 = masked
-    truncated: bool = False  # finish_reason == "length"
 
 
 @dataclass
@@ -120,6 +65,7 @@ class _Row:
     sampler_lp: list[float]  # nan where unknown
     advantage: float
     prompt_len: int = 0
+    temperature: float = 1.0
 
 
 @dataclass
@@ -131,29 +77,8 @@ class _MicroBatch:
     targets: torch.Tensor  # (N,)
     advantages: torch.Tensor  # (N,) float32
     sampler_lp: torch.Tensor  # (N,) float32, nan = unknown
+    inv_temp: torch.Tensor  # (N,) float32, 1 / the sampling temperature of each trained token's row
     shared_prompt: int = 0  # > 0: every row starts with the same this-many prompt tokens
-
-
-def group_advantages(samples: list[Sample], scale_std: bool) -> tuple[list[float | None], int, int]:
-    """Per-sample advantage (None = group skipped), groups used, groups skipped."""
-    by_group: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        by_group[s.group].append(i)
-    adv: list[float | None] = [None] * len(samples)
-    used = skipped = 0
-    for idx in by_group.values():
-        r = torch.tensor([float(samples[i].reward) for i in idx], dtype=torch.float64)
-        std = r.std(unbiased=False).item() if len(idx) > 1 else 0.0
-        if std < _MIN_REWARD_STD:
-            skipped += 1
-            continue
-        used += 1
-        a = r - r.mean()
-        if scale_std:
-            a = a / std
-        for i, v in zip(idx, a.tolist()):
-            adv[i] = v
-    return adv, used, skipped
 
 
 def _validate(samples: list[Sample], vocab_size: int) -> None:
@@ -167,6 +92,8 @@ def _validate(samples: list[Sample], vocab_size: int) -> None:
             raise ValueError(f"sample {n}: loss_mask has {len(s.loss_mask)} entries for {m} completion tokens")
         if not math.isfinite(float(s.reward)):
             raise ValueError(f"sample {n}: reward {s.reward} is not finite")
+        if not (math.isfinite(float(s.temperature)) and s.temperature > 0):
+            raise ValueError(f"sample {n}: temperature {s.temperature} must be > 0 (greedy samples are scored at 1)")
         ids = list(s.prompt_ids) + list(s.completion_ids)
         if ids and (min(ids) < 0 or max(ids) >= vocab_size):
             raise MinisirError(
@@ -194,6 +121,7 @@ def _make_row(s: Sample, advantage: float, mask_truncated: bool) -> _Row | None:
         sampler_lp=[float(lps[j]) if lps else math.nan for j in trained],
         advantage=advantage,
         prompt_len=p,
+        temperature=float(s.temperature),
     )
 
 
@@ -235,7 +163,7 @@ def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
         width = len(group[0].input_ids)
         ids = torch.full((len(group), width), pad_id, dtype=torch.long)
         att = torch.zeros((len(group), width), dtype=torch.long)
-        rws, cols, tgts, advs, slps = [], [], [], [], []
+        rws, cols, tgts, advs, slps, invt = [], [], [], [], [], []
         for b, row in enumerate(group):
             ids[b, : len(row.input_ids)] = torch.tensor(row.input_ids, dtype=torch.long)
             att[b, : len(row.input_ids)] = 1
@@ -244,6 +172,7 @@ def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
             tgts += row.targets
             advs += [row.advantage] * len(row.positions)
             slps += row.sampler_lp
+            invt += [1.0 / row.temperature] * len(row.positions)
         batches.append(
             _MicroBatch(
                 input_ids=ids.to(device),
@@ -253,6 +182,7 @@ def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
                 targets=torch.tensor(tgts, dtype=torch.long, device=device),
                 advantages=torch.tensor(advs, dtype=torch.float32, device=device),
                 sampler_lp=torch.tensor(slps, dtype=torch.float32, device=device),
+                inv_temp=torch.tensor(invt, dtype=torch.float32, device=device),
             )
         )
     return batches
@@ -286,12 +216,12 @@ class _ChosenLogprob(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap):
+    def forward(ctx, hidden, weight, targets, softcap, inv_temp):
         logits = (hidden @ weight.t()).float()
         if softcap:
             squashed = torch.tanh(logits / softcap)
             logits = squashed * softcap
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits * inv_temp[:, None], dim=-1)
         lp = logp.gather(-1, targets[:, None]).squeeze(-1)
         probs = logp.exp()
         entropy = -(probs * logp).sum(-1)
@@ -299,6 +229,7 @@ class _ChosenLogprob(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_logits = probs.neg_()  # d lp_y / d z = onehot(y) - softmax(z)
             grad_logits.scatter_add_(-1, targets[:, None], torch.ones_like(lp)[:, None])
+            grad_logits.mul_(inv_temp[:, None])  # through z / T
             if softcap:
                 grad_logits.mul_(1 - squashed * squashed)  # through z = c * tanh(x / c)
             ctx.save_for_backward((grad_logits.to(weight.dtype) @ weight).to(hidden.dtype))
@@ -308,7 +239,7 @@ class _ChosenLogprob(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_lp, _grad_entropy):
         (dlp_dhidden,) = ctx.saved_tensors
-        return grad_lp[:, None].to(dlp_dhidden.dtype) * dlp_dhidden, None, None, None
+        return grad_lp[:, None].to(dlp_dhidden.dtype) * dlp_dhidden, None, None, None, None
 
 
 class GRPOTrainer:
@@ -362,12 +293,13 @@ class GRPOTrainer:
         log.info("LoRA r=%d on %s: %.2fM trainable parameters", cfg.lora_rank, cfg.target_modules, n_train / 1e6)
 
     # ----------------------------------------------------------------- log-probs
-    def _chunk_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """lm_head + log_softmax on a (n, H) chunk; returns chosen-token log-probs and entropies (no grad)."""
+    def _chunk_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor,
+                        inv_temp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lm_head + log_softmax(logits / T) on a (n, H) chunk; chosen-token log-probs and entropies (no grad)."""
         logits = self._head(hidden).float()
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits * inv_temp[:, None], dim=-1)
         with torch.no_grad():
             entropy = -(logp.exp() * logp).sum(-1)
         return logp.gather(-1, targets[:, None]).squeeze(-1), entropy
@@ -390,13 +322,14 @@ class GRPOTrainer:
         for start in range(0, selected.shape[0], self.cfg.logprob_chunk):
             h = selected[start : start + self.cfg.logprob_chunk]
             t = mb.targets[start : start + self.cfg.logprob_chunk]
+            it = mb.inv_temp[start : start + self.cfg.logprob_chunk]
             if torch.is_grad_enabled() and self._fast_head:
-                lp, ent = _ChosenLogprob.apply(h, self._head.weight, t, self._softcap)
+                lp, ent = _ChosenLogprob.apply(h, self._head.weight, t, self._softcap, it)
             elif torch.is_grad_enabled():
                 # Recompute the chunk's logits in backward instead of keeping (n, vocab) per chunk alive.
-                lp, ent = checkpoint(self._chunk_logprobs, h, t, use_reentrant=False)
+                lp, ent = checkpoint(self._chunk_logprobs, h, t, it, use_reentrant=False)
             else:
-                lp, ent = self._chunk_logprobs(h, t)
+                lp, ent = self._chunk_logprobs(h, t, it)
             lps.append(lp)
             ents.append(ent)
         return torch.cat(lps), torch.cat(ents)
@@ -428,7 +361,7 @@ class GRPOTrainer:
         _validate(samples, self.vocab_size)
         rows = []
         for s in samples:
-            full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False)
+            full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False, s.temperature)
             rows.append(_make_row(full, 0.0, False))
         out: list[list[float]] = [[] for _ in samples]
         was_training = self.model.training
@@ -449,7 +382,7 @@ class GRPOTrainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         _validate(samples, self.vocab_size)
-        adv, used, skipped = group_advantages(samples, cfg.scale_std)
+        adv, used, skipped = group_advantages(samples, cfg.scale_std, cfg.min_reward_std)
         rows = [r for s, a in zip(samples, adv) if a is not None and (r := _make_row(s, a, cfg.mask_truncated))]
         n_tokens = sum(len(r.positions) for r in rows)
         metrics: dict[str, float] = {
