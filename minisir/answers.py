@@ -216,8 +216,9 @@ class Vote:
     count: int  # members of the winning class
     n_parsed: int  # answers that were extracted (not None / not empty)
     n_total: int
-    solve_rate: float  # count / n_parsed, 0 when nothing parsed
+    solve_rate: float  # count / n_total: unparsed samples count as not solving (0 when there are none)
     agrees: list[bool] = field(default_factory=list)  # per input answer
+    tie: bool = False  # another class has as many members as the winner: the label is a coin flip
 
 
 def majority_vote(answers: list[str | None]) -> Vote:
@@ -253,6 +254,7 @@ def majority_vote(answers: list[str | None]) -> Vote:
         count=counts[best],
         n_parsed=n_parsed,
         n_total=len(answers),
-        solve_rate=counts[best] / n_parsed,
+        solve_rate=counts[best] / len(answers),
         agrees=[m == best for m in member],
+        tie=counts.count(counts[best]) > 1,
     )

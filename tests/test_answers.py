@@ -117,19 +117,28 @@ def test_majority_vote_classes_and_rate():
     vote = majority_vote(["1/2", "0.5", "3", None, "3", "\\frac{1}{2}"])
     assert normalize_answer(vote.answer) in {"1/2", "0.5", "\\frac{1}{2}"}
     assert (vote.count, vote.n_parsed, vote.n_total) == (3, 5, 6)
-    assert vote.solve_rate == pytest.approx(0.6)
+    assert vote.solve_rate == pytest.approx(0.5), "3 of 6 samples: the unparsed one counts as not solving"
     assert vote.agrees == [True, True, False, False, False, True]
+    assert not vote.tie
 
 
 def test_majority_vote_tie_goes_to_earliest_class():
     vote = majority_vote(["7", "8", "8", "7"])
     assert vote.answer == "7" and vote.count == 2
     assert vote.agrees == [True, False, False, True]
+    assert vote.tie
+
+
+def test_solve_rate_counts_every_sample():
+    """2 of 8 alike and 5 unparsed is a 0.25 solve rate, not 2/3 (the issue's counter-example)."""
+    vote = majority_vote(["12", "12", "9", None, None, None, None, None])
+    assert vote.count == 2 and vote.n_parsed == 3
+    assert vote.solve_rate == pytest.approx(0.25)
 
 
 def test_majority_vote_unparsed_never_forms_class():
     vote = majority_vote([None, None, "", "4"])
     assert vote.answer == "4" and vote.count == 1 and vote.n_parsed == 1
-    assert vote.solve_rate == 1.0
+    assert vote.solve_rate == 0.25
     empty = majority_vote([None, None])
     assert empty.answer is None and empty.solve_rate == 0.0 and empty.agrees == [False, False]

@@ -77,7 +77,7 @@ def test_archive_holds_what_the_recipe_implies(finished_run):
             assert len(p["solutions"]) == 3
             agree = [s["agrees"] for s in p["solutions"]]
             if p["majority_answer"] is not None:
-                assert sum(agree) / p["n_parsed"] == pytest.approx(p["solve_rate"])
+                assert sum(agree) / p["n_samples"] == pytest.approx(p["solve_rate"])
         emb, ids = arc.embedding_matrix()
         assert sorted(ids) == sorted([p["id"] for p in valid] + [seeds[0]["id"]])
         assert emb.shape == (len(ids), 384)

@@ -116,7 +116,7 @@ def test_majority_vote_invariants(answers):
     assert sum(vote.agrees) == vote.count
     assert 0.0 <= vote.solve_rate <= 1.0
     if vote.n_parsed:
-        assert vote.answer is not None and vote.solve_rate == vote.count / vote.n_parsed
+        assert vote.answer is not None and vote.solve_rate == vote.count / len(answers)
     else:
         assert vote.answer is None and vote.solve_rate == 0.0
 
