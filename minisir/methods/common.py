@@ -17,7 +17,7 @@ import numpy as np
 
 from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
 from ..sampler import Completion
-from ..trainer import Sample
+from ..grpo import Sample
 
 ChatFn = Callable[[list[dict]], str]
 
@@ -94,8 +94,11 @@ def sampled_by(c: Completion) -> dict[str, Any]:
     return {} if c.rank is None else {"rank": c.rank}
 
 
-def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None = None) -> Sample:
-    """A trainer sample on the sampler's own token ids and log-probs."""
+def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None = None, scale: float = 1.0) -> Sample:
+    """A trainer sample on the sampler's own token ids and log-probs, scored at its sampling temperature.
+
+    scale: the largest reward the sample's role can earn (the trainer's noise floor is relative to it).
+    """
     return Sample(
         prompt_ids=c.prompt_ids,
         completion_ids=c.token_ids,
@@ -104,6 +107,8 @@ def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None =
         group=group,
         loss_mask=mask,
         truncated=c.finish_reason == "length",
+        temperature=c.temperature,
+        reward_scale=float(scale),
     )
 
 

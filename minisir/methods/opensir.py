@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..answers import extract_boxed
-from ..trainer import Sample
+from ..answers import equivalent, extract_boxed
+from ..grpo import Sample, has_signal
+from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
+from ..sandbox import SandboxConfig
 from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
                      to_sample)
 
@@ -107,6 +109,9 @@ class OpenSIRConfig(BaseModel):
     embedder: str = Field("bundled", description="sentence-transformers model dir, or bundled (all-MiniLM-L6-v2)")
     few_shot: int = Field(2, ge=0, le=8, description="archive problems shown in the teacher prompt")
     teacher_max_tokens: int = Field(192, ge=16, description="token limit of one teacher completion")
+    labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description=(
+        "limits for the teacher's label programs (labels: program/agree) that need Python"))
     student_max_tokens: int = Field(384, ge=16, description="token limit of one student solution")
 
     @model_validator(mode="after")
@@ -123,6 +128,16 @@ class OpenSIRConfig(BaseModel):
 
 
 # --------------------------------------------------------------------------- prompts
+# Programs that compute the examples' answers (labels: program/agree), in TEACHER_EXAMPLES' order.
+TEACHER_PROGRAMS: tuple[str, ...] = (
+    "width = 48 / (2 * (3 + 1))\nprint(3 * width * width)",
+    "print(40 * (1 - 0.25) * (1 + 0.10))",
+    "print(len([n for n in range(1, 50) if n % 3 == 0 or n % 5 == 0]))",
+)
+PROGRAM_INSTRUCTION = (
+    " Between them, a short Python program inside <program></program> computes the new problem's answer "
+    "and prints it."
+)
 # Fixed worked examples: (reference, new problem, concepts). Written for this project.
 TEACHER_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     (
@@ -161,12 +176,13 @@ def _one_line(text: str) -> str:
 
 
 def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | None = None,
-                   think: bool = False) -> str:
+                   think: bool = False, program: bool = False) -> str:
     """Prompt asking for a new problem conceptually different from `reference`.
 
     examples: archive problems to steer away from (shown, not to be copied).
     chat=None -> completion prompt ending in "<problem>" (base models).
     think: ask the model to explain first, inside <think>, how its problem differs (reference).
+    program: the problem is followed by a <program> that prints its answer (labels: program/agree).
     """
     reference = _one_line(reference)
     existing = [_one_line(e) for e in examples if str(e).strip()]
@@ -179,17 +195,22 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
         first = ("First explain briefly, inside <think></think>, which different concepts your problem will test. "
                  "Then reply") if think else "Reply"
         fmt = ("<think>how the new problem differs</think>\n" if think else "") + (
-            "<problem>the new problem</problem>\n<concepts>concept 1, concept 2, ...</concepts>")
+            "<problem>the new problem</problem>\n"
+            + ("<program>print(the computation)</program>\n" if program else "")
+            + "<concepts>concept 1, concept 2, ...</concepts>")
         user = (
             f"Reference problem: {reference}\n{avoid}\n\n"
             "Write ONE new, self-contained math problem with a single numerical answer that "
-            f"uses different mathematical concepts from the reference. {first} exactly in this "
-            f"format:\n{fmt}"
+            f"uses different mathematical concepts from the reference."
+            + (" Also write a short Python program that computes its answer and prints it." if program else "")
+            + f" {first} exactly in this format:\n{fmt}"
         )
         return chat([{"role": "user", "content": user}])
-    parts = [TEACHER_INSTRUCTION, ""]
-    for ref, new, concepts in TEACHER_EXAMPLES:
-        parts += [f"Reference problem: {ref}", f"<problem>{new}</problem>", f"<concepts>{concepts}</concepts>", ""]
+    parts = [TEACHER_INSTRUCTION + (PROGRAM_INSTRUCTION if program else ""), ""]
+    for (ref, new, concepts), code in zip(TEACHER_EXAMPLES, TEACHER_PROGRAMS):
+        parts += [f"Reference problem: {ref}", f"<problem>{new}</problem>"]
+        parts += ["<program>", code, "</program>"] if program else []
+        parts += [f"<concepts>{concepts}</concepts>", ""]
     if existing:
         parts += ["Problems already written (new problems must differ from these):"]
         parts += [f"- {e}" for e in existing]
@@ -222,6 +243,7 @@ class TeacherOutput:
     reason: str | None = None  # why invalid, short machine-friendly tag
     concept_span: tuple[int, int] | None = None  # [start, end) chars of the concepts block in text
     has_think: bool = False  # a non-empty <think>...</think> block precedes the problem
+    program: str | None = None  # the <program> between the problem and its concepts, when written
 
 
 _P_OPEN, _P_CLOSE = "<problem>", "</problem>"
@@ -243,7 +265,18 @@ def parse_teacher(text: str, finish_reason: str = "stop") -> TeacherOutput:
     t_open, t_close = text.find("<think>"), text.find("</think>")
     p_at = text.find(_P_OPEN) if _P_OPEN in text else text.find(_P_CLOSE)
     out.has_think = 0 <= t_open < t_close < p_at and bool(text[t_open + 7:t_close].strip())
+    out.program = _program_between(text)
     return out
+
+
+def _program_between(text: str) -> str | None:
+    """The <program> block after </problem> and before <concepts>, stripped; None when absent."""
+    start, end = text.find("<program>"), text.find("</program>")
+    p_close, c_open = text.find(_P_CLOSE), text.find(_C_OPEN)
+    if not (0 <= p_close < start < end) or (c_open >= 0 and end > c_open):
+        return None
+    code = text[start + len("<program>"):end].strip("\n")
+    return code if code.strip() else None
 
 
 def _parse_tagged(text: str) -> TeacherOutput:
@@ -380,30 +413,32 @@ def select_groups(
     n_teacher: int,
     n_student: int,
     student_rewards: dict[str, Sequence[float]] | None = None,
+    teacher_floor: float = 0.0,
+    student_floor: float = 0.0,
 ) -> tuple[list[str], list[str]]:
     """Pick which GRPO groups to train this step.
 
     teacher_groups: group id (one per reference) -> teacher rewards of its samples.
         The n_teacher groups with the highest reward variance win (most signal);
-        zero-variance groups are never picked (zero advantage).
+        groups whose reward std is below teacher_floor are never picked (noise, not signal).
     problem_rewards: problem key -> teacher reward, None for invalid problems.
         The student groups of the n_student best valid problems win. When
         student_rewards (problem key -> student rewards) is given, problems whose
-        students all scored the same are skipped: they carry no gradient.
+        students' rewards spread less than student_floor are skipped: they carry no gradient.
     Ties keep insertion order. Returns (teacher group ids, problem keys).
     """
     variances = [
         (float(np.var(np.asarray(r, dtype=np.float64))) if len(r) > 1 else 0.0, i, gid)
         for i, (gid, r) in enumerate(teacher_groups.items())
     ]
-    variances = [v for v in variances if v[0] > 0.0]
+    variances = [v for v, (_, r) in zip(variances, teacher_groups.items()) if has_signal(list(r), teacher_floor)]
     variances.sort(key=lambda v: (-v[0], v[1]))
     chosen_teacher = [gid for _, _, gid in variances[: max(n_teacher, 0)]]
     ranked = [
         (float(r), i, key) for i, (key, r) in enumerate(problem_rewards.items()) if r is not None
     ]
     if student_rewards is not None:
-        ranked = [v for v in ranked if len(set(student_rewards.get(v[2], ()))) > 1]
+        ranked = [v for v in ranked if has_signal(list(student_rewards.get(v[2], ())), student_floor)]
     ranked.sort(key=lambda v: (-v[0], v[1]))
     chosen_student = [key for _, _, key in ranked[: max(n_student, 0)]]
     return chosen_teacher, chosen_student
@@ -432,7 +467,7 @@ def _pool_phase(runner: "Runner", cfg: OpenSIRConfig) -> bool:
 
 
 def _references(runner: "Runner", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
-                think: bool) -> tuple[list[dict], list[str], list[dict]]:
+                think: bool, program: bool = False) -> tuple[list[dict], list[str], list[dict]]:
     """Reference problems, their teacher prompts, and the seed rows of a fresh archive."""
     archive = runner.archive
     seed_rows: list[dict] = []
@@ -451,7 +486,7 @@ def _references(runner: "Runner", cfg: OpenSIRConfig, rng: np.random.Generator, 
         k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
         others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
         examples = [p["text"] for p in fetch(others)]
-        prompts.append(teacher_prompt(ref["text"], examples, runner.chat, think))
+        prompts.append(teacher_prompt(ref["text"], examples, runner.chat, think, program))
     return refs, prompts, seed_rows
 
 
@@ -472,7 +507,7 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
     rng = np.random.default_rng(step_seed(seed, step, "reference", round_))
 
     with phase("references"):
-        refs, prompts, problems = _references(runner, cfg, rng, round_ == 0, think)
+        refs, prompts, problems = _references(runner, cfg, rng, round_ == 0, think, cfg.labels != "majority")
 
     with phase("teacher"):
         t = time.perf_counter()
@@ -486,6 +521,17 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
                  for r, group in enumerate(teacher) for j, c in enumerate(group)]
         parsed = [x for x in cands if x[2].valid]
 
+    with phase("execute"):  # the independent answer: the label (program/agree) or the audit's reference
+        labelled = cfg.labels != "majority"
+        truths = execute([x[2].problem for x in parsed], [x[2].program if labelled else None for x in parsed],
+                         cfg.sandbox)
+        executed = {x[3]: ex for x, ex in zip(parsed, truths)}
+        if labelled:  # no executed answer: refused before any student runs, reward 0, reason kept
+            for x in parsed:
+                if executed[x[3]].answer is None:
+                    x[2].valid, x[2].reason = False, f"no label: {executed[x[3]].reason}"
+            parsed = [x for x in parsed if x[2].valid]
+
     with phase("student"):
         t = time.perf_counter()
         student = runner.sampler.generate(
@@ -498,22 +544,24 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
         div = _diversity(runner, cfg, [x[2].problem for x in parsed], diversity_scores)
 
     with phase("rewards"):
-        stats = {x[3]: _score_problem(x[2], sols, float(d), emb, cfg, think)
+        stats = {x[3]: _score_problem(x[2], sols, float(d), emb, cfg, think, executed[x[3]])
                  for x, sols, (d, emb) in zip(parsed, student, div)}
         solutions: list[dict] = []
         teacher_rank: dict[str, list[float]] = {}
         for r, c, out, key in cands:
             st = stats.get(key)
             teacher_rank.setdefault(f"{prefix}:t{r}", []).append(_rank_value(st, cfg))
-            problems.append(_problem_row(runner, refs[r], c, out, key, st))
-            for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["vote"].agrees, st["rewards"])
+            problems.append(_problem_row(runner, refs[r], c, out, key, st, executed.get(key)))
+            for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["agrees"], st["rewards"])
                                          if st else ()):
                 solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans,
                                   "agrees": agrees, "reward": rew})
         trainable = {k: st for k, st in stats.items() if st["admitted_for_students"]}
+        floor = runner.recipe.trainer.min_reward_std
         t_ids, p_keys = select_groups(
             teacher_rank, {k: _rank_value(st, cfg) for k, st in trainable.items()},
-            cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()})
+            cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()},
+            teacher_floor=floor * teacher_scale(cfg), student_floor=floor * student_scale(cfg))
 
     samples: list[Sample] = []
     if not pool_phase:
@@ -521,11 +569,13 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
             if f"{prefix}:t{r}" in t_ids:
                 st = stats.get(key)
                 samples.append(to_sample(c, st["score"].reward if st else 0.0, f"{prefix}:t{r}",
-                                         _span_mask(runner, c, out.concept_span)))
+                                         _span_mask(runner, c, out.concept_span), teacher_scale(cfg)))
         for key in p_keys:
-            samples += [to_sample(c, rew, f"{prefix}:s{key}") for c, rew in zip(stats[key]["sols"], stats[key]["rewards"])]
+            samples += [to_sample(c, rew, f"{prefix}:s{key}", scale=student_scale(cfg))
+                        for c, rew in zip(stats[key]["sols"], stats[key]["rewards"])]
 
     scores = [st["score"] for st in stats.values()]
+    audits = [st["audit"] for st in stats.values() if st["audit"] is not None]
     teacher_rewards = [p["teacher_reward"] for p in problems if p.get("role") == "teacher"]
     metrics = {
         "phase": "pool" if pool_phase else "rl",
@@ -533,9 +583,12 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
         "parse_rate": len(parsed) / len(cands) if cands else 0.0,
         "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / len(cands) if cands else 0.0,
         "leak_rate": sum(1 for st in stats.values() if st["leak"]) / len(cands) if cands else 0.0,
+        "labelled_rate": sum(1 for ex in executed.values() if ex.answer is not None) / len(cands) if cands else 0.0,
+        "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
+        "label_audited": len(audits),
         "teacher_reward_mean": mean_or_none(teacher_rewards),
         "student_reward_mean": mean_or_none([r for st in stats.values() for r in st["rewards"]]),
-        "solve_rate_mean": mean_or_none([st["vote"].solve_rate for st in stats.values()]),
+        "solve_rate_mean": mean_or_none([st["solve_rate"] for st in stats.values()]),
         "diversity_mean": mean_or_none([s.diversity for s in scores if s.reward > 0]),
         "solvability_mean": mean_or_none([s.solvability for s in scores]),
         "solution_tokens_mean": mean_or_none([st["tokens"] for st in stats.values()]),
@@ -561,22 +614,49 @@ def _diversity(runner: "Runner", cfg: OpenSIRConfig, texts: list[str], scorer) -
     return list(zip(scorer(new, reference, cfg.diversity_top_k).tolist(), new))
 
 
+def teacher_scale(cfg: OpenSIRConfig) -> float:
+    """The largest teacher reward: every term is at most 1, times its weight."""
+    w = cfg.weights
+    return w.solvability + w.diversity + w.length + w.format
+
+
+def student_scale(cfg: OpenSIRConfig) -> float:
+    return 1.0 + cfg.student_format_weight
+
+
 def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, cfg: OpenSIRConfig,
-                   think: bool) -> dict:
-    """Vote, leak check, teacher score and student rewards of one parsed problem."""
+                   think: bool, truth: Executed | None = None) -> dict:
+    """Vote, label, leak check, teacher score and student rewards of one parsed problem.
+
+    labels majority: the vote is the label and its share the solve rate (reference).
+    program: the executed answer is the label; students earn 1 for matching it, and the
+    solve rate (hence solvability) is the share of all G students that did. agree: the
+    vote is the label only when it equals the executed answer, else the problem earns 0.
+    """
     from .common import answer_leak_reason, has_clear_majority, vote
 
     v, answers = vote(sols)
-    leak = answer_leak_reason(out.problem, v.answer, cfg.min_problem_chars) if cfg.leak_filter else None
+    executed = truth.answer if truth is not None else None
+    if cfg.labels == "program":
+        agrees = [executed is not None and a is not None and equivalent(a, executed) for a in answers]
+        rate, label = sum(agrees) / len(sols) if sols else 0.0, executed
+    else:
+        agrees, rate, label = list(v.agrees), v.solve_rate, v.answer
+    leak = answer_leak_reason(out.problem, label, cfg.min_problem_chars) if cfg.leak_filter else None
+    refused = None
+    if cfg.labels == "agree" and not audit(v.answer, executed):
+        refused = "majority differs from the executed answer"
     tokens = [len(c.token_ids) for c in sols]
-    score = teacher_reward(leak is None, v.solve_rate, div, float(np.mean(tokens)) if tokens else 0.0, cfg,
+    ok = leak is None and refused is None
+    score = teacher_reward(ok, rate, div, float(np.mean(tokens)) if tokens else 0.0, cfg,
                            n_samples=len(sols), any_parsed=v.n_parsed > 0, formatted=out.has_think or not think)
-    in_window = cfg.solve_low <= v.solve_rate <= cfg.solve_high and score.solvability > 0
-    rewards = [student_reward(a, has_box(c.text), cfg.student_format_weight) for a, c in zip(v.agrees, sols)]
-    return {"vote": v, "answers": answers, "score": score, "rewards": rewards, "sols": sols, "emb": emb,
-            "tokens": float(np.mean(tokens)) if tokens else 0.0, "leak": leak,
-            "admitted": leak is None and in_window,
-            "admitted_for_students": leak is None and has_clear_majority(answers)}
+    in_window = cfg.solve_low <= rate <= cfg.solve_high and score.solvability > 0
+    rewards = [student_reward(a, has_box(c.text), cfg.student_format_weight) for a, c in zip(agrees, sols)]
+    clear = cfg.labels == "program" or has_clear_majority(answers)
+    return {"vote": v, "answers": answers, "agrees": agrees, "score": score, "rewards": rewards, "sols": sols,
+            "emb": emb, "tokens": float(np.mean(tokens)) if tokens else 0.0, "leak": leak, "refused": refused,
+            "label": label, "solve_rate": rate, "audit": audit(v.answer, executed),
+            "admitted": ok and in_window, "admitted_for_students": ok and clear}
 
 
 def _rank_value(st: dict | None, cfg: OpenSIRConfig) -> float:
@@ -595,16 +675,21 @@ def _span_mask(runner: "Runner", c, span: tuple[int, int] | None) -> list[int] |
     return [0 if start <= off < end else 1 for off in runner.sampler.char_offsets(c.token_ids)]
 
 
-def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, st: dict | None) -> dict:
+def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, st: dict | None,
+                 truth: Executed | None = None) -> dict:
     """Archive row of one teacher candidate. valid = admitted to the reference pool."""
     reason = out.reason
     if st is not None and not st["admitted"]:
-        reason = f"leak: {st['leak']}" if st["leak"] else "solve rate outside the window"
+        reason = (f"leak: {st['leak']}" if st["leak"] else st["refused"] or "solve rate outside the window")
     row: dict[str, Any] = {
         "key": key, "text": out.problem, "concepts": out.concepts, "role": "teacher",
         "method": "opensir", "valid": bool(st and st["admitted"]), "invalid_reason": reason, "raw": c.text,
         "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason, **sampled_by(c),
     }
+    if out.program is not None:
+        row["program"] = out.program
+    if truth is not None:
+        row.update({"executed_answer": truth.answer, "executed_source": truth.source, "execute_error": truth.reason})
     if ref.get("id") is not None:
         row["parent_id"] = ref["id"]
     else:
@@ -612,10 +697,13 @@ def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, s
     if st:
         score, v = st["score"], st["vote"]
         row.update({
-            "majority_answer": v.answer, "solve_rate": v.solve_rate, "n_parsed": v.n_parsed,
+            "majority_answer": v.answer, "solve_rate": st["solve_rate"], "n_parsed": v.n_parsed,
+            "label": st["label"], "label_source": "majority" if runner.recipe.method.labels == "majority" else "executed",
             "n_samples": v.n_total, "solvability": score.solvability, "diversity": score.diversity,
             "length": score.length, "format": score.format, "teacher_reward": score.reward,
         })
+        if st["audit"] is not None:
+            row["majority_correct"] = st["audit"]
         if st["admitted"]:  # diversity is measured against the pool (reference), so only it is embedded
             row.update({"embedding": st["emb"], "embed_model": runner.embedder.name})
     else:

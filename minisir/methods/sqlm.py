@@ -53,8 +53,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..grpo import has_signal
+from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
 from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
                      to_sample)
@@ -69,6 +71,7 @@ TOPICS: tuple[str, ...] = ("arithmetic", "algebra", "coding")
 
 # Stop strings for sampling (completion prompts). Excluded from the returned text.
 PROPOSER_STOP_MATH: tuple[str, ...] = ("</problem>", "\nTopic:", "\n\n\n")
+PROPOSER_STOP_LABELLED: tuple[str, ...] = ("</program>", "\nTopic:", "\n\n\n")
 PROPOSER_STOP_CODING: tuple[str, ...] = ("</tests>", "\nTopic:")
 SOLVER_STOP_MATH: tuple[str, ...] = MATH_SOLVER_STOP
 SOLVER_STOP_CODING: tuple[str, ...] = ("```", "\nTask:")
@@ -89,9 +92,11 @@ class SQLMConfig(BaseModel):
         "base models, topic_examples)"))
     answer_kind: Literal["number", "program"] | None = Field(
         None, description="what a problem's answer is; null = the built-in topic's (coding: program, else number)")
-    topic_examples: list[str] = Field(default_factory=list, max_length=32, description=(
-        "example problems shown to the proposer for your own topic (few-shot prompts need them); "
-        "built-in topics have their own"))
+    topic_examples: list[str | dict[str, str]] = Field(default_factory=list, max_length=32, description=(
+        "example problems shown to the proposer for your own topic (few-shot prompts need them): a problem, or "
+        "{problem, program} where program prints its answer (labels: program/agree need one unless the problem "
+        "is a bare expression); built-in topics have their own"))
+    labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     proposals_per_step: int = Field(8, ge=1, le=1024, description="proposals per round, all prompts together")
     proposals_per_prompt: int = Field(4, ge=1, le=64, description=(
         "proposals sampled from one prompt: one proposer GRPO group, advantages taken inside it (reference 4)"))
@@ -118,6 +123,14 @@ class SQLMConfig(BaseModel):
     max_tests: int = Field(20, ge=1, le=500, description="coding: tests beyond this are dropped (cost bound)")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
+    @field_validator("topic_examples")
+    @classmethod
+    def _example_shape(cls, value: list) -> list:
+        for i, ex in enumerate(value):
+            if isinstance(ex, dict) and (set(ex) - {"problem", "program"} or not str(ex.get("problem", "")).strip()):
+                raise ValueError(f"topic_examples[{i}]: give a problem string or {{problem, program}}")
+        return value
+
     @model_validator(mode="after")
     def _bands(self) -> "SQLMConfig":
         low, high = self.band()
@@ -134,6 +147,14 @@ class SQLMConfig(BaseModel):
                              f"proposals_per_prompt ({self.proposals_per_prompt})")
         if self.topic not in TOPICS and self.answer_kind is None:
             raise ValueError(f"topic {self.topic[:40]!r} is your own: set answer_kind to number or program")
+        if self.labels != "majority":
+            if self.kind() == "program":
+                raise ValueError(f"labels: {self.labels} is for number answers; coding is labelled by its tests")
+            for i, ex in enumerate(self.topic_examples):
+                problem, program = example_parts(ex)
+                if program is None and bare_expression(problem) is None:
+                    raise ValueError(f"topic_examples[{i}] needs a program (labels: {self.labels}): write it as "
+                                     "{problem: ..., program: print(...)}")
         return self
 
     def band(self) -> tuple[int, int]:
@@ -173,6 +194,26 @@ PROPOSER_EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Programs of the built-in examples that are not bare expressions (labels: program/agree).
+EXAMPLE_PROGRAMS: dict[str, str] = {
+    PROPOSER_EXAMPLES["algebra"][0]: "pen = (30 - 2 * 3) / (4 + 2)\nprint(pen)",
+    PROPOSER_EXAMPLES["algebra"][1]: "print((56 + 14) / 2)",
+    PROPOSER_EXAMPLES["algebra"][2]: "cows = (110 - 2 * 40) / 2\nprint(cows)",
+    PROPOSER_EXAMPLES["algebra"][3]: "brother = (6 + 4 + 2 - 8) / (2 - 1)\nprint(brother + 6)",
+}
+
+
+def example_parts(example: str | dict) -> tuple[str, str | None]:
+    """(problem, program or None) of a few-shot example; a bare expression's program is print(it)."""
+    if isinstance(example, dict):
+        problem, program = str(example["problem"]), example.get("program")
+    else:
+        problem, program = str(example), EXAMPLE_PROGRAMS.get(str(example))
+    if program is None and (expr := bare_expression(problem)) is not None:
+        program = f"print({expr})"
+    return problem, (str(program).strip() if program is not None else None)
+
+
 CODING_EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     (
         "Read one line of words separated by single spaces and print the words in reverse order, "
@@ -202,6 +243,10 @@ PROPOSER_INSTRUCTION = (
 CODING_INSTRUCTION = (
     " Programming tasks come with at least {n} tests; each test gives the exact standard input "
     "and the exact expected standard output."
+)
+PROGRAM_INSTRUCTION = (
+    " After each problem, a short Python program inside <program></program> computes the answer from the "
+    "problem's own numbers and prints it."
 )
 SOLVER_INSTRUCTION_CODE = (
     "Each task is solved by a complete Python 3 program that reads standard input and writes standard output."
@@ -236,28 +281,33 @@ def _topic_text(topic: str) -> str:
 
 
 def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_tests: int = 5,
-                    kind: str | None = None, examples: Sequence[str] = ()) -> str:
+                    kind: str | None = None, examples: Sequence[str | dict] = (), program: bool = False) -> str:
     """Prompt asking for one new problem on `topic`; ends with "<problem>\\n".
 
     seed picks and orders the few-shot examples, so a batch of proposals does not all
     see the same context (a base model copies its context closely). `examples` (your own
-    topic's) replace a built-in topic's number examples.
+    topic's) replace a built-in topic's number examples. program: each problem is followed
+    by a <program> that prints its answer (labels: program/agree).
     """
     coding = topic_kind(topic, kind) == "program"
+    program = program and not coding
     text = _topic_text(topic)
     rng = random.Random(seed)
+    extra = CODING_INSTRUCTION.format(n=min_tests) if coding else (PROGRAM_INSTRUCTION if program else "")
     if chat is not None:
         fmt = "<problem>\nthe problem\n</problem>"
         if coding:
             fmt += "\n<tests>\n<input>\nstdin of test 1\n</input>\n<output>\nexpected stdout of test 1\n</output>\n...\n</tests>"
+        if program:
+            fmt += "\n<program>\nprint(the computation)\n</program>"
         user = (
             f"Write one new problem on this topic: {text}.\n"
             + PROPOSER_INSTRUCTION
-            + (CODING_INSTRUCTION.format(n=min_tests) if coding else "")
+            + extra
             + f"\nReply exactly in this format:\n{fmt}"
         )
         return chat([{"role": "user", "content": user}]) + "<problem>\n"
-    parts = [PROPOSER_INSTRUCTION + (CODING_INSTRUCTION.format(n=min_tests) if coding else ""), ""]
+    parts = [PROPOSER_INSTRUCTION + extra, ""]
     if coding:
         shots = list(CODING_EXAMPLES)
         rng.shuffle(shots)
@@ -266,8 +316,10 @@ def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_t
     else:
         shots = list(examples) or list(PROPOSER_EXAMPLES.get(topic, ()))
         rng.shuffle(shots)
-        for problem in shots[:3]:
-            parts += [f"Topic: {text}", "<problem>", _one_line(problem), "</problem>", ""]
+        for shot in shots[:3]:
+            problem, code = example_parts(shot)
+            parts += [f"Topic: {text}", "<problem>", _one_line(problem), "</problem>"]
+            parts += ["<program>", code or "", "</program>", ""] if program else [""]
     parts += [f"Topic: {text}", "<problem>", ""]
     return "\n".join(parts)
 
@@ -288,13 +340,14 @@ def solver_prompt(problem: str, topic: str, chat: ChatFn | None = None, kind: st
     return math_solver_prompt(problem, chat)
 
 
-def proposer_stop(topic: str, chat: bool = False, kind: str | None = None) -> list[str]:
+def proposer_stop(topic: str, chat: bool = False, kind: str | None = None, program: bool = False) -> list[str]:
     """Completion prompts also stop at the next few-shot item; chat prompts only at the
     format's own closing tag (a completion-mode stop would cut a chat model's answer)."""
     coding = topic_kind(topic, kind) == "program"
+    program = program and not coding
     if chat:
-        return ["</tests>"] if coding else ["</problem>"]
-    return list(PROPOSER_STOP_CODING if coding else PROPOSER_STOP_MATH)
+        return ["</tests>"] if coding else (["</program>"] if program else ["</problem>"])
+    return list(PROPOSER_STOP_CODING if coding else (PROPOSER_STOP_LABELLED if program else PROPOSER_STOP_MATH))
 
 
 def solver_stop(topic: str, chat: bool = False, kind: str | None = None) -> list[str]:
@@ -312,15 +365,29 @@ class Proposal:
     tests: list[TestCase] | None = None  # coding only
     valid: bool = False
     reason: str | None = None  # why invalid; short, human readable
+    program: str | None = None  # number answers: the <program> that prints the answer, when written
 
 
 _ANSWER_LINE = re.compile(r"(?im)^\s*(final answer|answer|solution)\s*[:=]")
 _NUMBER = re.compile(r"\d+")
-_TAGS = ("<problem>", "</problem>", "<tests>", "</tests>", "<input>", "</input>", "<output>", "</output>")
+_TAGS = ("<problem>", "</problem>", "<tests>", "</tests>", "<input>", "</input>", "<output>", "</output>",
+         "<program>", "</program>")
 _EXAMPLE_PROBLEMS = {
     _one_line(p).lower()
     for p in [*PROPOSER_EXAMPLES["arithmetic"], *PROPOSER_EXAMPLES["algebra"], *(c[0] for c in CODING_EXAMPLES)]
 }
+MAX_PROGRAM_CHARS = 2000
+
+
+def _program_block(rest: str) -> str | None:
+    """The <program> right after </problem> (its closing tag may be the eaten stop string)."""
+    rest = rest.lstrip()
+    if not rest.startswith("<program>"):
+        return None
+    body = rest[len("<program>"):]
+    end = body.find("</program>")
+    code = _strip_block(body if end < 0 else body[:end]).strip("\n")
+    return code if code.strip() and len(code) <= MAX_PROGRAM_CHARS else None
 
 
 def _invalid(reason: str, problem: str | None = None) -> Proposal:
@@ -391,7 +458,7 @@ def parse_tests(block: str, min_tests: int = 5, max_tests: int = 20) -> tuple[li
 
 def parse_proposal(
     text: str, topic: str, finish_reason: str = "stop", min_tests: int = 5, max_tests: int = 20,
-    kind: str | None = None, examples: Sequence[str] = (),
+    kind: str | None = None, examples: Sequence[str | dict] = (),
 ) -> Proposal:
     """Turn a proposer completion into a Proposal; never raises on model output.
 
@@ -421,7 +488,7 @@ def parse_proposal(
         return _invalid("problem too short", problem)
     if len(problem) > MAX_PROBLEM_CHARS:
         return _invalid(f"problem longer than {MAX_PROBLEM_CHARS} characters", problem)
-    if _one_line(problem).lower() in _EXAMPLE_PROBLEMS | {_one_line(e).lower() for e in examples}:
+    if _one_line(problem).lower() in _EXAMPLE_PROBLEMS | {_one_line(example_parts(e)[0]).lower() for e in examples}:
         return _invalid("copied a prompt example", problem)
     if not coding:
         if "\\boxed" in problem or _ANSWER_LINE.search(problem):
@@ -431,7 +498,7 @@ def parse_proposal(
             return _invalid("an arithmetic problem needs at least two numbers", problem)
         if topic == "algebra" and not numbers:
             return _invalid("an algebra word problem needs numbers", problem)
-        return Proposal(problem=problem, tests=None, valid=True, reason=None)
+        return Proposal(problem=problem, tests=None, valid=True, reason=None, program=_program_block(rest))
     rest = rest.lstrip()
     if not rest.startswith("<tests>"):
         return _invalid("missing <tests> after the problem", problem)
@@ -507,26 +574,96 @@ def code_proposer_reward(rates: Sequence[float], low: float = 0.0, high: float =
 @dataclass
 class MathScore:
     answers: list[str | None]
-    majority_answer: str | None
-    majority_size: int  # m
+    majority_answer: str | None  # the vote's answer (None when nothing parsed)
+    majority_size: int  # m: members of the majority class, or (executed labels) solvers that got the label
     solver_rewards: list[float]
     proposer_reward: float
+    label: str | None = None  # what solvers were rewarded for matching
+    tie: bool = False  # the vote's first place is shared
+    vote_answer: str | None = None  # the vote's answer whatever the label (for the label audit)
 
 
-def score_math(solutions: Sequence[str], cfg: SQLMConfig) -> MathScore:
-    """Votes and rewards for the N solutions of one math problem."""
-    from ..answers import extract_boxed, majority_vote  # lazy: math-verify import is slow
+def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = None) -> MathScore:
+    """Votes and rewards for the N solutions of one math problem.
+
+    labels majority: solvers earn 1 for the majority class and m is its size. labels
+    program: `truth` (the executed answer) is the label; solvers earn 1 for matching it and
+    m counts them. labels agree: the majority is the label, and only when it equals `truth`
+    (else no_label_reason refuses it).
+    """
+    from ..answers import equivalent, extract_boxed, majority_vote  # lazy: math-verify import is slow
 
     answers = [extract_boxed(s) for s in solutions]
     vote = majority_vote(answers)
     low, high = cfg.band()
+    if cfg.labels == "program":
+        correct = [truth is not None and a is not None and equivalent(a, truth) for a in answers]
+        m = sum(correct)
+        rewards, label = [1.0 if c else 0.0 for c in correct], truth
+    else:
+        m, rewards, label = vote.count, math_solver_rewards(vote.agrees), vote.answer
     return MathScore(
         answers=answers,
         majority_answer=vote.answer,
-        majority_size=vote.count,
-        solver_rewards=math_solver_rewards(vote.agrees),
-        proposer_reward=math_proposer_reward(vote.count, low, high),
+        majority_size=m,
+        solver_rewards=rewards,
+        proposer_reward=math_proposer_reward(m, low, high),
+        label=label,
+        tie=vote.tie,
+        vote_answer=vote.answer,
     )
+
+
+def refusal(problem: str, executed: "Executed", cfg: SQLMConfig) -> str | None:
+    """Why a labelled proposal (labels program/agree) earns 0 before any solver runs; None when it goes on.
+
+    No executed answer (the program failed, timed out, printed nothing) or an executed
+    answer that appears in the problem's own text (a leak) is refused, with the reason kept.
+    """
+    from .common import answer_leak_reason
+
+    if executed.answer is None:
+        return f"no label: {executed.reason}"
+    if cfg.leak_filter and (leak := answer_leak_reason(problem, executed.answer, 0)):
+        return f"leak: {leak}"
+    return None
+
+
+def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig, truth: str | None = None) -> str | None:
+    """Why a solved math problem trains no solvers (and, with require_majority, pays its proposer 0).
+
+    majority/agree: the majority answer is copied from the problem (a leak), or there is no
+    clear majority (fewer than 2 votes, or a tie: ["5", "5", "6", "6"] is a coin flip, not a
+    label). agree: also when the majority differs from the executed answer `truth`.
+    """
+    from .common import answer_leak_reason, has_clear_majority
+
+    if cfg.labels == "program":
+        return None  # the executed label was checked before solving (refusal)
+    leak = answer_leak_reason(problem, score.majority_answer, 0) if cfg.leak_filter else None
+    if leak and score.majority_answer is not None:
+        return f"leak: {leak}"
+    if cfg.require_majority and not has_clear_majority(score.answers):
+        return "no clear majority"
+    if cfg.labels == "agree" and not audit(score.majority_answer, truth):
+        return "majority differs from the executed answer"
+    return None
+
+
+def proposer_payment(score: "MathScore | CodeScore | None", refused: str | None, no_label: str | None,
+                     cfg: SQLMConfig) -> float:
+    """What the proposer earns for one problem.
+
+    0 when it was refused (no executed label, a leak) or never solved; 0 when its solvers
+    have no label to train on and require_majority is on (no clear majority: a tie such
+    as ["5", "5", "6", "6"] pays nothing) or labels is agree (the vote and the program
+    disagree); else the band reward.
+    """
+    if score is None or refused:
+        return 0.0
+    if no_label and (no_label.startswith("leak") or cfg.require_majority or cfg.labels == "agree"):
+        return 0.0
+    return float(score.proposer_reward)
 
 
 @dataclass
@@ -601,6 +738,7 @@ def plan_groups(
     cfg: SQLMConfig,
     prompt_of: Sequence[int] | None = None,
     no_label: dict[int, str] | None = None,
+    min_reward_std: float = 0.0,
 ) -> GroupPlan:
     """Group one round's samples (analogue of opensir.select_groups).
 
@@ -609,7 +747,8 @@ def plan_groups(
         None puts all proposals in one group.
     no_label: proposal index -> why its solvers have no trustworthy label (no clear
         majority, the answer leaks from the problem): such problems train no solvers.
-    Groups whose rewards are all equal carry no GRPO signal and are skipped. Invalid
+    Groups whose rewards do not spread (grpo.has_signal with the trainer's min_reward_std;
+    rewards here are 0/1 or a pass rate, so their scale is 1) are skipped. Invalid
     proposals always get proposer reward 0 and never a solver group, whatever the caller
     passed for them.
     """
@@ -626,7 +765,7 @@ def plan_groups(
         plan.proposer_skip = f"proposer trains every {cfg.proposer_update_every} steps"
     else:
         for k, members in by_prompt.items():
-            if len({rewards[i] for i in members}) > 1:
+            if has_signal([rewards[i] for i in members], min_reward_std):
                 gid = f"sqlm:{step}:proposer:{k}"
                 plan.proposer_groups.update({i: gid for i in members})
         if plan.proposer_groups:
@@ -641,7 +780,7 @@ def plan_groups(
             plan.skipped[i] = "no solver samples"
         elif i in no_label:
             plan.skipped[i] = no_label[i]
-        elif len(set(float(x) for x in sr)) <= 1:
+        elif not has_signal([float(x) for x in sr], min_reward_std):
             plan.skipped[i] = "all solver rewards equal"
         else:
             plan.solver_groups[i] = f"sqlm:{step}:solver:{i}"
@@ -660,7 +799,7 @@ def eval_stop(chat: bool) -> list[str]:
 
 def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
-    from .common import StepResult, answer_leak_reason, has_clear_majority, step_seed, tokens_per_s
+    from .common import StepResult, step_seed, tokens_per_s
 
     cfg: SQLMConfig = runner.recipe.method
     seed = runner.recipe.run.seed
@@ -669,13 +808,14 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
     prop_seed = step_seed(seed, step, "proposer", round_)
     n_prompts = cfg.proposals_per_step // cfg.proposals_per_prompt
 
+    labelled = kind == "number" and cfg.labels != "majority"
     with phase("proposer"):
         t = time.perf_counter()
         prompts = [proposer_prompt(topic, runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=kind,
-                                   examples=cfg.topic_examples) for k in range(n_prompts)]
+                                   examples=cfg.topic_examples, program=labelled) for k in range(n_prompts)]
         groups = runner.sampler.generate(
             prompts, n=cfg.proposals_per_prompt, max_tokens=cfg.proposer_max_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, seed=prop_seed, stop=proposer_stop(topic, chat, kind))
+            top_p=cfg.top_p, seed=prop_seed, stop=proposer_stop(topic, chat, kind, labelled))
         proposed = [c for g in groups for c in g]
         prompt_of = [k for k, g in enumerate(groups) for _ in g]
         proposer_tps = tokens_per_s(groups, time.perf_counter() - t)
@@ -685,38 +825,47 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
                                  cfg.topic_examples) for c in proposed]
         valid = [i for i, p in enumerate(parsed) if p.valid]
 
+    with phase("execute"):  # number answers: the independent answer (the label, or the audit's reference)
+        executed = dict(zip(valid, execute([parsed[i].problem for i in valid],
+                                           [parsed[i].program if labelled else None for i in valid],
+                                           cfg.sandbox))) if kind == "number" else {}
+        refused = {i: refusal(parsed[i].problem, executed[i], cfg) for i in valid if labelled}
+        solve = [i for i in valid if not refused.get(i)]
+
     with phase("solver"):
         t = time.perf_counter()
         solved = runner.sampler.generate(
-            [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in valid], n=cfg.solver_samples,
+            [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in solve], n=cfg.solver_samples,
             max_tokens=cfg.solver_max_tokens, temperature=cfg.solver_temperature or cfg.temperature,
-            top_p=cfg.solver_top_p or cfg.top_p, seed=step_seed(seed, step, "solver", round_), stop=solver_stop(topic, chat, kind)) if valid else []
+            top_p=cfg.solver_top_p or cfg.top_p, seed=step_seed(seed, step, "solver", round_),
+            stop=solver_stop(topic, chat, kind)) if solve else []
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
 
     with phase("rewards"):
         texts = [[c.text for c in group] for group in solved]
         if kind == "program":
-            scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, valid)], cfg)
+            scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, solve)], cfg)
         else:
-            scores = [score_math(tx, cfg) for tx in texts]
-        by_index = dict(zip(valid, zip(scores, solved)))
+            scores = [score_math(tx, cfg, executed[i].answer) for tx, i in zip(texts, solve)]
+        by_index = dict(zip(solve, zip(scores, solved)))
         no_label: dict[int, str] = {}
-        if kind == "number":
-            for i, (score, _) in by_index.items():
-                leak = answer_leak_reason(parsed[i].problem, score.majority_answer, 0) if cfg.leak_filter else None
-                if leak and score.majority_answer is not None:
-                    no_label[i] = f"leak: {leak}"
-                elif cfg.require_majority and not has_clear_majority(score.answers):
-                    no_label[i] = "no clear majority"
-        proposer_rewards = [0.0 if i in no_label and no_label[i].startswith("leak") else
-                            (by_index[i][0].proposer_reward if i in by_index else 0.0) for i in range(len(parsed))]
+        invalid: dict[int, str] = {i: r for i, r in refused.items() if r}
+        for i, (score, _) in by_index.items():
+            if kind == "number" and (why := no_label_reason(parsed[i].problem, score, cfg, executed[i].answer)):
+                no_label[i] = why
+                if why.startswith("leak"):
+                    invalid[i] = why
+        proposer_rewards = [proposer_payment(by_index[i][0] if i in by_index else None, invalid.get(i),
+                                             no_label.get(i), cfg) for i in range(len(parsed))]
         solver_rewards = [by_index[i][0].solver_rewards if i in by_index else None for i in range(len(parsed))]
-        plan = plan_groups(prefix, topic, parsed, proposer_rewards, solver_rewards, cfg, prompt_of, no_label)
+        plan = plan_groups(prefix, topic, parsed, proposer_rewards, solver_rewards, cfg, prompt_of,
+                           {**no_label, **invalid}, runner.recipe.trainer.min_reward_std)
 
     problems, solutions, samples = [], [], []
+    audits: list[bool] = []
     for i, (c, p) in enumerate(zip(proposed, parsed)):
         key = f"{prefix}-{i}"
-        reason = p.reason or (no_label.get(i) if i in no_label and no_label[i].startswith("leak") else None)
+        reason = p.reason or invalid.get(i)
         row: dict[str, Any] = {"key": key, "text": p.problem, "role": "proposer", "method": "sqlm",
                                "valid": p.valid and reason is None, "invalid_reason": reason, "raw": c.text,
                                "topic": topic, "teacher_reward": plan.proposer_rewards[i],
@@ -724,6 +873,11 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
                                "prompt_index": prompt_of[i], **sampled_by(c)}
         if p.tests:
             row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
+        if p.program is not None:
+            row["program"] = p.program
+        if i in executed:
+            ex = executed[i]
+            row.update({"executed_answer": ex.answer, "executed_source": ex.source, "execute_error": ex.reason})
         if i in by_index:
             score, group = by_index[i]
             if kind == "program":
@@ -731,8 +885,13 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
                 answers, agrees = [None] * len(group), [None] * len(group)
             else:
                 row.update({"majority_answer": score.majority_answer, "n_samples": len(group),
-                            "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size})
+                            "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size,
+                            "label": score.label, "label_source": "majority" if cfg.labels == "majority" else
+                            "executed"})
                 answers, agrees = score.answers, [r > 0 for r in score.solver_rewards]
+                if (ok := audit(score.vote_answer, executed[i].answer)) is not None:
+                    row["majority_correct"] = ok
+                    audits.append(ok)
             for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
                 solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": ag,
                                   "reward": rew})
@@ -745,8 +904,12 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
         "topic": topic,
         "proposals": len(parsed),
         "valid_rate": len(valid) / len(parsed) if parsed else 0.0,
-        "leak_rate": sum(1 for r in no_label.values() if r.startswith("leak")) / len(parsed) if parsed else 0.0,
-        "no_majority_rate": sum(1 for r in no_label.values() if r == "no clear majority") / len(valid) if valid else 0.0,
+        "labelled_rate": (sum(1 for i in valid if executed[i].answer is not None) / len(parsed)
+                          if parsed and kind == "number" else None),
+        "leak_rate": sum(1 for r in invalid.values() if r.startswith("leak")) / len(parsed) if parsed else 0.0,
+        "no_majority_rate": sum(1 for r in no_label.values() if r == "no clear majority") / len(solve) if solve else 0.0,
+        "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
+        "label_audited": len(audits),
         "teacher_reward_mean": mean_or_none(plan.proposer_rewards),
         "student_reward_mean": mean_or_none([r for s in scores for r in s.solver_rewards]),
         "solve_rate_mean": mean_or_none([row["solve_rate"] for row in problems if row.get("solve_rate") is not None]),

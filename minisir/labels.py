@@ -1,0 +1,135 @@
+"""Labels an executor verifies: a problem's exact answer from its own text or its program.
+
+Neither reference checks a math label: both trust the majority vote. On a weak model the
+vote is mostly wrong (17% right on the bundled 270M's own bare expressions), so the
+teacher/proposer also writes a short program that computes the answer from the
+problem's numbers, and minisir runs it:
+- a problem that is a bare expression ("What is 27 * 8?") is its own program;
+- a program that is one expression, or `print(expression)`, is evaluated exactly with
+  the AST-whitelist evaluator (evaluate.SafeEval, Fractions; never Python's eval);
+- anything else runs in the sandbox (minisir.sandbox); the last line it prints is the answer.
+A program that fails, times out or prints no number gives no label, with the reason.
+
+`method.labels` then decides what the label is (LabelMode).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+LabelMode = Literal["majority", "program", "agree"]
+LABEL_MODES: tuple[str, ...] = ("majority", "program", "agree")
+LABELS_DESCRIPTION = (
+    "majority: the majority vote is the label (the references); program: the proposer's executed program "
+    "(or the problem's own bare expression) is the label, and every reward, solve rate and band uses true "
+    "correctness; agree: a problem counts only when the majority and the executed answer agree")
+
+_OPS = r"[-+*/]"
+_EXPR_CHARS = re.compile(r"^[\d\s+\-*/().]+$")
+_BARE = re.compile(r"^(?:what\s+is|what's|compute|calculate|evaluate|find|solve)?\s*:?\s*(?P<expr>.+?)\s*"
+                   r"(?:=\s*)?(?:\?|\.)?\s*$", re.I | re.S)
+_PRINT = re.compile(r"^print\s*\((?P<expr>.*)\)\s*;?\s*$", re.S)
+
+
+@dataclass
+class Executed:
+    """What running a problem's label program gave."""
+
+    answer: str | None  # the exact value as text; None when there is no label
+    source: str | None = None  # "expression" (the problem's own) | "program" (the proposer's)
+    reason: str | None = None  # why no label
+
+
+def _as_expression(text: str) -> str | None:
+    """The arithmetic expression text stands for, or None (needs at least one operator)."""
+    t = text.replace("×", "*").replace("÷", "/").replace("−", "-")
+    t = re.sub(r"(?<=\d)\s*[xX]\s*(?=\d)", " * ", t)
+    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
+    if not _EXPR_CHARS.match(t) or not re.search(r"\d\s*" + _OPS + r"\s*[\d(]", t):
+        return None
+    return t.strip()
+
+
+def bare_expression(problem: str) -> str | None:
+    """The expression of a problem that is nothing but arithmetic ("What is 47 + 38?")."""
+    m = _BARE.match(" ".join(str(problem).split()))
+    return _as_expression(m.group("expr")) if m else None
+
+
+def exact_value(expr: str) -> str | None:
+    """The exact value of a numeric expression (Fractions), None when it cannot be evaluated."""
+    from .evaluate import SafeEval, TemplateError, format_number
+
+    try:
+        return format_number(SafeEval({}, {})(expr))
+    except (TemplateError, ZeroDivisionError, RecursionError, ValueError, TypeError):
+        return None
+
+
+def _program_expression(program: str) -> str | None:
+    """The expression of a one-line program: `EXPR` or `print(EXPR)` with numbers only."""
+    lines = [ln for ln in program.strip().splitlines() if ln.strip()]
+    if len(lines) != 1:
+        return None
+    line = lines[0].strip()
+    m = _PRINT.match(line)
+    return _as_expression(m.group("expr") if m else line)
+
+
+def _last_number_line(stdout: str) -> str | None:
+    from .answers import normalize_answer
+
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if not lines or not re.search(r"\d", lines[-1]):
+        return None
+    return normalize_answer(lines[-1]) or None
+
+
+def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None) -> list[Executed]:
+    """Labels for many problems at once; programs that need Python share one sandbox pool.
+
+    problems[i] is used when it is a bare expression and programs[i] is None; a given
+    program always wins (the proposer says how its problem is computed).
+    """
+    from .sandbox import SandboxConfig, run_batch
+
+    out: list[Executed | None] = [None] * len(problems)
+    jobs: list[tuple[int, str]] = []
+    for i, (problem, program) in enumerate(zip(problems, programs)):
+        if program is None or not program.strip():
+            expr = bare_expression(problem or "")
+            value = exact_value(expr) if expr else None
+            out[i] = Executed(value, "expression", None) if value is not None else Executed(
+                None, None, "no program, and the problem is not a bare expression")
+            continue
+        expr = _program_expression(program)
+        value = exact_value(expr) if expr else None
+        if value is not None:
+            out[i] = Executed(value, "program")
+        else:
+            jobs.append((i, program))
+    results = run_batch([(code, "") for _, code in jobs], sandbox or SandboxConfig())
+    for (i, _), res in zip(jobs, results):
+        if res.killed_reason:
+            out[i] = Executed(None, None, f"program {res.killed_reason.replace('_', ' ')}")
+        elif res.exit_code != 0:
+            last = (res.stderr.strip().splitlines() or ["exit code %s" % res.exit_code])[-1]
+            out[i] = Executed(None, None, f"program failed: {last[:120]}")
+        else:
+            value = _last_number_line(res.stdout)
+            out[i] = Executed(value, "program") if value else Executed(None, None, "program printed no number")
+    return [e if e is not None else Executed(None, None, "not executed") for e in out]
+
+
+def audit(majority: str | None, executed: str | None) -> bool | None:
+    """Whether the majority vote equals the executed answer; None when either is missing.
+
+    The share of True over a step is the precision of its pseudo-labels.
+    """
+    from .answers import equivalent
+
+    if majority is None or executed is None:
+        return None
+    return bool(equivalent(majority, executed))

@@ -1,0 +1,145 @@
+"""method.labels (majority / program / agree) in SQLM and OpenSIR: prompts, parsing, rewards, refusals.
+
+Every expectation is written by hand from the problem, not computed with the code under test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from minisir.errors import RecipeError
+from minisir.labels import Executed
+from minisir.methods import opensir as O
+from minisir.methods import sqlm as S
+from minisir.recipe import parse_recipe
+from minisir.sampler import Completion
+
+WORD = "Tom has 35 marbles and gives 12 of them to his sister. How many marbles does Tom have now?"
+
+
+def _sols(answers):
+    return [f"Work. The answer is \\boxed{{{a}}}." if a is not None else "I am not sure." for a in answers]
+
+
+def _cfg(**kw):
+    return S.SQLMConfig(topic="easy arithmetic", answer_kind="number", topic_examples=["What is 2 + 3?"], **kw)
+
+
+# --------------------------------------------------------------------------- SQLM
+def test_program_labels_reward_true_correctness_not_the_vote():
+    cfg = _cfg(labels="program")
+    s = S.score_math(_sols(["22", "22", "23", None]), cfg, truth="23")
+    assert s.solver_rewards == [0.0, 0.0, 1.0, 0.0]
+    assert s.majority_size == 1 and s.proposer_reward == 0.0  # 1 < m < 4 fails: too hard
+    assert s.vote_answer == "22" and s.label == "23"
+    s = S.score_math(_sols(["23", "23", "22", None]), cfg, truth="23")
+    assert s.solver_rewards == [1.0, 1.0, 0.0, 0.0] and s.proposer_reward == 1.0
+
+
+def test_a_tie_pays_the_proposer_nothing_with_require_majority():
+    cfg = _cfg()
+    s = S.score_math(_sols(["5", "5", "6", "6"]), cfg)
+    assert s.proposer_reward == 1.0  # the band alone would pay it
+    why = S.no_label_reason("What is 13 - 7 - 1 + 1?", s, cfg)
+    assert why == "no clear majority"
+    assert S.proposer_payment(s, None, why, cfg) == 0.0
+    loose = _cfg(require_majority=False)
+    assert S.no_label_reason("What is 13 - 7 - 1 + 1?", s, loose) is None
+    assert S.proposer_payment(s, None, None, loose) == 1.0
+
+
+def test_agree_labels_need_the_vote_to_match_the_program():
+    cfg = _cfg(labels="agree")
+    s = S.score_math(_sols(["164", "164", "164", "216"]), cfg, truth="216")
+    why = S.no_label_reason("What is 27 * 8 + 0?", s, cfg, truth="216")
+    assert why == "majority differs from the executed answer"
+    assert S.proposer_payment(s, None, why, cfg) == 0.0
+    s = S.score_math(_sols(["216", "216", "216", "164"]), cfg, truth="216")
+    assert S.no_label_reason("What is 27 * 8 + 0?", s, cfg, truth="216") is None
+    assert s.solver_rewards == [1.0, 1.0, 1.0, 0.0] and S.proposer_payment(s, None, None, cfg) == 1.0
+
+
+def test_refusal_without_a_label_or_with_a_leaked_label():
+    cfg = _cfg(labels="program")
+    assert S.refusal(WORD, Executed(None, None, "program failed: NameError"), cfg) == \
+        "no label: program failed: NameError"
+    assert S.refusal("A shop sells 12 apples at 2 dollars each. It earns 24 dollars. How much?",
+                     Executed("24", "program"), cfg).startswith("leak")
+    assert S.refusal(WORD, Executed("23", "program"), cfg) is None
+    assert S.proposer_payment(S.score_math(_sols(["23", "23", "1", "2"]), cfg, "23"), "leak: x", None, cfg) == 0.0
+
+
+def test_labelled_prompt_shows_programs_and_stops_after_the_program():
+    cfg = _cfg(labels="program")
+    prompt = S.proposer_prompt(cfg.topic, None, kind="number", examples=[{"problem": WORD, "program": "print(35 - 12)"}],
+                               program=True)
+    assert f"{WORD}\n</problem>\n<program>\nprint(35 - 12)\n</program>" in prompt
+    assert prompt.endswith("<problem>\n") and "<program></program> computes the answer" in prompt
+    assert S.proposer_stop(cfg.topic, False, "number", program=True)[0] == "</program>"
+    bare = S.proposer_prompt("arithmetic", None, program=True)
+    assert "<program>\nprint(" in bare  # built-in bare expressions get print(expression)
+
+
+def test_parse_keeps_the_program():
+    p = S.parse_proposal(f"{WORD}\n</problem>\n<program>\nleft = 35 - 12\nprint(left)\n", "easy arithmetic",
+                         kind="number")
+    assert p.valid and p.program == "left = 35 - 12\nprint(left)"
+    assert S.parse_proposal(f"{WORD}\n</problem>\n", "easy arithmetic", kind="number").program is None
+
+
+def test_recipe_needs_programs_for_word_examples():
+    data = {"method": {"name": "sqlm", "topic": "easy arithmetic", "answer_kind": "number", "labels": "program",
+                       "topic_examples": ["What is 2 + 3?", WORD]}}
+    with pytest.raises(RecipeError, match=r"topic_examples\[1\] needs a program"):
+        parse_recipe(data)
+    data["method"]["topic_examples"][1] = {"problem": WORD, "program": "print(35 - 12)"}
+    assert parse_recipe(data).method.labels == "program"
+    data["method"].update(topic="coding", answer_kind=None, topic_examples=[])
+    with pytest.raises(RecipeError, match="coding is labelled by its tests"):
+        parse_recipe(data)
+
+
+# --------------------------------------------------------------------------- OpenSIR
+def _completions(answers):
+    return [Completion(text=t, token_ids=[1] * 10, logprobs=[], finish_reason="stop") for t in _sols(answers)]
+
+
+PROBLEM = "A farmer plants 5 rows of 7 trees and then 3 more trees. How many trees are there in all?"
+
+
+def test_opensir_solve_rate_counts_all_students():
+    out = O.TeacherOutput(PROBLEM, ["multiplication"], valid=True)
+    st = O._score_problem(out, _completions(["12", "12", "9", None, None, None, None, None]), 0.3, None,
+                          O.OpenSIRConfig(), False)
+    assert st["solve_rate"] == pytest.approx(0.25)  # 2 of 8, not 2 of the 3 that parsed
+    assert st["score"].solvability == 0.0
+
+
+def test_opensir_program_labels():
+    cfg = O.OpenSIRConfig(labels="program")
+    out = O.TeacherOutput(PROBLEM, ["multiplication"], valid=True, program="print(5 * 7 + 3)")
+    answers = ["38", "38", "38", "38", "38", "35", None, None]
+    st = O._score_problem(out, _completions(answers), 0.3, None, cfg, False, Executed("38", "program"))
+    assert st["solve_rate"] == pytest.approx(5 / 8) and st["score"].solvability > 0
+    assert st["agrees"] == [True] * 5 + [False] * 3 and st["admitted"]
+    wrong = O._score_problem(out, _completions(["35"] * 5 + ["38"] * 3), 0.3, None, cfg, False,
+                             Executed("38", "program"))
+    assert wrong["solve_rate"] == pytest.approx(3 / 8) and wrong["score"].solvability == 0.0
+    assert wrong["audit"] is False  # the vote (35) was wrong: the audit sees it
+
+
+def test_opensir_agree_labels_refuse_a_wrong_vote():
+    cfg = O.OpenSIRConfig(labels="agree")
+    out = O.TeacherOutput(PROBLEM, ["multiplication"], valid=True, program="print(5 * 7 + 3)")
+    st = O._score_problem(out, _completions(["35"] * 5 + ["38"] * 3), 0.3, None, cfg, False,
+                          Executed("38", "program"))
+    assert st["refused"] == "majority differs from the executed answer"
+    assert st["score"].reward == 0.0 and not st["admitted"] and not st["admitted_for_students"]
+
+
+def test_opensir_teacher_prompt_and_parse_with_programs():
+    prompt = O.teacher_prompt("What is 2+2?", [], None, False, program=True)
+    assert "<program>\nprint(40 * (1 - 0.25) * (1 + 0.10))\n</program>" in prompt
+    out = O.parse_teacher("Five rows of 7 trees and 3 more: how many trees are there in all?</problem>\n"
+                          "<program>\nprint(5 * 7 + 3)\n</program>\n<concepts>multiplication, addition")
+    assert out.valid and out.program == "print(5 * 7 + 3)" and out.concepts == ["multiplication", "addition"]
