@@ -562,10 +562,45 @@ EASY_WORD = ("buy", "share", "more", "less")
 MEDIUM_WORD = ("change", "packs", "share-give", "two-days")
 
 
+SPLITS = ("test", "train")
+TRAIN_SHARE = 4  # one question text in TRAIN_SHARE belongs to the training split
+_MAX_REDRAWS = 256
+
+
+def question_split(text: str) -> str:
+    """"train" or "test", fixed by the question's text alone.
+
+    Why by text: a generator's training split (methods.rlvr) and what `minisir eval` asks
+    are then disjoint for every seed, n and level: the same text always lands on the same side.
+    """
+    digest = hashlib.sha256(f"minisir-split:{' '.join(text.split())}".encode()).digest()
+    return "train" if digest[0] % TRAIN_SHARE == 0 else "test"
+
+
+def _in_split(draw: Callable[[random.Random], tuple[str, int]], rng: random.Random,
+              split: str) -> tuple[str, int]:
+    """Draw (question, answer) from rng until the question falls in `split`."""
+    for _ in range(_MAX_REDRAWS):
+        q, ans = draw(rng)
+        if question_split(q) == split:
+            return q, ans
+    raise MinisirError(f"no {split} question found in {_MAX_REDRAWS} draws")  # never with TRAIN_SHARE 4
+
+
+def _split_id(prefix: str, seed: int, i: int, split: str) -> str:
+    return f"{prefix}-{seed}-{i}" if split == "test" else f"{prefix}-train-{seed}-{i}"
+
+
 def _hard(i: int, seed: int) -> Question:
-    """Today's three-digit set: questions and ids unchanged, so old archives still compare."""
+    """The three-digit set as first published: questions and ids unchanged, so old archives still
+    compare. It has no training split (see load_arithmetic)."""
     rng = random.Random(f"arith:{seed}:{i}")
     kind = HARD_KINDS[i % 5]
+    q, ans = _hard_draw(kind, rng)
+    return Question(f"arithmetic-{seed}-{i}", q, str(ans), {"kind": kind, "level": "hard"})
+
+
+def _hard_draw(kind: str, rng: random.Random) -> tuple[str, int]:
     a, b = rng.randint(100, 999), rng.randint(100, 999)
     if kind == "mul":
         q, ans = f"What is {a} * {b}?", a * b
@@ -581,7 +616,7 @@ def _hard(i: int, seed: int) -> Question:
     else:
         c = rng.randint(2, 99)
         q, ans = f"What is {a} * {c} - {b}?", a * c - b
-    return Question(f"arithmetic-{seed}-{i}", q, str(ans), {"kind": kind, "level": "hard"})
+    return q, ans
 
 
 def _easy_word(template: str, rng: random.Random) -> tuple[str, int]:
@@ -628,12 +663,21 @@ def _medium_word(template: str, rng: random.Random) -> tuple[str, int]:
             f"How many {many} does {name} have left?"), a + b - used
 
 
-def _graded(level: str, i: int, seed: int) -> Question:
-    """Easy or medium question i; its own rng keyed by (level, seed, i), kinds round-robin."""
+def _graded(level: str, i: int, seed: int, split: str = "test") -> Question:
+    """Easy or medium question i of `split`; its own rng keyed by (level, seed, i), kinds round-robin."""
     rng = random.Random(f"arith-{level}:{seed}:{i}")
     kinds = EASY_KINDS if level == "easy" else MEDIUM_KINDS
     kind = kinds[i % len(kinds)]
     meta: dict[str, Any] = {"kind": kind, "level": level}
+    if kind in ("word",):
+        words = EASY_WORD if level == "easy" else MEDIUM_WORD
+        meta["template"] = words[(i // len(kinds)) % len(words)]
+    q, ans = _in_split(lambda r: _graded_draw(level, kind, meta.get("template"), r), rng, split)
+    return Question(_split_id(f"arithmetic-{level}", seed, i, split), q, str(ans), meta)
+
+
+def _graded_draw(level: str, kind: str, template: str | None, rng: random.Random) -> tuple[str, int]:
+    """One (question, answer) of a level and kind."""
     if level == "easy":
         if kind == "add":
             a, b = rng.randint(10, 99), rng.randint(10, 99)
@@ -649,8 +693,7 @@ def _graded(level: str, i: int, seed: int) -> Question:
             quotient, divisor = rng.randint(2, 12), rng.randint(2, 12)
             q, ans = f"What is {quotient * divisor} / {divisor}?", quotient
         else:
-            meta["template"] = EASY_WORD[(i // len(kinds)) % len(EASY_WORD)]
-            q, ans = _easy_word(meta["template"], rng)
+            q, ans = _easy_word(template, rng)
     else:
         if kind == "add-sub":
             a, b = rng.randint(10, 99), rng.randint(10, 99)
@@ -665,12 +708,12 @@ def _graded(level: str, i: int, seed: int) -> Question:
             a, b, c = rng.randint(10, 99), rng.randint(2, 12), rng.randint(10, 99)
             q, ans = f"What is {a} * {b} + {c}?", a * b + c
         else:
-            meta["template"] = MEDIUM_WORD[(i // len(kinds)) % len(MEDIUM_WORD)]
-            q, ans = _medium_word(meta["template"], rng)
-    return Question(f"arithmetic-{level}-{seed}-{i}", q, str(ans), meta)
+            q, ans = _medium_word(template, rng)
+    return q, ans
 
 
-def load_arithmetic(n: int | None = None, seed: int = 0, level: str = "hard") -> list[Question]:
+def load_arithmetic(n: int | None = None, seed: int = 0, level: str = "hard", split: str = "test",
+                    start: int = 0) -> list[Question]:
     """Seeded arithmetic with exact integer answers at a grade-school difficulty level.
 
     Why levels: a small base model scores near 0 on three-digit products, so an eval
@@ -684,13 +727,21 @@ def load_arithmetic(n: int | None = None, seed: int = 0, level: str = "hard") ->
     hard   (the original `arithmetic` set): 3-digit products, sums, differences, divisions.
     Kinds rotate round-robin (word templates rotate within their kind); each question
     has its own rng keyed by (level, seed, index), so n does not change earlier questions.
+    split: "test" (what `minisir eval` asks) or "train" (what methods.rlvr trains on); a
+    question's split is fixed by its text (question_split), so the two never share a
+    question. The hard set keeps its first published questions and has no training split.
+    start: index of the first question (a training stream reads on from there).
     """
     if level not in ARITHMETIC_LEVELS:
         raise MinisirError(f"arithmetic level {level!r}: use one of {', '.join(ARITHMETIC_LEVELS)}")
+    if split not in SPLITS:
+        raise MinisirError(f"arithmetic split {split!r}: use test or train")
     n = 100 if n is None else n
     if level == "hard":
-        return [_hard(i, seed) for i in range(n)]
-    return [_graded(level, i, seed) for i in range(n)]
+        if split != "test":
+            raise MinisirError("arithmetic-hard has no training split; train on arithmetic-easy or arithmetic-medium")
+        return [_hard(i, seed) for i in range(start, start + n)]
+    return [_graded(level, i, seed, split) for i in range(start, start + n)]
 
 
 # ============================================================================ JSONL

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-METHODS = {"opensir": "minisir.methods.opensir", "sqlm": "minisir.methods.sqlm"}
+METHODS = {"opensir": "minisir.methods.opensir", "sqlm": "minisir.methods.sqlm", "rlvr": "minisir.methods.rlvr"}
 
 
 def method_module(name: str) -> ModuleType:

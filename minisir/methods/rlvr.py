@@ -1,0 +1,156 @@
+"""RLVR: GRPO on questions whose answers are known (the control for self-play).
+
+No teacher: each round takes the next `questions_per_step` questions of a training
+stream, samples `samples` solutions of each with the shared math solver prompt, and
+rewards a solution 1 when its \\boxed{} answer is equivalent to the known answer
+(answers.equivalent), else 0. One GRPO group per question.
+
+Why it exists: it is what a TRL GRPOTrainer user does with their own data, here on
+llama.cpp sampling and ending in a GGUF; and it is the ceiling for self-play with
+executed labels on the same model and budget. If this cannot move the held-out score,
+no pseudo-label can, and the trainer's settings are what to fix.
+
+Questions come from a built-in generator's *training* split (evaluate.question_split:
+disjoint from every question `minisir eval` asks, by text) or from a JSONL file of
+{"question", "answer"} lines, read in a seeded order that cycles.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+
+if TYPE_CHECKING:
+    from ..evaluate import Question
+    from ..loop import Runner
+    from .common import Phase, StepResult
+
+ChatFn = Callable[[list[dict]], str]
+GENERATORS = ("arithmetic-easy", "arithmetic-medium")
+
+
+class RLVRConfig(BaseModel):
+    """method: section of a recipe for RLVR (known answers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["rlvr"] = "rlvr"
+    questions: str = Field("arithmetic-easy", min_length=1, description=(
+        "arithmetic-easy | arithmetic-medium (the generator's training split, which never "
+        "shares a question with `minisir eval`), or a JSONL file with one {\"question\", \"answer\"} per line"))
+    questions_per_step: int = Field(8, ge=1, le=4096, description="questions per round, one GRPO group each")
+    samples: int = Field(8, ge=2, le=64, description="solutions sampled per question (the group size G)")
+    temperature: float = Field(0.6, gt=0, le=2.0, description="sampling temperature of the solutions")
+    top_p: float = Field(0.95, gt=0, le=1.0, description="nucleus sampling mass of the solutions")
+    max_tokens: int = Field(160, ge=16, le=8192, description="token limit of one solution")
+
+    @field_validator("questions")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from pathlib import Path
+
+        if value not in GENERATORS and not Path(value).expanduser().is_file():
+            raise ValueError(f"{value!r} is neither a built-in generator ({', '.join(GENERATORS)}) nor a JSONL file")
+        return value
+
+    def reward_scale(self) -> float:
+        return 1.0
+
+
+# --------------------------------------------------------------------------- questions
+def training_questions(source: str, start: int, n: int, seed: int) -> list["Question"]:
+    """Questions start .. start + n - 1 of the run's training stream."""
+    from ..evaluate import load_arithmetic, load_jsonl
+
+    if source in GENERATORS:
+        return load_arithmetic(n, seed, source.removeprefix("arithmetic-"), split="train", start=start)
+    pool = load_jsonl(source)
+    if not pool:
+        from ..errors import RecipeError
+
+        raise RecipeError(f"method.questions: {source} holds no questions")
+    order = list(range(len(pool)))
+    random.Random(f"rlvr:{seed}").shuffle(order)
+    return [pool[order[(start + j) % len(pool)]] for j in range(n)]
+
+
+def reward(completion: str, answer: str) -> float:
+    """1 when the last \\boxed{} answer is equivalent to the known answer."""
+    from ..evaluate import is_correct
+
+    return 1.0 if is_correct(completion, answer) else 0.0
+
+
+# --------------------------------------------------------------------------- the step
+def eval_prompt(question: str, chat: ChatFn | None = None) -> str:
+    """Held-out questions are asked exactly as training questions are."""
+    return math_solver_prompt(question, chat)
+
+
+def eval_stop(chat: bool) -> list[str]:
+    return [] if chat else list(MATH_SOLVER_STOP)
+
+
+def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+    """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
+    from ..answers import extract_boxed, majority_vote
+    from .common import StepResult, step_seed, tokens_per_s
+
+    cfg: RLVRConfig = runner.recipe.method
+    seed = runner.recipe.run.seed
+    rounds = runner.recipe.run.rounds_per_step
+    prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
+    start = (step * rounds + round_) * cfg.questions_per_step
+
+    with phase("questions"):
+        questions = training_questions(cfg.questions, start, cfg.questions_per_step, seed)
+
+    with phase("solver"):
+        t = time.perf_counter()
+        solved = runner.sampler.generate(
+            [math_solver_prompt(q.question, runner.chat) for q in questions], n=cfg.samples,
+            max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=step_seed(seed, step, "solver", round_), stop=eval_stop(runner.chat is not None))
+        solver_tps = tokens_per_s(solved, time.perf_counter() - t)
+
+    problems: list[dict[str, Any]] = []
+    solutions: list[dict[str, Any]] = []
+    samples = []
+    agree_with_truth: list[bool] = []
+    with phase("rewards"):
+        for i, (q, group) in enumerate(zip(questions, solved)):
+            key = f"{prefix}-{i}"
+            answers = [extract_boxed(c.text) for c in group]
+            rewards = [reward(c.text, q.answer) for c in group]
+            vote = majority_vote(answers)
+            if vote.answer is not None:
+                agree_with_truth.append(reward(f"\\boxed{{{vote.answer}}}", q.answer) > 0)
+            problems.append({
+                "key": key, "text": q.question, "role": "question", "method": "rlvr", "valid": True,
+                "majority_answer": vote.answer, "solve_rate": sum(rewards) / len(rewards), "n_samples": len(group),
+                "label": q.answer, "label_source": "known", "question_id": q.id, **q.meta,
+            })
+            for c, ans, r in zip(group, answers, rewards):
+                solutions.append({"problem_key": key, **completion_fields(c), "answer": ans, "agrees": r > 0,
+                                  "reward": r})
+            samples += [to_sample(c, r, f"rlvr:{prefix}:{i}", scale=cfg.reward_scale())
+                        for c, r in zip(group, rewards)]
+
+    rates = [p["solve_rate"] for p in problems]
+    metrics = {
+        "questions": len(questions),
+        "student_reward_mean": mean_or_none([s.reward for s in samples]),
+        "solve_rate_mean": mean_or_none(rates),
+        "solved_any_rate": mean_or_none([1.0 if r > 0 else 0.0 for r in rates]),
+        "solver_groups_with_signal": sum(1 for r in rates if 0 < r < 1),
+        "label_precision": mean_or_none([1.0 if a else 0.0 for a in agree_with_truth]),
+        "label_audited": len(agree_with_truth),
+        "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in solved for c in g]),
+        "student_tokens_per_s": solver_tps,
+    }
+    return StepResult(problems, solutions, samples, metrics)
