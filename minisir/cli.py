@@ -309,7 +309,7 @@ def _eval_cache() -> Path | None:
 
 
 @main.command("eval")
-@click.argument("run_dir", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
 @click.option("--benchmark", default="gsm8k-100", show_default=True,
               help="gsm8k-100 | gsm-symbolic | arithmetic-easy | arithmetic-medium | arithmetic-hard "
@@ -324,23 +324,29 @@ def _eval_cache() -> Path | None:
 @click.option("--step", "step", default="latest", show_default=True, help="base, latest or a step number.")
 @click.option("--compare", default=None,
               help="Two targets A,B (e.g. base,latest): B - A per metric with a paired 95% interval, "
-                   "exact sign-test and permutation p-values.")
+                   "exact sign-test and permutation p-values. With several runs (training seeds), "
+                   "also pooled over them.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only a JSON object: per-target metrics and, with --compare, the paired comparison.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for llama.cpp (default: all).")
 @_friendly
-def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_questions: int, k: int, max_tokens: int,
-             temperature: float, top_p: float, seed: int, no_greedy: bool, step: str, compare: str | None,
-             as_json: bool, threads: int | None) -> None:
+def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_questions: int, k: int,
+             max_tokens: int, temperature: float, top_p: float, seed: int, no_greedy: bool, step: str,
+             compare: str | None, as_json: bool, threads: int | None) -> None:
     """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks.
 
     A run is evaluated with the prompt style stored in its recipe (model.prompt_style:
     chat template or few-shot completion) and its method's solver prompt when the method
-    defines one, as its training asked questions.
+    defines one, as its training asked questions. Several RUN_DIRS (the same recipe
+    trained with different seeds) need --compare: each run is compared on its own, then
+    the evidence is pooled over the runs with the question as the unit.
     """
+    from contextlib import ExitStack
+
     from .archive import ARCHIVE_NAME, Archive
     from .assets import resolve_gguf
     from .evaluate import EvalConfig, compare as diff, format_compare, format_table, run_eval
+    from .pooled import by_kind, format_by_kind, question_kinds
     from .prompting import choose_style
     from .sampler import Sampler
 
@@ -349,7 +355,9 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
     names = compare.split(",") if compare else [step]
     if compare and len(names) != 2:
         raise MinisirError(f"--compare {compare}: give exactly two targets, e.g. --compare base,latest")
-    if run_dir is None:
+    if len(run_dirs) > 1 and not compare:
+        raise MinisirError(f"{len(run_dirs)} run directories need --compare A,B (e.g. base,latest) to pool over them")
+    if not run_dirs:
         if model is None:
             raise MinisirError("pass a run directory or --model GGUF to evaluate")
         if compare:
@@ -359,29 +367,86 @@ def eval_cmd(run_dir: Path | None, model: str | None, benchmark: str, n_question
             results = [run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
                                 label=gguf.name)]
         targets = [(gguf.name, None)]
+        runs = [(None, targets, results)]
     else:
-        with Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir) as arc:
-            gguf, style, recipe = _run_model(arc)
-            targets = _eval_targets(arc, names)
-            results = []
-            with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
-                chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
-                prompt, stop = _method_prompt(recipe, chat)
-                for label, target in targets:
-                    results.append(run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat,
-                                            label=label, prompt=prompt, stop=stop, cache_dir=_eval_cache()))
+        with ExitStack() as stack:
+            opened = []  # (run_dir, archive, gguf, style, recipe, targets): all checked before any sampling
+            for run_dir in run_dirs:
+                arc = stack.enter_context(Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir))
+                gguf, style, recipe = _run_model(arc)
+                opened.append((run_dir, arc, gguf, style, recipe, _eval_targets(arc, names)))
+            for run_dir, _, other, *_ in opened[1:]:
+                if Path(other).resolve() != Path(opened[0][2]).resolve():
+                    raise MinisirError(f"{run_dir} was trained from {other}, {opened[0][0]} from {opened[0][2]}: "
+                                       "pooled runs must share the base model")
+            runs = []
+            with Sampler(opened[0][2], n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
+                for run_dir, arc, gguf, style, recipe, targets in opened:
+                    chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
+                    prompt, stop = _method_prompt(recipe, chat)
+                    results = [run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat, label=label,
+                                        prompt=prompt, stop=stop, cache_dir=_eval_cache())
+                               for label, target in targets]
+                    runs.append((run_dir, targets, results))
+    kinds = question_kinds(benchmark, n_questions, seed) if compare else {}
+    if len(runs) > 1:
+        _print_pooled(runs, names, kinds, seed, as_json)
+        return
+    _, targets, results = runs[0]
     paired = diff(results[1], results[0], seed=seed) if compare else None
+    kind_table = by_kind(results[0], results[1], kinds) if compare and kinds else {}
     if as_json:
         out: dict[str, Any] = {"results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}
                                            for r, (_, t) in zip(results, targets)]}
         if paired is not None:
             out["compare"] = {"a": targets[1][0], "b": targets[0][0], "diff": "a - b", "metrics": paired}
+        if kind_table:
+            out["by_kind"] = {"base": targets[0][0], "trained": targets[1][0], "kinds": kind_table}
         click.echo(json.dumps(_jsonable(out), indent=2, default=str))
         return
     click.echo(format_table(results))
     if paired is not None:
         click.echo("")
         click.echo(format_compare(paired, targets[1][0], targets[0][0]))
+    if kind_table:
+        click.echo("")
+        click.echo(format_by_kind(kind_table, targets[0][0], targets[1][0]))
+
+
+def _print_pooled(runs: list[tuple[Path, list, list]], names: list[str], kinds: dict[str, str], seed: int,
+                  as_json: bool) -> None:
+    """Several runs of `minisir eval --compare A,B`: each run's comparison, the pooled one, by kind."""
+    from .pooled import format_by_kind, format_pooled, format_runs, pooled_by_kind, pooled_compare
+
+    labels = []  # "step 40" when every run compares the same step, else what was asked ("latest")
+    for i, name in enumerate(names):
+        seen = {targets[i][0] for _, targets, _ in runs}
+        labels.append(seen.pop() if len(seen) == 1 else name.strip())
+    base, trained = labels
+    pairs = [(results[0], results[1]) for _, _, results in runs]
+    pooled = pooled_compare(pairs, seed=seed)
+    kind_table = pooled_by_kind(pairs, kinds) if kinds else {}
+    if as_json:
+        out: dict[str, Any] = {
+            "runs": [{"run": str(run_dir),
+                      "results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}
+                                  for r, (_, t) in zip(results, targets)],
+                      "compare": {"a": targets[1][0], "b": targets[0][0], "diff": "a - b", "metrics": own}}
+                     for (run_dir, targets, results), own in zip(runs, pooled["runs"])],
+            "pooled": {"a": trained, "b": base, "diff": "a - b", "n_seeds": pooled["n_seeds"],
+                       "n_questions": pooled["n_questions"], "metrics": pooled["pooled"]},
+            "by_kind": {"base": base, "trained": trained, "kinds": kind_table},
+        }
+        click.echo(json.dumps(_jsonable(out), indent=2, default=str))
+        return
+    click.echo(f"{trained} - {base}, each run on its own:")
+    click.echo("")
+    click.echo(format_runs([str(run_dir) for run_dir, _, _ in runs], pooled["runs"]))
+    click.echo("")
+    click.echo(format_pooled(pooled, trained, base))
+    if kind_table:
+        click.echo("")
+        click.echo(format_by_kind(kind_table, base, trained))
 
 
 @main.command()
