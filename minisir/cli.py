@@ -471,19 +471,23 @@ def export(run_dir: Path, out: Path, qtype: str) -> None:
     from .archive import ARCHIVE_NAME, Archive
     from .assets import resolve_hf_dir
     from .export import export_merged
+    from .loop import latest_state
     from .ollama import write_modelfile
     from .trainer import GRPOTrainer, TrainerConfig
 
     with Archive.open(run_dir / ARCHIVE_NAME, readonly=True) as arc:
         gguf, _, recipe = _run_model(arc)
         last = arc.last_step()
-    state = run_dir / "state" / f"step-{last:06d}"
-    if last < 0 or not state.is_dir():
-        raise MinisirError(f"{run_dir} has no trainer state for its last step; run at least one step first")
+    state = latest_state(run_dir / "state", last)
+    if state is None:
+        raise MinisirError(f"{run_dir} has no trained step yet (no trainer state); run until a step trains")
+    trained = int(state.name[5:])
+    if trained != last:
+        click.echo(f"step {last} trained nothing: exporting step {trained}, the newest step that trained", err=True)
     trainer = GRPOTrainer(TrainerConfig(**recipe["trainer"]), gguf, resolve_hf_dir(recipe["model"].get("hf_dir")))
     trainer.load_state(state)
     path = export_merged(trainer.model, out, tokenizer_gguf=gguf, qtype=qtype)
-    click.echo(f"merged model of step {last} written to {path}")
+    click.echo(f"merged model of step {trained} written to {path}")
     modelfile = write_modelfile(path)
     click.echo(f"Ollama: ollama create NAME -f {modelfile}")
 

@@ -238,10 +238,7 @@ class Runner:
 
     def _latest_state(self) -> Path | None:
         """Trainer state of the newest committed step that trained (steps without samples save none)."""
-        last = self.archive.last_step()
-        saved = [p for p in self.state_dir.glob("step-*") if p.is_dir() and p.name[5:].isdigit()
-                 and int(p.name[5:]) <= last]
-        return max(saved, key=lambda p: int(p.name[5:]), default=None)
+        return latest_state(self.state_dir, self.archive.last_step())
 
     def _state_path(self, step: int) -> Path:
         return self.state_dir / f"step-{step:06d}"
@@ -453,6 +450,17 @@ class Runner:
                 shutil.rmtree(old.with_suffix(""), ignore_errors=True)  # its PEFT copy, if any
 
 
+def latest_state(state_dir: Path, last_step: int) -> Path | None:
+    """The newest trainer state saved at or before `last_step` (a committed step).
+
+    A step that trained nothing (a pool step, or no group with signal) saves no state, so
+    the newest usable state can be older than the last step.
+    """
+    saved = [p for p in Path(state_dir).glob("step-*") if p.is_dir() and p.name[5:].isdigit()
+             and int(p.name[5:]) <= last_step]
+    return max(saved, key=lambda p: int(p.name[5:]), default=None)
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars and summary lines are the output; silence library chatter."""
     import warnings
@@ -502,6 +510,7 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
         f"solve {f('solve_rate_mean')} valid {f('valid_rate')} div {f('diversity_mean')} "
         f"sol_tok {f('solution_tokens_mean', '{:.0f}')} loss {f('train_loss', '{:.4f}')} "
         f"gap {f('train_logprob_gap', '{:.3f}')} {f('seconds_step', '{:.0f}')}s"
+        + (f" vote right {f('label_precision')} of {m['label_audited']}" if m.get("label_audited") else "")
     )
 
 

@@ -38,3 +38,22 @@ def test_grpo_with_the_real_sampler_raises_the_reward(tmp_path):
     start, end = history[0], np.mean(history[-4:])  # history[0]: before any update
     print(f"mean reward {start:.3f} -> {end:.3f}: {np.round(history, 2).tolist()}")
     assert end > start + 0.3, history
+
+
+def test_sampler_and_trainer_score_the_sampled_tokens_at_the_sampling_temperature():
+    """At T = 0.6 both sides take log softmax(logits / 0.6) of the same tokens and agree (up to the
+    quantised vs dequantised numerics); scoring them at T = 1 instead, as before, is far off."""
+    model = bundled_model_path()
+    trainer = GRPOTrainer(TrainerConfig(lora_rank=4, lora_alpha=8, seed=0), model, seed=0)
+    with Sampler(model, n_ctx=2048, n_parallel=8, n_threads=2) as sampler:
+        groups = sampler.generate(PROMPTS, n=4, max_tokens=24, temperature=0.6, top_p=1.0, seed=3)
+    comps = [c for g in groups for c in g]
+    assert all(c.temperature == 0.6 for c in comps)
+    at_t = trainer.logprobs([Sample(c.prompt_ids, c.token_ids, [], 0.0, "g", temperature=0.6) for c in comps])
+    at_1 = trainer.logprobs([Sample(c.prompt_ids, c.token_ids, [], 0.0, "g") for c in comps])
+    sampled = np.concatenate([c.logprobs for c in comps])
+    gap_t = float(np.mean(np.abs(np.concatenate(at_t) - sampled)))
+    gap_1 = float(np.mean(np.abs(np.concatenate(at_1) - sampled)))
+    print(f"gap at T=0.6 {gap_t:.4f}, scored at T=1 {gap_1:.4f}")
+    assert gap_t < 0.1
+    assert gap_1 > 3 * gap_t

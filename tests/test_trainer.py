@@ -370,3 +370,22 @@ def test_shared_prompt_forward_gives_the_full_forward_gradients(models):
     m_shared, m_full = shared.step(samples), full.step(samples)
     for key in ("loss", "logprob_gap", "entropy", "tokens", "sequences"):
         assert m_shared[key] == pytest.approx(m_full[key], rel=1e-4, abs=1e-6), key
+
+
+def test_noise_floor_is_relative_to_the_reward_scale():
+    """A continuous reward's wobble (diversity +-0.01 on a 3.1-point teacher reward) trains nothing;
+    a real spread does, and the same wobble on a 0.05-point scale is a real spread."""
+    from minisir.grpo import has_signal
+
+    wobble = [1.50, 1.51, 1.49, 1.50]
+    group = [Sample([2], [5], [], r, "t", reward_scale=3.1) for r in wobble]
+    adv, used, skipped = group_advantages(group, scale_std=True, min_reward_std=0.02)
+    assert (used, skipped) == (0, 1) and adv == [None] * 4
+    adv, used, _ = group_advantages(group, scale_std=True, min_reward_std=0.0)
+    assert used == 1 and max(abs(a) for a in adv) > 1.0  # without the floor, noise becomes +-1 advantages
+    small = [Sample([2], [5], [], r, "t", reward_scale=0.05) for r in wobble]
+    assert group_advantages(small, scale_std=True, min_reward_std=0.02)[1] == 1
+    real = [Sample([2], [5], [], r, "t", reward_scale=3.1) for r in (0.2, 1.7, 0.3, 1.9)]
+    assert group_advantages(real, scale_std=True, min_reward_std=0.02)[1] == 1
+    assert not has_signal([1.0]) and not has_signal([2.0, 2.0]) and has_signal([0.0, 1.0], 0.4)
+    assert not has_signal([0.0, 1.0], 0.6)  # std 0.5
