@@ -1051,7 +1051,7 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from .methods.opensir import STUDENT_STOP, student_prompt
+    from .methods.common import MATH_SOLVER_STOP as STUDENT_STOP, math_solver_prompt as student_prompt
 
     if not questions:
         raise MinisirError("evaluate: no questions (check eval.benchmark and eval.n_questions)")
@@ -1188,7 +1188,7 @@ def _cache_key(model_path, adapter, cfg: EvalConfig, questions, chat, prompt, st
     from importlib.metadata import version
 
     if prompt is None:
-        from .methods.opensir import student_prompt as make
+        from .methods.common import math_solver_prompt as make
     else:
         make = prompt
     parts = {

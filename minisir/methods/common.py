@@ -1,9 +1,10 @@
 """What every self-play method shares: the step result, seeds, sample building, checks.
 
-A method module (methods/opensir.py, methods/sqlm.py) owns its whole step through
-`play(runner, step, phase, round_) -> StepResult`; the loop knows a method only through
-that function, `solver_prompt`/`solver_stop` (held-out evaluation uses the method's own
-student prompt) and its config class. Nothing here imports the loop, so there is no cycle.
+A method module (methods/opensir.py, sqlm.py, rlvr.py) owns its whole step through
+`play(ctx, step, phase, round_) -> StepResult`, where ctx is a Context (the loop's Runner
+is one); the loop knows a method only through that function, `eval_prompt`/`eval_stop`
+(held-out evaluation asks questions the way the method's students are asked) and its
+config class. No method module imports the loop.
 """
 
 from __future__ import annotations
@@ -56,6 +57,22 @@ def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
 
 
 ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5}
+
+
+class Context(Protocol):
+    """All a method's step may touch: loop.Runner is one, and no method names the loop.
+
+    recipe: the validated Recipe; sampler: generate/tokenize/char_offsets; chat: the prompt
+    renderer (None for few-shot completion prompts); archive: the run's Archive; embedder:
+    sentence-transformers (loaded on first use); cache: per-run values computed once.
+    """
+
+    recipe: Any
+    sampler: Any
+    chat: ChatFn | None
+    archive: Any
+    embedder: Any
+    cache: dict[str, Any]
 
 
 class Phase(Protocol):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,14 +34,12 @@ from ..answers import equivalent, extract_boxed
 from ..grpo import Sample, has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
 from ..sandbox import SandboxConfig
-from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
+from .common import (ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
                      to_sample)
 
 if TYPE_CHECKING:
-    from ..loop import Runner
-    from .common import Phase, StepResult
+    from .common import Context, Phase, StepResult
 
-ChatFn = Callable[[list[dict]], str]
 
 # Stops for completion prompts. The teacher stops after its concepts line or when it
 # starts the next few-shot item; the student stops when it starts a new problem.
@@ -454,7 +452,7 @@ def eval_stop(chat: bool) -> list[str]:
     return student_stop(chat)
 
 
-def _pool_phase(runner: "Runner", cfg: OpenSIRConfig) -> bool:
+def _pool_phase(runner: "Context", cfg: OpenSIRConfig) -> bool:
     """Phase 0 (no training) until the pool holds initial_pool problems or the
     over-generation budget is spent; both counts come from the archive, so it resumes."""
     if cfg.initial_pool <= 0:
@@ -466,7 +464,7 @@ def _pool_phase(runner: "Runner", cfg: OpenSIRConfig) -> bool:
     return admitted < cfg.initial_pool and totals["teacher_samples"] < cfg.initial_pool * cfg.initial_pool_overgen
 
 
-def _references(runner: "Runner", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
+def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
                 think: bool, program: bool = False) -> tuple[list[dict], list[str], list[dict]]:
     """Reference problems, their teacher prompts, and the seed rows of a fresh archive."""
     archive = runner.archive
@@ -490,7 +488,7 @@ def _references(runner: "Runner", cfg: OpenSIRConfig, rng: np.random.Generator, 
     return refs, prompts, seed_rows
 
 
-def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the teacher writes problems from reference problems, students solve and vote.
 
     In phase 0 (initial pool) the same round runs without training: it only grows the pool.
@@ -600,7 +598,7 @@ def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepR
     return StepResult(problems, solutions, samples, metrics)
 
 
-def _diversity(runner: "Runner", cfg: OpenSIRConfig, texts: list[str], scorer) -> list[tuple[float, np.ndarray]]:
+def _diversity(runner: "Context", cfg: OpenSIRConfig, texts: list[str], scorer) -> list[tuple[float, np.ndarray]]:
     """(diversity, embedding) per new problem, against the archive, the prompt's fixed
     examples (copying one must not look novel) and the round's other candidates."""
     if not texts:
@@ -667,7 +665,7 @@ def _rank_value(st: dict | None, cfg: OpenSIRConfig) -> float:
     return s.reward if cfg.group_rank == "reward" else s.solvability + s.diversity
 
 
-def _span_mask(runner: "Runner", c, span: tuple[int, int] | None) -> list[int] | None:
+def _span_mask(runner: "Context", c, span: tuple[int, int] | None) -> list[int] | None:
     """Token mask that is 0 for tokens starting inside the character span."""
     if span is None:
         return None
@@ -675,7 +673,7 @@ def _span_mask(runner: "Runner", c, span: tuple[int, int] | None) -> list[int] |
     return [0 if start <= off < end else 1 for off in runner.sampler.char_offsets(c.token_ids)]
 
 
-def _problem_row(runner: "Runner", ref: dict, c, out: TeacherOutput, key: str, st: dict | None,
+def _problem_row(runner: "Context", ref: dict, c, out: TeacherOutput, key: str, st: dict | None,
                  truth: Executed | None = None) -> dict:
     """Archive row of one teacher candidate. valid = admitted to the reference pool."""
     reason = out.reason

@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .common import MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+from .common import ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
 
 if TYPE_CHECKING:
     from ..evaluate import Question
-    from ..loop import Runner
-    from .common import Phase, StepResult
+    from .common import Context, Phase, StepResult
 
-ChatFn = Callable[[list[dict]], str]
 GENERATORS = ("arithmetic-easy", "arithmetic-medium")
 
 
@@ -96,7 +94,7 @@ def eval_stop(chat: bool) -> list[str]:
     return [] if chat else list(MATH_SOLVER_STOP)
 
 
-def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
     from ..answers import extract_boxed, majority_vote
     from .common import StepResult, step_seed, tokens_per_s

@@ -49,7 +49,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
@@ -58,14 +58,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..grpo import has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
-from .common import (MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
+from .common import (ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
                      to_sample)
 
 if TYPE_CHECKING:
-    from ..loop import Runner
-    from .common import Phase, StepResult
+    from .common import Context, Phase, StepResult
 
-ChatFn = Callable[[list[dict]], str]
 Topic = Literal["arithmetic", "algebra", "coding"]
 TOPICS: tuple[str, ...] = ("arithmetic", "algebra", "coding")
 
@@ -797,7 +795,7 @@ def eval_stop(chat: bool) -> list[str]:
     return solver_stop("arithmetic", chat, kind="number")
 
 
-def play(runner: "Runner", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
+def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
     from .common import StepResult, step_seed, tokens_per_s
 
