@@ -13,7 +13,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # sampler) must neither read nor fill the user's cache. test_eval_cache sets its own.
 os.environ["MINISIR_EVAL_CACHE"] = "off"
 
+from hypothesis import settings
+
 import minisir.loop
+
+# Property tests: CI and the default run are derandomised with no deadline (a shared 2-core machine
+# must not fail on time, and the same commit gives the same verdict). The random search is its
+# own opt-in target: MINISIR_HYPOTHESIS=explore pytest tests/test_parsers_property.py
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True)
+settings.load_profile("explore" if os.environ.get("MINISIR_HYPOTHESIS") == "explore" else "ci")
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """Model output is adversarial: the parsers must never raise and must stay fast.
 
-Property-based (hypothesis) over arbitrary text and "tag soup" built from the very tags
+Property-based (hypothesis; every counter-example ever found is pinned with @example) over
+arbitrary text and "tag soup" built from the very tags
 and fences the parsers look for, plus explicit huge / deeply nested / unterminated inputs
 with wall-clock bounds. A crash here would kill a whole training step over one odd string.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -16,9 +18,12 @@ from hypothesis import strategies as st
 from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
 from minisir.methods import opensir, sqlm
 
-FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
-# equivalent() may call math-verify (sympy, 2 s timeouts): fewer examples, longer deadline.
-SYMBOLIC = settings(max_examples=60, deadline=15000, suppress_health_check=[HealthCheck.too_slow])
+# The default profile (conftest: "ci") is derandomised with no deadline, so the suite gives the same
+# verdict on any machine; MINISIR_HYPOTHESIS=explore searches at random with 20x the examples.
+SCALE = 20 if os.environ.get("MINISIR_HYPOTHESIS") == "explore" else 1
+FAST = settings(max_examples=150 * SCALE, suppress_health_check=[HealthCheck.too_slow])
+# equivalent() may call math-verify (sympy, 2 s timeouts): fewer examples.
+SYMBOLIC = settings(max_examples=60 * SCALE, suppress_health_check=[HealthCheck.too_slow])
 
 TAGS = ["<problem>", "</problem>", "<concepts>", "</concepts>", "<tests>", "</tests>", "<input>",
         "</input>", "<output>", "</output>", "\\boxed{", "\\fbox{", "{", "}", "\\{", "\\}", "```",
@@ -163,30 +168,27 @@ def test_extract_code_never_raises(text):
     assert code is None or (isinstance(code, str) and code.strip())
 
 
-# --------------------------------------------------------------------------- huge inputs, bounded time
+# --------------------------------------------------------------------------- huge inputs, linear time
 MB = 1 << 20
+# Each input at size n (about n characters); the test compares n = 1 MB with n / 4.
 HUGE = {
-    "nested-open-braces": "\\boxed{" + "{" * MB,
-    "many-boxes": "\\boxed{1} " * (MB // 10),
-    "unterminated-box": "\\boxed{" + "a" * MB,
-    "deep-balanced": "\\boxed{" + "{" * 100_000 + "}" * 100_001,
-    "many-tags": "<problem>" * 50_000 + "</concepts>" * 50_000,
-    "tag-soup": ("<input>1</input><output>" * 40_000),
-    "newlines": "\n" * MB,
-    "fences": "```python\n" * 100_000,
-    "open-fence-spaces": "```" + " " * MB,
-    "open-fences-text": ("```" + "x" * 100) * 10_000,
-    "backslashes": "\\" * MB,
-    "units": "1 " + "m " * 100_000 + "?",
-    "digits": "9" * MB,
+    "nested-open-braces": lambda n: "\\boxed{" + "{" * n,
+    "many-boxes": lambda n: "\\boxed{1} " * (n // 10),
+    "unterminated-box": lambda n: "\\boxed{" + "a" * n,
+    "deep-balanced": lambda n: "\\boxed{" + "{" * (n // 10) + "}" * (n // 10 + 1),
+    "many-tags": lambda n: "<problem>" * (n // 20) + "</concepts>" * (n // 20),
+    "tag-soup": lambda n: "<input>1</input><output>" * (n // 25),
+    "newlines": lambda n: "\n" * n,
+    "fences": lambda n: "```python\n" * (n // 10),
+    "open-fence-spaces": lambda n: "```" + " " * n,
+    "open-fences-text": lambda n: ("```" + "x" * 100) * (n // 100),
+    "backslashes": lambda n: "\\" * n,
+    "units": lambda n: "1 " + "m " * (n // 10) + "?",
+    "digits": lambda n: "9" * n,
 }
 
 
-@pytest.mark.parametrize("name", sorted(HUGE))
-def test_huge_inputs_bounded_time(name):
-    text = HUGE[name]
-    budget = 10.0  # seconds for all parsers on ~1 MB: linear code takes well under one
-    t0 = time.perf_counter()
+def _all_parsers(text: str) -> None:
     extract_boxed(text)
     normalize_answer(text)
     opensir.parse_teacher(text)
@@ -198,5 +200,22 @@ def test_huge_inputs_bounded_time(name):
     sqlm.extract_code(text)
     majority_vote([text, text[:1000], None, "2"])
     equivalent(text, text[:-1] or "x")
-    elapsed = time.perf_counter() - t0
-    assert elapsed < budget, f"{name}: {elapsed:.1f}s"
+
+
+def _seconds(fn, arg) -> float:
+    t0 = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_inputs_take_linear_time(name):
+    """4x the input may cost about 4x the time (10x allowed for noise); quadratic code costs 16x.
+
+    A ratio measured in the same run, not seconds: it holds on a slow or busy machine too.
+    """
+    small, big = HUGE[name](MB // 4), HUGE[name](MB)
+    _all_parsers(small[:1000])  # warm-up: imports, regex compiles
+    t_small = max(min(_seconds(_all_parsers, small) for _ in range(2)), 0.005)
+    t_big = _seconds(_all_parsers, big)
+    assert t_big < 10 * t_small, f"{name}: {t_big:.3f}s at 1 MB vs {t_small:.3f}s at 256 KB"

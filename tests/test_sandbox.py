@@ -274,13 +274,15 @@ def test_probe_reports_isolation():
 
 # --------------------------------------------------------------------------- parallelism
 def test_runs_in_parallel_up_to_concurrency():
-    cfg = SandboxConfig(timeout_s=5.0, concurrency=4)
-    jobs = [(f"import time\ntime.sleep(0.6)\nprint({i})", "") for i in range(4)]
-    t0 = time.monotonic()
+    """Overlap, not seconds: with concurrency 4, every program starts before any of them ends."""
+    cfg = SandboxConfig(timeout_s=30.0, concurrency=4)
+    jobs = [(f"import time\nstart = time.time()\ntime.sleep(1.0)\nprint({i}, start, time.time())", "")
+            for i in range(4)]
     results = run_batch(jobs, cfg)
-    elapsed = time.monotonic() - t0
-    assert [r.stdout.strip() for r in results] == ["0", "1", "2", "3"]  # job order kept
-    assert elapsed < 2.0, elapsed  # serial would take >= 2.4 s
+    rows = [r.stdout.split() for r in results]
+    assert [row[0] for row in rows] == ["0", "1", "2", "3"]  # job order kept
+    starts, ends = [float(row[1]) for row in rows], [float(row[2]) for row in rows]
+    assert max(starts) < min(ends), (starts, ends)  # serial runs would start after the previous ended
 
 
 def test_pass_table_over_many_programs():

@@ -266,7 +266,6 @@ def test_grpo_learns_a_toy_reward_without_the_sampler(models):
     gen = torch.Generator().manual_seed(0)
     prompts = [[2, 10 + i, 20 + i] for i in range(groups)]
     history = []
-    t0 = time.perf_counter()
     for _ in range(30):
         ids = torch.tensor([p for p in prompts for _ in range(size)])
         lps = []
@@ -288,7 +287,6 @@ def test_grpo_learns_a_toy_reward_without_the_sampler(models):
         history.append(m["reward_mean"])
     first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
     assert last > first + 3.0 and last > 2 * first, history
-    assert time.perf_counter() - t0 < 60
 
 
 # --------------------------------------------------------------------------- persistence
