@@ -511,7 +511,7 @@ def bench_sampler_cmd(model: str, prompts: int, n: int, max_tokens: int, paralle
                       as_json: bool) -> None:
     """Batched sampler vs a one-sequence-at-a-time Llama.__call__ loop."""
     from .assets import resolve_gguf
-    from .bench import bench_sampler
+    from .bench.sampling import bench_sampler
 
     result = bench_sampler(resolve_gguf(model), prompts=prompts, n=n, max_tokens=max_tokens,
                            n_parallel=parallel, n_threads=threads)
@@ -534,7 +534,7 @@ def bench_server_cmd(url: str, model: str, served_model: str | None, prompts: in
                      concurrency: int, parallel: int, threads: int | None, as_json: bool) -> None:
     """Sampling on a completions server vs the in-process batched sampler, same prompts and n."""
     from .assets import resolve_gguf
-    from .bench import bench_server
+    from .bench.sampling import bench_server
 
     result = bench_server(url, resolve_gguf(model), served_model=served_model, prompts=prompts, n=n,
                           max_tokens=max_tokens, max_concurrency=concurrency, n_parallel=parallel,
@@ -558,7 +558,7 @@ def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens
                     repeats: int, lora_rank: int, threads: int | None, as_json: bool) -> None:
     """GRPO step: chunked log-probs (GRPOTrainer) vs full (batch, seq, vocab) logits."""
     from .assets import resolve_gguf
-    from .bench import bench_train
+    from .bench.training import bench_train
 
     result = bench_train(None if hf_dir else resolve_gguf(model), hf_dir=hf_dir, samples=samples,
                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, repeats=repeats,
@@ -580,7 +580,7 @@ def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens
 def bench_step_cmd(recipe: Path, sets: tuple[str, ...], baseline: str, threads: int | None, keep_dir: Path | None,
                    as_json: bool) -> None:
     """One OpenSIR step by phase vs transformers generate + TRL GRPOTrainer on the same work."""
-    from .bench import bench_step
+    from .bench.step import bench_step
 
     result = bench_step(recipe, _parse_sets(sets), baseline=baseline, threads=threads, keep_dir=keep_dir)
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
@@ -596,7 +596,7 @@ def bench_step_cmd(recipe: Path, sets: tuple[str, ...], baseline: str, threads: 
 @_friendly
 def bench_archive_cmd(sizes: str, new: int, solutions: int, dim: int, repeats: int, as_json: bool) -> None:
     """Diversity scoring and step commit time as the archive grows (growth per 10x)."""
-    from .bench import bench_archive
+    from .bench.archive import bench_archive
     from .errors import MinisirError
 
     try:

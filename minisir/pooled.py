@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import MinisirError
-from .evaluate import (ALPHA, BENCHMARKS, METRICS, EvalResult, _p, _pct, _scores_of, compare, format_compare,
-                       load_benchmark, mean_ci, permutation_test, sign_test)
+from .evaluate.benchmarks import BENCHMARKS, load_benchmark
+from .evaluate.stats import (ALPHA, METRICS, EvalResult, _p, _pct, _scores_of, compare, format_compare, mean_ci,
+                             permutation_test, sign_test)
 
 Result = EvalResult | dict
 Pair = tuple[Result | None, Result | None]  # (base = A, trained = B) of one run

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import minisir.assets
-import minisir.evaluate
+import minisir.evaluate.run
 import minisir.sampler
 from minisir.archive import Archive
 from minisir.cli import _method_prompt, main
@@ -67,7 +67,7 @@ def run_dir(tmp_path, monkeypatch):
     FakeSampler.seen = []
     monkeypatch.setattr(minisir.sampler, "Sampler", FakeSampler)
     monkeypatch.setattr(minisir.assets, "resolve_gguf", lambda spec: tmp_path / "model.gguf")
-    monkeypatch.setattr(minisir.evaluate, "adapter_for_step", lambda arc, step: tmp_path / f"step-{step}.gguf")
+    monkeypatch.setattr(minisir.evaluate.run, "adapter_for_step", lambda arc, step: tmp_path / f"step-{step}.gguf")
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS.items()))
 

@@ -472,8 +472,8 @@ def _two_questions():
     return [E.Question("a", "What is 2 + 2?", "4"), E.Question("b", "What is 3 + 3?", "6")]
 
 
-def test_evaluate_default_prompt_is_the_opensir_student_prompt():
-    from minisir.methods.opensir import STUDENT_STOP, student_prompt
+def test_evaluate_default_prompt_is_the_shared_math_solver_prompt():
+    from minisir.methods.common import MATH_SOLVER_STOP as STUDENT_STOP, math_solver_prompt as student_prompt
 
     cfg = E.EvalConfig(benchmark="x", k=2)
     fake = FakeSampler()
@@ -481,7 +481,7 @@ def test_evaluate_default_prompt_is_the_opensir_student_prompt():
     assert fake.calls[0]["prompts"] == [student_prompt("What is 2 + 2?"), student_prompt("What is 3 + 3?")]
     assert all(c["stop"] == list(STUDENT_STOP) for c in fake.calls)  # completion style: few-shot stops
     assert [r["pass@1"] for r in res.records] == [1.0, 0.0]
-    assert res.config["prompt_style"] == "completion" and res.config["prompt"].endswith("student_prompt")
+    assert res.config["prompt_style"] == "completion" and res.config["prompt"].endswith("math_solver_prompt")
 
     chat = lambda messages: "<chat>" + messages[-1]["content"]  # noqa: E731
     fake = FakeSampler()
@@ -529,23 +529,52 @@ def test_run_eval_passes_prompt_and_stores_style(tmp_path):
 
 # ------------------------------------------------------------------ a real eval
 def test_eval_bundled_model_tiny(tmp_path):
+    """A real eval on the bundled model, scored on texts whose verdict is known by hand: the model
+    samples (and its token counts stay), then each question's two samples are replaced by a correct
+    answer in another spelling and a wrong one, and the greedy texts by an unboxed, a boxed and a
+    cut-off answer. What a 270M model happens to write would make the scores depend on the CPU."""
+    import dataclasses
+
     from minisir.assets import bundled_model_path
     from minisir.sampler import Sampler
 
     cfg = E.EvalConfig(benchmark="gsm8k-100", n_questions=3, k=2, max_tokens=32, seed=1)
+    refs = {q.question: q.answer for q in E.load_benchmark("gsm8k-100", 3, 1)}
+    assert len(refs) == 3 and all(re.fullmatch(r"\d+", r) for r in refs.values()), refs
+    greedy_texts = [lambda r: f"The total is {r}.", lambda r: f"So it is \\boxed{{{r}}}.",
+                    lambda r: f"So it is \\boxed{{{r}"]
+    sampled_tokens = []
     archive = Archive.open(tmp_path)
     with Sampler(bundled_model_path(), n_ctx=2048, n_parallel=8) as sampler:
+        real = sampler.generate
+
+        def generate(prompts, n=1, temperature=1.0, **kw):
+            groups = real(prompts, n=n, temperature=temperature, **kw)
+            out = []
+            for prompt, group in zip(prompts, groups):
+                [(i, ref)] = [(i, r) for i, (q, r) in enumerate(refs.items()) if q in prompt]
+                if temperature > 0:
+                    sampled_tokens.extend(len(c.token_ids) for c in group)
+                    texts = [f"Adding up gives {int(ref):,}.00, so the answer is \\boxed{{{int(ref):,}.00}}.",
+                             f"The answer is \\boxed{{{int(ref) + 1}}}."]
+                else:
+                    texts = [greedy_texts[i](ref)]
+                out.append([dataclasses.replace(c, text=t) for c, t in zip(group, texts)])
+            return out
+
+        sampler.generate = generate
         res = E.run_eval(bundled_model_path(), cfg, archive=archive, sampler=sampler, progress=False)
-    assert len(res.records) == 3
-    for rec in res.records:
-        assert len(rec["texts"]) == 2 and len(rec["answers"]) == 2
-        assert rec["pass@1"] in (0.0, 0.5, 1.0) and rec["greedy"] in (0.0, 1.0)
-        # scores are exactly what the training checker says about the texts
-        assert rec["correct"] == [E.is_correct(t, rec["reference"]) for t in rec["texts"]]
-        assert rec["greedy"] == float(E.is_correct(rec["greedy_text"], rec["reference"]))
+    assert [rec["reference"] for rec in res.records] == list(refs.values())
+    for i, rec in enumerate(res.records):
+        ref = int(rec["reference"])
+        assert rec["answers"] == [f"{ref:,}.00", str(ref + 1)]
+        assert rec["correct"] == [True, False] and rec["pass@1"] == 0.5
+        assert rec["maj@k"] == 1.0  # a 1-1 tie goes to the first answer class, here the right one
+        assert rec["greedy"] == [0.0, 1.0, 0.0][i]  # no box / boxed / box never closed
     m = res.metrics
-    for name in ("pass@1", "maj@k", "greedy"):
-        assert 0.0 <= m[name] <= 1.0 and len(m[f"{name}_ci"]) == 2
+    assert m["pass@1"] == 0.5 and m["maj@k"] == 1.0 and m["greedy"] == pytest.approx(1 / 3)
+    assert m["boxed_rate"] == 1.0 and len(m["pass@1_ci"]) == 2
+    assert len(sampled_tokens) == 6 and m["mean_tokens"] == pytest.approx(sum(sampled_tokens) / 6)
     assert 0 < m["mean_tokens"] <= 32
     stored = archive.evals()
     assert len(stored) == 1 and stored[0]["benchmark"] == "gsm8k-100" and stored[0]["step"] is None

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import minisir.assets
 import minisir.evaluate as E
+import minisir.evaluate.run
 import minisir.sampler
 from minisir.archive import Archive
 from minisir.cli import main
@@ -166,7 +167,7 @@ class _FakeSampler:
 def _runs(tmp_path, monkeypatch, models: list[str]) -> tuple[list[str], str]:
     monkeypatch.setattr(minisir.sampler, "Sampler", _FakeSampler)
     monkeypatch.setattr(minisir.assets, "resolve_gguf", lambda spec: tmp_path / str(spec))
-    monkeypatch.setattr(E, "adapter_for_step", lambda arc, step: tmp_path / f"step-{step}.gguf")
+    monkeypatch.setattr(minisir.evaluate.run, "adapter_for_step", lambda arc, step: tmp_path / f"step-{step}.gguf")
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
                              for i in range(1, 7)))
