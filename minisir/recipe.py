@@ -56,7 +56,8 @@ class SamplerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_ctx: int = Field(8192, ge=256, le=1_048_576, description="KV cells shared by all parallel sequences")
-    n_parallel: int = Field(16, ge=1, le=256, description="sequences decoded together")
+    n_parallel: int = Field(16, ge=1, le=255, description=(
+        "sequences decoded together (llama.cpp holds 256 sequences; one keeps the prompts' shared prefix)"))
     n_threads: int | None = Field(None, ge=1, description="CPU threads; null = all cores")
     n_gpu_layers: int = Field(-1, ge=-1, description="-1 = all layers on the GPU when llama.cpp has one")
     adapter_scale: float = Field(1.0, ge=0.0, le=4.0, description="LoRA scale in the sampler")

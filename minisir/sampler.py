@@ -1,10 +1,13 @@
 """Batched llama.cpp sampler: the hot path for every teacher and student generation.
 
 All sequences of one `generate` call advance together through one `llama_batch`.
-Each prompt is evaluated once for the group of sequences admitted with it (its tokens
-carry all their sequence ids, so the KV cells are shared), finished sequences free their
-slot for waiting ones, and sampling happens in numpy so every completion gets the
-log-probability of each sampled token under the raw model distribution.
+The prompts' common prefix (a few-shot prompt's examples) is evaluated once per call into
+a sequence of its own, whose cells every prompt then shares (llama.cpp's sequence copy, as
+vLLM's prefix cache does); each prompt's own rest is evaluated once for the group of
+sequences admitted with it (its tokens carry all their sequence ids, so the KV cells are
+shared). Finished sequences free their slot for waiting ones, and sampling happens in
+numpy so every completion gets the log-probability of each sampled token under the
+distribution it was drawn from (logits / T).
 
 Each completion draws from its own random stream keyed by (seed, prompt, sample), so
 results do not depend on how sequences were scheduled or on `n_parallel`.
@@ -27,6 +30,9 @@ from .errors import ContextOverflow, MinisirError, ModelNotFound
 
 log = logging.getLogger(__name__)
 
+# Bumped when sampled numbers change (log-probs at T, the shared prefix's batch shapes): cached
+# evaluations made by an older sampler are not reused next to new ones.
+SAMPLER_VERSION = 2
 _TOP_P_CANDIDATES = 1024  # tokens sorted for nucleus sampling before falling back to a full sort
 
 
@@ -284,7 +290,7 @@ class Sampler(Vocabulary):
         cparams.n_ctx = int(n_ctx)
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_batch
-        cparams.n_seq_max = self.n_parallel
+        cparams.n_seq_max = self.n_parallel + 1  # the last sequence id holds a shared prompt prefix
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.kv_unified = True  # prompt cells are shared by all sequences of a group
@@ -299,7 +305,9 @@ class Sampler(Vocabulary):
             )
         self.n_ctx = ll.llama_n_ctx(self._ctx)
         self._mem = ll.llama_get_memory(self._ctx)
-        self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel)
+        self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel + 1)
+        self._prefix_seq = self.n_parallel
+        self.prompt_tokens_evaluated = 0  # prompt tokens decoded so far (the shared prefix counts once)
         self._adapter = None
         self.adapter_path: Path | None = None
         self.adapter_scale = 0.0
@@ -377,15 +385,29 @@ class Sampler(Vocabulary):
         ptr = self._ll.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
 
-    def _eval_prompt(self, ids: list[int], seqs: list[int]) -> np.ndarray:
-        """Evaluate a prompt once for all `seqs`; returns a copy of its last logits row."""
-        for start in range(0, len(ids), self.n_batch):
+    def _eval_prompt(self, ids: list[int], seqs: list[int], cached: int = 0) -> np.ndarray:
+        """Evaluate a prompt once for all `seqs`; returns a copy of its last logits row.
+
+        cached: the first `cached` tokens are the shared prefix already in the prefix
+        sequence's cells (_eval_prefix); `seqs` share those cells instead of recomputing them.
+        """
+        for s in seqs if cached else ():
+            self._ll.llama_memory_seq_cp(self._mem, self._prefix_seq, s, 0, cached)
+        for start in range(cached, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
             last = start + len(chunk) == len(ids)
             self._decode(
                 [(t, start + i, seqs, last and i == len(chunk) - 1) for i, t in enumerate(chunk)]
             )
+        self.prompt_tokens_evaluated += len(ids) - cached
         return self._logits(1)[0].copy()
+
+    def _eval_prefix(self, ids: list[int]) -> None:
+        """Evaluate the prompts' common prefix once, into the prefix sequence's cells."""
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start : start + self.n_batch]
+            self._decode([(t, start + i, (self._prefix_seq,), False) for i, t in enumerate(chunk)])
+        self.prompt_tokens_evaluated += len(ids)
 
     def check_fits(self, n_prompt: int, max_tokens: int) -> None:
         """Raise ContextOverflow when one sequence cannot fit the context."""
@@ -423,16 +445,19 @@ class Sampler(Vocabulary):
         next_sample = [0] * len(prompts)
         free = list(range(self.n_parallel))[::-1]
         live: dict[int, _Slot] = {}
-        reserved = 0  # KV cells promised to live sequences and their groups' prompt cells
         held: dict[int, int] = {}  # admission group -> live sequences still sharing its prompt cells
         stops = [s for s in stop if s]
         self._ll.llama_memory_clear(self._mem, True)
+        shared = shared_prefix(ids) if len([k for k in counts if k]) > 1 else 0
+        if shared:  # few-shot prompts share their examples: evaluate them once for every prompt
+            self._eval_prefix(ids[0][:shared])
+        reserved = shared  # KV cells promised: the shared prefix, then live sequences and their prompts
 
         while pending or live:
             # Admit: give free slots to the next prompt while the context can hold them.
             while pending and free:
                 p, todo = pending[0]
-                k = min(todo, len(free), max(0, (self.n_ctx - reserved - len(ids[p])) // max_tokens))
+                k = min(todo, len(free), max(0, (self.n_ctx - reserved - len(ids[p]) + shared) // max_tokens))
                 if k == 0:
                     if not live:  # nothing will free cells: cannot make progress
                         raise ContextOverflow(
@@ -441,10 +466,10 @@ class Sampler(Vocabulary):
                         )
                     break
                 seqs = [free.pop() for _ in range(k)]
-                first = self._eval_prompt(ids[p], seqs)  # one evaluation, cells shared by all k
+                first = self._eval_prompt(ids[p], seqs, shared)  # one evaluation, cells shared by all k
                 group = len(held)
                 held[group] = k
-                reserved += len(ids[p]) + k * max_tokens
+                reserved += len(ids[p]) - shared + k * max_tokens
                 admitted = []
                 for s in seqs:
                     j = next_sample[p]
@@ -470,7 +495,7 @@ class Sampler(Vocabulary):
                 reserved -= sl.budget
                 held[sl.group] -= 1
                 if held[sl.group] == 0:
-                    reserved -= len(ids[sl.prompt])
+                    reserved -= len(ids[sl.prompt]) - shared
             if not live:
                 continue
 
@@ -596,6 +621,22 @@ def log_softmax_at(logits: np.ndarray, token: int) -> float:
 
 
 _BLOCK = 1024  # vocabulary block for two-level inverse-CDF sampling
+
+
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate evaluation
+
+
+def shared_prefix(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (its last
+    token's logits start the sampling); 0 when fewer than MIN_SHARED_PREFIX."""
+    if len(ids) < 2:
+        return 0
+    limit = min(len(x) for x in ids) - 1
+    n = 0
+    first = ids[0]
+    while n < limit and all(x[n] == first[n] for x in ids):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def sample_rows(

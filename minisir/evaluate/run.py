@@ -204,6 +204,8 @@ def _cache_key(model_path, adapter, cfg: EvalConfig, questions, chat, prompt, st
     """Everything that decides an evaluation's samples, hashed."""
     from importlib.metadata import version
 
+    from ..sampler import SAMPLER_VERSION
+
     if prompt is None:
         from ..methods.common import math_solver_prompt as make
     else:
@@ -212,7 +214,7 @@ def _cache_key(model_path, adapter, cfg: EvalConfig, questions, chat, prompt, st
         "model": _file_digest(model_path), "adapter": _file_digest(adapter) if adapter else None,
         "config": cfg.model_dump(), "questions": [(q.id, q.question, q.answer) for q in questions],
         "prompt": make(questions[0].question, chat) if questions else "", "stop": list(stop) if stop is not None else None,
-        "chat": chat is not None, "llama_cpp": version("llama-cpp-python"),
+        "chat": chat is not None, "llama_cpp": version("llama-cpp-python"), "sampler": SAMPLER_VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
