@@ -143,3 +143,74 @@ def test_opensir_teacher_prompt_and_parse_with_programs():
     out = O.parse_teacher("Five rows of 7 trees and 3 more: how many trees are there in all?</problem>\n"
                           "<program>\nprint(5 * 7 + 3)\n</program>\n<concepts>multiplication, addition")
     assert out.valid and out.program == "print(5 * 7 + 3)" and out.concepts == ["multiplication", "addition"]
+
+
+# --------------------------------------------------------------------------- a real SQLM step
+def test_sqlm_step_with_executed_labels(tmp_path, monkeypatch):
+    """The proposer's output is forced (a word problem with a program, one whose program fails, one that
+    leaks its answer); the solvers sample for real. Rewards must be true correctness against the
+    executed answers, refusals must keep their reasons, and the archive must hold the audit."""
+    import json
+    import sqlite3
+
+    import yaml
+    from click.testing import CliRunner
+
+    from minisir.answers import equivalent
+    from minisir.cli import main
+    from minisir.sampler import Sampler
+
+    forced = [
+        f"{WORD}\n</problem>\n<program>\nleft = 35 - 12\nprint(left)\n",
+        "Sara has 14 apples and eats some of them. How many apples are left now?\n</problem>\n"
+        "<program>\nprint(apples_left)\n",
+        "A bag holds 24 sweets in all, shared by 6 kids. How many sweets does the bag hold?\n</problem>\n"
+        "<program>\nprint(24)\n",
+        "What is 7 * 6?\n</problem>\n",
+    ]
+    real = Sampler.generate
+
+    def generate(self, prompts, n=1, **kw):
+        if not prompts or not prompts[0].endswith("<problem>\n"):
+            return real(self, prompts, n=n, **kw)  # solvers: the real model
+        texts = iter(forced)
+        return [[Completion(text=(t := next(texts)), token_ids=self.tokenize(t, add_bos=False), logprobs=[],
+                            finish_reason="stop", prompt_ids=self.tokenize(p)) for _ in range(n)] for p in prompts]
+
+    monkeypatch.setattr(Sampler, "generate", generate)
+    run_dir = tmp_path / "run"
+    recipe = {
+        "model": {"gguf": "bundled", "prompt_style": "completion"},
+        "sampler": {"n_ctx": 4096, "n_parallel": 8},
+        "method": {"name": "sqlm", "labels": "program", "topic": "easy arithmetic", "answer_kind": "number",
+                   "topic_examples": ["What is 2 + 3?"], "proposals_per_step": 4, "proposals_per_prompt": 4,
+                   "solver_samples": 4, "solver_max_tokens": 32, "proposer_max_tokens": 64},
+        "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
+        "run": {"steps": 1, "seed": 0, "dir": str(run_dir)},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    try:
+        rows = conn.execute("SELECT id, text, valid, invalid_reason, teacher_reward, extra FROM problems "
+                            "ORDER BY id").fetchall()
+        sols = {pid: conn.execute("SELECT answer, reward FROM solutions WHERE problem_id = ?", (pid,)).fetchall()
+                for pid, *_ in rows}
+        metrics = json.loads(conn.execute("SELECT metrics FROM steps").fetchone()[0])
+    finally:
+        conn.close()
+    extra = [json.loads(r[5]) for r in rows]
+    assert [e["executed_answer"] for e in extra] == ["23", None, "24", "42"]
+    assert [e["executed_source"] for e in extra] == ["program", None, "program", "expression"]
+    assert "NameError" in rows[1][3] and rows[1][3].startswith("no label")
+    assert rows[2][3].startswith("leak")
+    assert rows[1][4] == rows[2][4] == 0.0 and not sols[rows[1][0]] and not sols[rows[2][0]]
+    for (pid, *_), truth in ((rows[0], "23"), (rows[3], "42")):
+        got = sols[pid]
+        assert len(got) == 4
+        for answer, reward in got:  # the reward is true correctness, whatever the vote said
+            assert reward == (1.0 if answer is not None and equivalent(answer, truth) else 0.0)
+    assert metrics["labelled_rate"] == 0.75
+    assert metrics["label_audited"] == sum(1 for e in (extra[0], extra[3]) if "majority_correct" in e)
