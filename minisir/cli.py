@@ -505,16 +505,19 @@ def bench() -> None:
 @click.option("--max-tokens", default=64, show_default=True)
 @click.option("--parallel", default=16, show_default=True, help="Parallel sequences.")
 @click.option("--threads", type=int, default=None)
+@click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature of the batched path.")
+@click.option("--top-p", default=1.0, show_default=True, help="Nucleus mass of the batched path (< 1 sorts candidates).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
 @_friendly
 def bench_sampler_cmd(model: str, prompts: int, n: int, max_tokens: int, parallel: int, threads: int | None,
-                      as_json: bool) -> None:
-    """Batched sampler vs a one-sequence-at-a-time Llama.__call__ loop."""
+                      temperature: float, top_p: float, as_json: bool) -> None:
+    """Batched sampler vs a one-sequence-at-a-time Llama.__call__ loop, with the batched call's
+    time split into prompt decoding, step decoding and numpy sampling."""
     from .assets import resolve_gguf
     from .bench.sampling import bench_sampler
 
     result = bench_sampler(resolve_gguf(model), prompts=prompts, n=n, max_tokens=max_tokens,
-                           n_parallel=parallel, n_threads=threads)
+                           n_parallel=parallel, n_threads=threads, temperature=temperature, top_p=top_p)
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

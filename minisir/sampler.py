@@ -19,6 +19,7 @@ import bisect
 import ctypes
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +309,9 @@ class Sampler(Vocabulary):
         self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel + 1)
         self._prefix_seq = self.n_parallel
         self.prompt_tokens_evaluated = 0  # prompt tokens decoded so far (the shared prefix counts once)
+        # Seconds spent so far: llama_decode of prompts and of generation steps, and numpy sampling
+        # (softmax, nucleus, draws over the vocabulary): where generate's time goes (bench sampler).
+        self.timings = {"prompt_s": 0.0, "decode_s": 0.0, "sample_s": 0.0}
         self._adapter = None
         self.adapter_path: Path | None = None
         self.adapter_scale = 0.0
@@ -396,17 +400,22 @@ class Sampler(Vocabulary):
         for start in range(cached, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
             last = start + len(chunk) == len(ids)
-            self._decode(
-                [(t, start + i, seqs, last and i == len(chunk) - 1) for i, t in enumerate(chunk)]
+            self._timed_decode(
+                "prompt_s", [(t, start + i, seqs, last and i == len(chunk) - 1) for i, t in enumerate(chunk)]
             )
         self.prompt_tokens_evaluated += len(ids) - cached
         return self._logits(1)[0].copy()
+
+    def _timed_decode(self, key: str, tokens: Sequence[tuple[int, int, Sequence[int], bool]]) -> None:
+        t0 = time.perf_counter()
+        self._decode(tokens)
+        self.timings[key] += time.perf_counter() - t0
 
     def _eval_prefix(self, ids: list[int]) -> None:
         """Evaluate the prompts' common prefix once, into the prefix sequence's cells."""
         for start in range(0, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
-            self._decode([(t, start + i, (self._prefix_seq,), False) for i, t in enumerate(chunk)])
+            self._timed_decode("prompt_s", [(t, start + i, (self._prefix_seq,), False) for i, t in enumerate(chunk)])
         self.prompt_tokens_evaluated += len(ids)
 
     def check_fits(self, n_prompt: int, max_tokens: int) -> None:
@@ -501,7 +510,7 @@ class Sampler(Vocabulary):
 
             # One decode step for every live sequence.
             order = list(live.values())
-            self._decode([(sl.ids[-1], sl.pos, (sl.seq_id,), True) for sl in order])
+            self._timed_decode("decode_s", [(sl.ids[-1], sl.pos, (sl.seq_id,), True) for sl in order])
             for sl in order:
                 sl.pos += 1
             self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops)
@@ -523,7 +532,9 @@ class Sampler(Vocabulary):
         stops: list[str],
     ) -> None:
         """Sample one token for each slot from its logits row and update its state."""
+        t0 = time.perf_counter()
         toks, lps = sample_rows(logits, temperature, top_p, [sl.rng for sl in slots])
+        self.timings["sample_s"] += time.perf_counter() - t0
         for sl, tok, lp in zip(slots, toks.tolist(), lps.tolist()):
             sl.ids.append(tok)
             sl.logprobs.append(lp)

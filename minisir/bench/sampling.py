@@ -35,8 +35,14 @@ def bench_sampler(
     n_parallel: int = 16,
     n_threads: int | None = None,
     seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> dict:
-    """Batched sampler vs a one-sequence-at-a-time loop over `Llama.__call__`."""
+    """Batched sampler vs a one-sequence-at-a-time loop over `Llama.__call__`.
+
+    The batched call's time is split into prompt decoding, step decoding, numpy sampling and
+    the rest, so Python-side cost is measured against llama_decode in the same run.
+    """
     from llama_cpp import Llama
 
     from ..sampler import amx_safe_defaults
@@ -44,7 +50,8 @@ def bench_sampler(
     texts = _bench_texts(prompts)
     total = prompts * n
 
-    out, batched_s = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "batched")
+    out, batched_s, split = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "batched",
+                                        temperature=temperature, top_p=top_p)
     batched_tokens = sum(len(c.token_ids) for c in out)
 
     with amx_safe_defaults():
@@ -77,6 +84,12 @@ def bench_sampler(
         "sequential_seconds": round(seq_s, 3),
         "sequential_tokens_per_s": round(seq_tps, 2),
         "speedup_vs_sequential": round(batched_tps / seq_tps, 2),
+        # where the batched call's time went: llama_decode of prompts and of steps, numpy sampling
+        # over the vocabulary, and the rest (Python bookkeeping, detokenising, stop strings)
+        "batched_split_s": split,
+        "sampling_share": round(split["sample_s"] / batched_s, 3) if batched_s else None,
+        "temperature": temperature,
+        "top_p": top_p,
     }
     result.update(roofline(model, batched_tps, seq_tps, min(n_parallel, total)))
     result["peak_rss_mb"] = round(high_water_mb(), 1)
@@ -90,22 +103,27 @@ def _bench_texts(prompts: int) -> list[str]:
 
 
 def _in_process(model: Path, texts: list[str], n: int, max_tokens: int, n_parallel: int, n_threads: int | None,
-                seed: int, desc: str) -> tuple[list, float]:
-    """`_timed_generate` on a batched Sampler sized for the work, closed afterwards."""
+                seed: int, desc: str, temperature: float = 1.0, top_p: float = 1.0) -> tuple[list, float, dict]:
+    """`_timed_generate` on a batched Sampler sized for the work, closed afterwards; also the time split."""
     from ..sampler import Sampler
 
     with Sampler(model, n_ctx=max(4096, n_parallel * (max_tokens + 128)), n_parallel=n_parallel,
                  n_threads=n_threads) as sampler:
-        return _timed_generate(sampler, texts, n, max_tokens, seed, desc)
+        sampler.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
+        before = dict(sampler.timings)
+        out, seconds = _timed_generate(sampler, texts, n, max_tokens, seed, desc, temperature, top_p)
+        split = {k: round(v - before[k], 3) for k, v in sampler.timings.items()}
+        split["other_s"] = round(seconds - sum(split.values()), 3)
+        return out, seconds, split
 
 
-def _timed_generate(sampler, texts: list[str], n: int, max_tokens: int, seed: int, desc: str) -> tuple[list, float]:
+def _timed_generate(sampler, texts: list[str], n: int, max_tokens: int, seed: int, desc: str,
+                    temperature: float = 1.0, top_p: float = 1.0) -> tuple[list, float]:
     """One generate call over all prompts, with a token progress bar; (completions, seconds)."""
-    sampler.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
     t0 = time.perf_counter()
     with tqdm(total=len(texts) * n * max_tokens, desc=desc, unit="tok", leave=False) as bar:
-        out = sampler.generate(texts, n=n, max_tokens=max_tokens, temperature=1.0, seed=seed,
-                               progress=bar.update)
+        out = sampler.generate(texts, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                               seed=seed, progress=bar.update)
     return [c for group in out for c in group], time.perf_counter() - t0
 
 
@@ -133,8 +151,9 @@ def bench_server(
     texts = _bench_texts(prompts)
     with ServerSampler(url, model, served_model=served_model, max_concurrency=max_concurrency) as remote:
         served = remote.served_model
+        remote.generate(texts[:1], n=1, max_tokens=4, seed=seed)  # warm-up
         server_out, server_s = _timed_generate(remote, texts, n, max_tokens, seed, "server")
-    local_out, local_s = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "in-process")
+    local_out, local_s, _ = _in_process(model, texts, n, max_tokens, n_parallel, n_threads, seed, "in-process")
 
     server_tokens = sum(len(c.token_ids) for c in server_out)
     local_tokens = sum(len(c.token_ids) for c in local_out)
