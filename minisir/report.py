@@ -52,6 +52,9 @@ CURVES: dict[str, Curve] = {
     "diversity_mean": Curve("diversity_mean", "diversity (mean per valid problem)",
                             f"SELECT step, AVG(diversity) FROM problems WHERE valid = 1 AND diversity IS NOT NULL "
                             f"AND {_NOT_SEED} GROUP BY step"),
+    "label_precision": Curve("label_precision", "majority vote equals the executed answer",
+                             "SELECT step, AVG(json_extract(extra, '$.majority_correct')) FROM problems "
+                             "WHERE json_extract(extra, '$.majority_correct') IS NOT NULL GROUP BY step"),
     "solution_tokens_mean": Curve("solution_tokens_mean", "solution length (mean tokens)",
                                   "SELECT step, AVG(n_tokens) FROM solutions WHERE n_tokens IS NOT NULL GROUP BY step"),
 }
@@ -62,6 +65,8 @@ PANELS = (
     ("solve_rate.png", "Student solve rate", "fraction of samples agreeing with the majority",
      ("solve_rate_mean",), (0, 1.02)),
     ("valid_rate.png", "Valid-problem rate", "fraction of teacher outputs that parse", ("valid_rate",), (0, 1.02)),
+    ("label_audit.png", "Label audit", "share of audited problems whose majority vote is right",
+     ("label_precision",), (0, 1.02)),
     ("diversity.png", "Problem diversity", "diversity score (0 = duplicate, higher = novel)", ("diversity_mean",), None),
     ("solution_length.png", "Student solution length", "tokens per solution", ("solution_tokens_mean",), None),
 )

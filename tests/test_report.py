@@ -28,6 +28,7 @@ def _populate(run_dir) -> Archive:
             "key": "p", "text": f"Step {step} problem about {CONCEPTS[step][0]}: what is {step} + {step}?",
             "concepts": CONCEPTS[step], "role": "teacher", "valid": True, "solve_rate": 0.5 + step / 20,
             "teacher_reward": 0.1 * step, "majority_answer": str(2 * step), **parent_ref,
+            "majority_correct": step % 3 == 0,  # the label audit: vote right at steps 0 and 3
         })
         problems.append({"key": "bad", "text": "garbage", "role": "teacher", "valid": step % 2 == 0,
                          "invalid_reason": None if step % 2 == 0 else "no_problem_tag", "concepts": ["noise"],
@@ -66,7 +67,7 @@ def test_report_writes_markdown_and_plots(run_dir, tmp_path):
     assert path == out / "report.md"
     md = path.read_text()
     for name in ("rewards.png", "solve_rate.png", "valid_rate.png", "solution_length.png",
-                 "eval_accuracy.png", "lineage_depth.png"):
+                 "eval_accuracy.png", "lineage_depth.png", "label_audit.png"):
         png = out / name
         assert png.is_file() and png.stat().st_size > 5000, name
         assert png.read_bytes()[:8] == PNG_MAGIC
@@ -77,6 +78,7 @@ def test_report_writes_markdown_and_plots(run_dir, tmp_path):
     # the student reward curve came from the solutions table (3 of 4 agree)
     assert "| student_reward_mean | 0 | 0.750 | 5 | 0.750 | tables |" in md
     assert "| teacher_reward_mean | 0 | 0.000 | 5 | 0.500 | step metrics |" in md
+    assert "| label_precision | 0 | 1.000 | 5 | 0.000 | tables |" in md  # from the archive's audit column
     # concepts by phase: early shows addition, late shows probability
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| early")
             or line.startswith("| middle") or line.startswith("| late")}
