@@ -39,12 +39,17 @@ MATH_SOLVER_EXAMPLES: tuple[tuple[str, str], ...] = (
 MATH_SOLVER_STOP: tuple[str, ...] = ("\nProblem:", "\n\n\n")
 
 
+def one_line(text: str) -> str:
+    """Whitespace runs (newlines included) collapsed to single spaces: how problems appear in prompts."""
+    return " ".join(str(text).split())
+
+
 def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
     """Prompt asking for a worked solution ending in \\boxed{answer}.
 
     chat=None -> few-shot completion prompt ending in "Solution:" (base models).
     """
-    problem = " ".join(str(problem).split())
+    problem = one_line(problem)
     if chat is not None:
         return chat(
             [{"role": "user", "content": f"{problem}\n\nReason step by step and put the final answer in \\boxed{{}}."}]

@@ -34,8 +34,8 @@ from ..answers import equivalent, extract_boxed
 from ..grpo import Sample, has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
 from ..sandbox import SandboxConfig
-from .common import (ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
-                     to_sample)
+from .common import (MATH_SOLVER_STOP, ChatFn, completion_fields, math_solver_prompt, mean_or_none, one_line,
+                     sampled_by, to_sample)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
@@ -169,8 +169,6 @@ TEACHER_INSTRUCTION = (
     "The new problem is inside <problem></problem> and the concepts it uses are listed "
     "inside <concepts></concepts>."
 )
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | None = None,
@@ -182,8 +180,8 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
     think: ask the model to explain first, inside <think>, how its problem differs (reference).
     program: the problem is followed by a <program> that prints its answer (labels: program/agree).
     """
-    reference = _one_line(reference)
-    existing = [_one_line(e) for e in examples if str(e).strip()]
+    reference = one_line(reference)
+    existing = [one_line(e) for e in examples if str(e).strip()]
     if chat is not None:
         avoid = ""
         if existing:
@@ -309,7 +307,7 @@ def _parse_tagged(text: str) -> TeacherOutput:
             return TeacherOutput(problem or None, reason="misordered </concepts>")
         body = text[c_open + len(_C_OPEN):c_close]
         span = (c_open, c_close + len(_C_CLOSE))
-    concepts = [_one_line(c) for c in re.split(r"[,;\n]", body) if c.strip()]
+    concepts = [one_line(c) for c in re.split(r"[,;\n]", body) if c.strip()]
     if not problem:
         return TeacherOutput(None, concepts, reason="empty problem", concept_span=span)
     if len(problem) > MAX_PROBLEM_CHARS:

@@ -58,8 +58,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..grpo import has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
-from .common import (ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, sampled_by,
-                     to_sample)
+from .common import (MATH_SOLVER_STOP, ChatFn, completion_fields, math_solver_prompt, mean_or_none, one_line,
+                     sampled_by, to_sample)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
@@ -251,8 +251,6 @@ SOLVER_INSTRUCTION_CODE = (
 )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _format_tests(tests: Sequence[tuple[str, str]]) -> str:
@@ -275,7 +273,7 @@ def topic_kind(topic: str, kind: str | None = None) -> str:
 
 
 def _topic_text(topic: str) -> str:
-    return TOPIC_TEXT.get(topic, _one_line(topic))
+    return TOPIC_TEXT.get(topic, one_line(topic))
 
 
 def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_tests: int = 5,
@@ -316,7 +314,7 @@ def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_t
         rng.shuffle(shots)
         for shot in shots[:3]:
             problem, code = example_parts(shot)
-            parts += [f"Topic: {text}", "<problem>", _one_line(problem), "</problem>"]
+            parts += [f"Topic: {text}", "<problem>", one_line(problem), "</problem>"]
             parts += ["<program>", code or "", "</program>", ""] if program else [""]
     parts += [f"Topic: {text}", "<problem>", ""]
     return "\n".join(parts)
@@ -371,7 +369,7 @@ _NUMBER = re.compile(r"\d+")
 _TAGS = ("<problem>", "</problem>", "<tests>", "</tests>", "<input>", "</input>", "<output>", "</output>",
          "<program>", "</program>")
 _EXAMPLE_PROBLEMS = {
-    _one_line(p).lower()
+    one_line(p).lower()
     for p in [*PROPOSER_EXAMPLES["arithmetic"], *PROPOSER_EXAMPLES["algebra"], *(c[0] for c in CODING_EXAMPLES)]
 }
 MAX_PROGRAM_CHARS = 2000
@@ -486,7 +484,7 @@ def parse_proposal(
         return _invalid("problem too short", problem)
     if len(problem) > MAX_PROBLEM_CHARS:
         return _invalid(f"problem longer than {MAX_PROBLEM_CHARS} characters", problem)
-    if _one_line(problem).lower() in _EXAMPLE_PROBLEMS | {_one_line(example_parts(e)[0]).lower() for e in examples}:
+    if one_line(problem).lower() in _EXAMPLE_PROBLEMS | {one_line(example_parts(e)[0]).lower() for e in examples}:
         return _invalid("copied a prompt example", problem)
     if not coding:
         if "\\boxed" in problem or _ANSWER_LINE.search(problem):
