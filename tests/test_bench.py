@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from minisir import bench
 from minisir.cli import main
 from tiny_models import tiny_hf_dir
+from tiny_run import force_valid_problem
 
 torch.set_num_threads(1)  # the machine's 2 cores are shared
 
@@ -84,12 +85,56 @@ def test_archive_bench_small(tmp_path):
     for r in out["sizes"]:
         assert r["valid_problems_rows"] == r["archived"]
         assert r["diversity_ms"] > 0 and r["commit_ms"] > 0
-        assert r["diversity_median_ms"] >= r["diversity_ms"]
-    g = out["growth_per_10x"]
-    assert len(g["diversity"]) == len(g["commit"]) == 1
-    assert isinstance(out["no_worse_than_linear"], bool)
+        assert r["diversity_median_ms"] >= r["diversity_ms"] and r["commit_median_ms"] >= r["commit_ms"]
+    small, big = out["sizes"]
+    # 100 -> 1000 is one decade: growth per 10x is the plain ratio of the two timings.
+    for key, name in (("diversity_ms", "diversity"), ("commit_ms", "commit")):
+        ratio = big[key] / small[key]
+        assert out[f"{name}_ratio_vs_smallest"] == pytest.approx([1.0, ratio], abs=0.01)
+        assert out["growth_per_10x"][name] == pytest.approx([ratio], abs=0.01)
+        assert out["growth_per_10x_smallest_to_largest"][name] == pytest.approx(ratio, abs=0.01)
     assert out["solutions_per_step"] == 128 and out["peak_rss_mb"] > 0
     assert not list(tmp_path.iterdir())  # temp archives removed
+
+
+class _Clock:
+    """bench's clock, under the test's control: call k returns the sum of the first k intervals."""
+
+    def __init__(self, interval):
+        self.interval, self.calls, self.now = interval, 0, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.interval(self.calls)
+        self.calls += 1
+        return self.now
+
+    @staticmethod
+    def time() -> float:
+        return 1.7e9
+
+
+def test_archive_bench_judges_growth_from_its_timings(tmp_path, monkeypatch):
+    """no_worse_than_linear says whether the operations grew at most ~linearly with the archive. Timed
+    by a clock where everything takes 1 ms, nothing grows (True, growth 1.0 per 10x); by one where
+    each timed interval is 10% longer than the one before, the later, bigger archive's timings are
+    over 100x the small one's for 10x the rows: worse than linear (False)."""
+    import sys
+
+    where = sys.modules[bench.bench_archive.__module__]  # the module whose clock bench_archive reads
+    flat = _Clock(lambda k: 0.001)
+    monkeypatch.setattr(where, "time", flat)
+    out = bench.bench_archive(sizes=(50, 500), repeats=2, solutions_per_archived=1, workdir=tmp_path)
+    assert flat.calls > 50  # the bench really timed with this clock
+    assert [(r["diversity_ms"], r["commit_ms"]) for r in out["sizes"]] == [(1.0, 1.0), (1.0, 1.0)]
+    assert out["growth_per_10x"]["diversity"] == [1.0] and out["growth_per_10x"]["commit"] == [1.0]
+    assert out["no_worse_than_linear"] is True
+
+    slowing = _Clock(lambda k: 0.001 * 1.1 ** k)
+    monkeypatch.setattr(where, "time", slowing)
+    out = bench.bench_archive(sizes=(50, 500), repeats=2, solutions_per_archived=1, workdir=tmp_path)
+    assert out["growth_per_10x"]["diversity"][0] > 100 and out["growth_per_10x"]["commit"][0] > 100
+    assert out["no_worse_than_linear"] is False
+    assert not list(tmp_path.iterdir())
 
 
 def test_archive_bench_commits_are_real(tmp_path):
@@ -185,18 +230,31 @@ def test_hf_generate_counts_tokens(tiny):
 
 
 @pytest.mark.slow
-def test_step_bench_quickstart_tiny():
-    """A whole step on the bundled model with tiny token limits, against the PEFT baseline (minutes)."""
+def test_step_bench_quickstart_tiny(monkeypatch):
+    """A whole step on the bundled model with tiny token limits, against the PEFT baseline (minutes).
+
+    The teacher's first problem is a known valid one (tiny_run.force_valid_problem), so students
+    sample, a group trains and the adapter is exported whatever this CPU samples: those phases
+    took time, and the timed phases, run one after the other inside the step, add up to at most it."""
+    force_valid_problem(monkeypatch)
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
     out = bench.bench_step(recipe, {"method.teacher_max_tokens": 24, "method.student_max_tokens": 16},
                            baseline="peft", threads=1)
     assert out["benchmark"] == "step"
     assert out["baseline"] == "transformers-generate + peft full-logits GRPO"
     phases = out["minisir"]["phases_seconds"]
-    for name in ("teacher", "train", "export", "step"):
-        assert phases[name] >= 0
-    assert out["sampling_by_role"]["teacher"]["prompts"] == 1
-    assert out["sampling_by_role"]["teacher"]["n"] == 4
+    for name in ("teacher", "student", "train", "export", "step"):
+        assert phases[name] > 0, (name, phases)
+    inside = {k: v for k, v in phases.items() if k != "step"}
+    assert {"references", "parse", "embed", "rewards"} <= set(inside)
+    assert sum(inside.values()) <= phases["step"] + 0.0005 * len(inside), phases  # each rounded to 1 ms
+    assert out["minisir"]["seconds_step"] == phases["step"]
+    assert out["sampling_by_role"]["teacher"]["prompts"] == 1 and out["sampling_by_role"]["teacher"]["n"] == 4
+    assert out["sampling_by_role"]["student"]["prompts"] >= 1 and out["sampling_by_role"]["student"]["n"] == 4
+    assert out["minisir"]["train_samples"] >= 4 and out["minisir"]["train_tokens"] > 0
     assert out["baseline_run"]["sample_tokens"] > 0 and out["minisir"]["sample_tokens"] > 0
-    assert set(out["speedup_vs_baseline"]) == {"sampling", "update", "sampling_plus_update", "step"}
+    assert out["baseline_run"]["update_seconds"] > 0
+    speedups = out["speedup_vs_baseline"]
+    assert set(speedups) == {"sampling", "update", "sampling_plus_update", "step"}
+    assert all(v is not None and v > 0 for v in speedups.values()), speedups
     assert out["minisir"]["peak_rss_mb"] > 0 and out["baseline_run"]["peak_rss_mb"] > 0

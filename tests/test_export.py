@@ -247,9 +247,7 @@ def test_bundled_model_lora(ll, tok_gguf, tmp_path):
 
 
 def test_quantize_gguf_loads_and_generates(ll, tiny, tmp_path):
-    arch, model, path = tiny
-    if arch != "gemma3":
-        pytest.skip("quantization is architecture-independent; gemma3 is the product's model")
+    arch, model, path = tiny  # every architecture a recipe can name (their tensor sets differ: biases, q/k norms)
     dst = export.quantize_gguf(path, tmp_path / "tiny-q4_k_m.gguf", "q4_k_m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-q4_k_m.gguf"]
     # hidden 64 is too narrow for K-quant blocks: llama.cpp falls back to q5_0/q8_0 there

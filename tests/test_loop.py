@@ -20,6 +20,9 @@ from minisir.archive import Archive
 from minisir.cli import main
 from minisir.loop import Runner
 from minisir.recipe import load_recipe
+from tiny_run import FORCED, check_committed, force_valid_problem
+
+TESTS = Path(__file__).resolve().parent
 
 TINY = {
     "model": {"gguf": "bundled"},
@@ -46,13 +49,17 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
+    """Two steps in which the teacher's first problem is a known valid one (tiny_run.force_valid_problem),
+    so what a valid problem and a trained step leave in the archive does not depend on sampled text."""
     root = tmp_path_factory.mktemp("run")
     recipe = load_recipe(write_recipe(root / "r.yaml", root / "run"))
-    runner = Runner(recipe, progress=False)
-    try:
-        assert runner.run() == 2
-    finally:
-        runner.close()
+    with pytest.MonkeyPatch.context() as mp:
+        force_valid_problem(mp)
+        runner = Runner(recipe, progress=False)
+        try:
+            assert runner.run() == 2
+        finally:
+            runner.close()
     return root / "run"
 
 
@@ -66,6 +73,12 @@ def test_archive_holds_what_the_recipe_implies(finished_run):
         assert [p["text"] for p in seeds] == ["What is 1+1?"]
         assert len(teacher) == 2 * 1 * 3  # steps x references x teacher samples
         valid = [arc.problem(p["id"]) for p in teacher if p["valid"]]
+        forced = [p for p in valid if p["text"] == FORCED["opensir"][0]]
+        assert [p["step"] for p in forced] == [0, 1], "the known problem is valid in both steps"
+        for p in forced:  # students answered 21, 21, 20: majority 21, solve rate 2/3
+            assert p["majority_answer"] == "21" and p["solve_rate"] == pytest.approx(2 / 3)
+            assert p["concepts"] == ["multiplication", "money"]
+            assert [s["agrees"] for s in p["solutions"]] == [True, True, False]
         for p in teacher:
             if not p["valid"]:
                 assert p["invalid_reason"], "invalid output is recorded with its reason"
@@ -84,17 +97,20 @@ def test_archive_holds_what_the_recipe_implies(finished_run):
         assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
         for s in steps:
             m = s["metrics"]
-            assert 0.0 <= m["valid_rate"] <= 1.0
+            assert 1 / 3 <= m["valid_rate"] <= 1.0  # at least the known problem of 3
             assert m["seconds_teacher"] > 0 and m["teacher_tokens_per_s"] > 0
-            if s["adapter_path"]:
-                f = finished_run / s["adapter_path"]
-                assert sha256(f) == s["adapter_sha256"]
+            # the known problem's students (rewards 1.1, 1.1, 0.1) are a trainable group: every step trains
+            assert m["student_groups_trained"] == 1 and m["train_groups_used"] >= 1 and m["train_tokens"] > 0
+            f = finished_run / s["adapter_path"]
+            assert sha256(f) == s["adapter_sha256"]
         evals = arc.evals()
         assert [(e["step"], e["benchmark"]) for e in evals] == [(1, "arithmetic")], "eval_every=2 -> after step 1"
         run = arc.run_info()
         assert run["recipe"]["method"]["teacher_samples"] == 3
         assert run["recipe"]["trainer"]["learning_rate"] > 0, "defaults are resolved and stored"
         assert run["seed"] == 3
+    check_committed(finished_run, 2)  # adapters on disk match, state/ holds the last trained step
+    assert [p.name for p in (finished_run / "state").iterdir()] == ["step-000001"]
 
 
 def test_rerunning_a_finished_run_adds_nothing(finished_run, tmp_path):
@@ -130,9 +146,11 @@ def _committed_steps(archive: Path) -> list[int]:
 
 
 def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
+    """Every step trains (the CLI runs with tiny_run.force_valid_problem, in tests/forced_cli.py), so the
+    kill lands between two trained steps and the resumed run must continue from step 0's trainer state."""
     run_dir = tmp_path / "run"
     recipe = write_recipe(tmp_path / "r.yaml", run_dir, steps=3)
-    cmd = [sys.executable, "-m", "minisir.cli", "run", str(recipe)]
+    cmd = [sys.executable, str(TESTS / "forced_cli.py"), "run", str(recipe)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     archive = run_dir / "archive.sqlite"
@@ -143,9 +161,11 @@ def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
     proc.send_signal(signal.SIGKILL)  # step 1 has started: it samples for seconds before it can commit
     proc.wait()
     assert _committed_steps(archive) == [0]
+    assert [p.name for p in (run_dir / "state").iterdir()] == ["step-000000"]  # step 0 trained
     with Archive.open(run_dir, readonly=True) as arc:
         before = [(p["id"], p["text"], p["teacher_reward"]) for p in arc.problems(limit=1000)]
         adapter0 = arc.steps()[0]["adapter_sha256"]
+    assert adapter0
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -157,9 +177,11 @@ def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
         steps = arc.steps()
         assert steps[0]["adapter_sha256"] == adapter0
         for s in steps:
-            if s["adapter_path"]:
-                assert sha256(run_dir / s["adapter_path"]) == s["adapter_sha256"]
-    trained = [s["step"] for s in steps if s["adapter_path"]]
-    state = run_dir / "state"  # absent when no step happened to train on this CPU
-    leftovers = [p.name for p in state.iterdir()] if state.exists() else []
-    assert leftovers == ([f"step-{trained[-1]:06d}"] if trained else []), "only the newest trainer state is kept"
+            assert sha256(run_dir / s["adapter_path"]) == s["adapter_sha256"]
+        assert [p["step"] for p in arc.problems(limit=1000) if p["text"] == FORCED["opensir"][0] and p["valid"]] \
+            == [0, 1, 2]
+    assert [s["step"] for s in steps if s["adapter_path"]] == [0, 1, 2], "every step trained"
+    assert len({s["adapter_sha256"] for s in steps}) == 3
+    # only the newest trainer state is kept, and no half-written step-1 files survive the kill
+    assert [p.name for p in (run_dir / "state").iterdir()] == ["step-000002"]
+    check_committed(run_dir, 3)

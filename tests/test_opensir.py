@@ -30,9 +30,18 @@ from minisir.methods.common import answer_leak_reason, has_clear_majority
 
 
 def test_config_defaults_and_window_validation():
+    """The defaults, through what they pay: the reference's inclusive window [0.5, 0.9] peaking at 0.7
+    over G = 8 students (edges worth 1/4: 4/8..7/8 are inside), and reward weights 1, 1, 1, 0.1."""
     cfg = OpenSIRConfig()
-    assert (cfg.solve_low, cfg.solve_peak, cfg.solve_high) == (0.5, 0.7, 0.9)
-    assert cfg.seeds == ["What is 1+1?"] and cfg.weights.format == 0.1
+    # Worked by hand: edge + (1 - edge) * distance to the edge / distance from the edge to the peak.
+    by_hand = [0.0, 0.0, 0.0, 0.0, 0.25, 0.25 + 0.75 * 0.125 / 0.2, 0.25 + 0.75 * 0.15 / 0.2,
+               0.25 + 0.75 * 0.025 / 0.2, 0.0]
+    got = [teacher_reward(True, k / 8, 0.0, 0.0, cfg).solvability for k in range(9)]
+    assert got == pytest.approx(by_hand, abs=1e-12)
+    # solvability 0.8125 + diversity 0.5 + length 128/256 + format 0.1 * 1
+    assert teacher_reward(True, 6 / 8, 0.5, 128, cfg).reward == pytest.approx(0.8125 + 0.5 + 0.5 + 0.1)
+    assert teacher_reward(True, 3 / 4, 0.0, 0.0, cfg, n_samples=4).solvability == pytest.approx(0.875)  # edge 1/2
+    assert cfg.seeds == ["What is 1+1?"]
     with pytest.raises(ValidationError, match="solve_peak"):
         OpenSIRConfig(solve_low=0.5, solve_peak=0.95, solve_high=0.9)
     with pytest.raises(ValidationError, match="solve_low"):

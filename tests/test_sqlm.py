@@ -32,11 +32,18 @@ from minisir.sandbox import SandboxConfig, TestCase
 
 # --------------------------------------------------------------------------- config
 def test_config_defaults_and_band():
+    """The defaults, through what they pay (the reference: N = 4 solvers, the proposer earns 1 when the
+    majority is neither unanimous nor a single vote, and trains every 5th step)."""
+    def paid(cfg: SQLMConfig) -> list[int]:  # majority sizes m = 0..N that earn the proposer 1
+        return [m for m in range(cfg.solver_samples + 1) if math_proposer_reward(m, *cfg.band()) == 1.0]
+
     cfg = SQLMConfig()
-    assert cfg.solver_samples == 4 and cfg.proposer_update_every == 5 and cfg.topic == "arithmetic"
-    assert cfg.band() == (1, 4)
-    assert SQLMConfig(solver_samples=8).band() == (1, 8)  # band_high follows N
-    assert SQLMConfig(solver_samples=8, band_low=2, band_high=7).band() == (2, 7)
+    assert cfg.topic == "arithmetic"
+    assert paid(cfg) == [2, 3]
+    assert paid(SQLMConfig(solver_samples=8)) == [2, 3, 4, 5, 6, 7]  # the band's top follows N
+    assert paid(SQLMConfig(solver_samples=8, band_low=2, band_high=7)) == [3, 4, 5, 6]
+    assert [s for s in range(12) if proposer_updates(s, cfg.proposer_update_every)] == [4, 9]
+    assert cfg.proposals_per_prompt == 4  # the reference's proposer group
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 from minisir.archive import Archive
 from minisir.loop import Runner
 from minisir.recipe import parse_recipe
+from tiny_run import FORCED, check_committed, force_valid_proposal, forced_answers
 
 
 def recipe(topic: str, run_dir) -> dict:
@@ -23,7 +24,11 @@ def recipe(topic: str, run_dir) -> dict:
 
 
 @pytest.mark.parametrize("topic", ["arithmetic", "algebra", "coding"])
-def test_one_sqlm_step_per_topic(topic, tmp_path):
+def test_one_sqlm_step_per_topic(topic, tmp_path, monkeypatch):
+    """One step whose first proposal is a known valid problem (tiny_run.force_valid_proposal) solved
+    by 2 of 3 solvers: it must be voted on (or tested), pay its proposer 1, train its solvers and leave
+    an adapter and trainer state; the other two proposals are sampled and checked for consistency."""
+    force_valid_proposal(monkeypatch)
     runner = Runner(parse_recipe(recipe(topic, tmp_path / "run")), progress=False)
     try:
         assert runner.run() == 1
@@ -31,9 +36,19 @@ def test_one_sqlm_step_per_topic(topic, tmp_path):
         runner.close()
     with Archive.open(tmp_path / "run", readonly=True) as arc:
         problems = [arc.problem(p["id"]) for p in arc.problems(limit=100)]
-        metrics = arc.steps()[0]["metrics"]
+        step = arc.steps()[0]
+        metrics = step["metrics"]
     assert len(problems) == 3 and all(p["role"] == "proposer" for p in problems)
     assert metrics["topic"] == topic
+    known = problems[0]
+    assert known["text"] == FORCED[topic][0] and known["valid"] and known["invalid_reason"] is None
+    assert [s["reward"] for s in known["solutions"]] == [1.0, 1.0, 0.0] and known["teacher_reward"] == 1.0
+    if topic != "coding":  # answers 2 right, 1 wrong: a clear majority of 2 inside the band 1 < m < 3
+        assert known["majority_answer"] == forced_answers(topic, 3)[0]
+        assert [s["answer"] for s in known["solutions"]] == forced_answers(topic, 3)
+    assert metrics["solver_groups_trained"] >= 1 and metrics["train_groups_used"] >= 1
+    assert metrics["train_tokens"] > 0 and step["adapter_path"]
+    check_committed(tmp_path / "run", 1)  # the adapter on disk matches; state/ holds step 0
     for p in problems:
         assert p["teacher_reward"] in (0.0, 1.0)
         if not p["valid"]:

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pydantic
 import pytest
 import torch
@@ -68,11 +69,35 @@ def _close(a: dict, b: dict, **tol) -> bool:
 # --------------------------------------------------------------------------- config
 
 
-def test_config_defaults_and_validation():
+def test_config_defaults_and_validation(models):
+    """The defaults, through what a step does with them: a rank-16 LoRA (alpha 32) on every attention
+    and MLP projection, advantages scaled by the group's std, groups under 0.02 reward std skipped,
+    truncated completions masked, importance weights capped at 2, no KL, loss = sum / trained tokens."""
     cfg = TrainerConfig()
-    assert cfg.loss_agg == "token" and cfg.scale_std and cfg.mask_truncated
-    assert (cfg.eps_low, cfg.eps_high, cfg.kl_coef, cfg.is_cap) == (0.2, 0.28, 0.0, 2.0)
-    assert cfg.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    adv, used, skipped = group_advantages(
+        [Sample([2], [5], [], r, g) for r, g in [(0, "a"), (10, "a"), (0, "b"), (0.03, "b"), (0, "c"), (0.05, "c")]],
+        cfg.scale_std, cfg.min_reward_std)
+    assert adv == pytest.approx([-1.0, 1.0, None, None, -1.0, 1.0]) and (used, skipped) == (2, 1)
+
+    tr = GRPOTrainer(TrainerConfig(learning_rate=1e-2), None, hf_dir=models(), seed=0)  # lr: the only change
+    lora = {n[n.index("layers."):]: m for n, m in tr.model.named_modules() if hasattr(m, "lora_A")}
+    layers = tr.model.get_base_model().config.num_hidden_layers
+    want = {f"layers.{i}.{part}.{proj}" for i in range(layers) for part, proj in
+            [("self_attn", p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")] +
+            [("mlp", p) for p in ("gate_proj", "up_proj", "down_proj")]}
+    assert set(lora) == want
+    assert all(m.lora_A["default"].weight.shape[0] == 16 and m.scaling["default"] == 2.0 for m in lora.values())
+
+    samples = _batch(seed=20)  # two groups of four, rewards [0, 1, 0, 1] (+1), completions of 4, 5, 6, 4 tokens
+    for s, lp in zip(samples, tr.logprobs(samples)):
+        s.sampler_logprobs = [v - 5.0 for v in lp]  # weight e^5, capped at 2
+    samples[0].truncated = True  # masked: its 4 tokens drop out, its reward still counts in the group
+    m = tr.step(samples)
+    assert [len(s.completion_ids) for s in samples] == [4, 5, 6, 4] * 2
+    assert m["tokens"] == 38 - 4 and m["sequences"] == 7
+    assert m["is_weight_mean"] == pytest.approx(2.0) and m["is_capped_frac"] == 1.0 and m["kl"] == 0.0
+    # loss = -sum(w * A * tokens) / trained tokens, A = -1, 1, -1, 1 in both groups (ratio 1: first update)
+    assert m["loss"] == pytest.approx(-2.0 * ((5 - 6 + 4) + (-4 + 5 - 6 + 4)) / 34, rel=1e-5)
     for bad in ({"lora_rank": 0}, {"eps_low": 1.5}, {"loss_agg": "seq"}, {"is_cap": 0.5}, {"bogus": 1}):
         with pytest.raises(pydantic.ValidationError):
             TrainerConfig(**bad)
@@ -144,9 +169,6 @@ def test_logprob_gap_and_importance_weight_metrics(models):
     [
         {},
         {"loss_agg": "drgrpo", "max_completion_tokens": 8},
-        {"scale_std": False},
-        {"kl_coef": 0.1},
-        {"is_cap": None},
         {"updates_per_step": 2},
         {"gradient_checkpointing": True, "lora_dropout": 0.1},
         {"micro_batch_tokens": 16, "logprob_chunk": 2},
@@ -155,15 +177,120 @@ def test_logprob_gap_and_importance_weight_metrics(models):
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults",
 )
 def test_loss_options_run_and_are_finite(models, options):
+    """Options that change how the step is computed (not what it optimises) still train: every metric
+    finite, both groups and all 38 tokens trained, the LoRA moved and stayed float32. What is_cap,
+    scale_std and kl_coef change is checked by the tests below, drgrpo by test_drgrpo_normaliser_is_constant."""
     tr = _trainer(models(), **options)
+    before = _lora(tr)
     for seed in (3, 4):
-        m = tr.step(_batch(seed=seed))
+        batch = _batch(seed=seed)
+        m = tr.step(batch)
         assert all(math.isfinite(v) for v in m.values()), m
-        assert m["groups_used"] == 2 and m["tokens"] > 0 and m["grad_norm"] > 0
+        assert m["groups_used"] == 2 and m["tokens"] == sum(len(s.completion_ids) for s in batch) == 38
+        assert m["grad_norm"] > 0 and m["updates"] == options.get("updates_per_step", 1)
+    after = _lora(tr)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
     if options.get("kl_coef"):
         assert m["kl"] > 0  # after one update the LoRA policy differs from the base
-    if options.get("updates_per_step"):
-        assert m["updates"] == 2
+
+
+def _with(samples: list[Sample], reward_factor: float = 1.0, sampler_shift: list[list[float]] | None = None,
+          shift: float = 0.0) -> list[Sample]:
+    """Copies of `samples` with rewards scaled and/or sampler log-probs set to `sampler_shift` + shift."""
+    out = [Sample(**vars(s)) for s in samples]
+    for i, s in enumerate(out):
+        s.reward = s.reward * reward_factor
+        if sampler_shift is not None:
+            s.sampler_logprobs = [v + shift for v in sampler_shift[i]]
+    return out
+
+
+def _scaled(g: dict, factor: float) -> dict:
+    return {k: v * factor for k, v in g.items()}
+
+
+def _same(a: dict, b: dict, rel: float = 1e-4) -> bool:
+    """Equal up to float rounding, tensor by tensor: ||a - b|| <= rel * ||b|| (entries near zero
+    cancel in float32, so an element-wise rtol would judge rounding rather than the claim)."""
+    return a.keys() == b.keys() and all(float((a[k] - b[k]).norm()) <= rel * float(b[k].norm()) + 1e-12 for k in a)
+
+
+def test_is_cap_weights_each_token_by_the_capped_trainer_sampler_ratio(models):
+    """w = min(exp(lp_trainer - lp_sampler), is_cap); is_cap=None means w = 1. The first update's
+    gradient is linear in w, so a token the sampler underrated by e^10 gets exactly is_cap times the
+    uncorrected gradient, and one it overrated by e^1 gets e^-1 times it, whatever the cap."""
+    samples = _batch(seed=3)
+    own = _trainer(models()).logprobs(samples)
+
+    def grads(cap, shift):
+        return _grads(_trainer(models(), is_cap=cap), _with(samples, sampler_shift=own, shift=shift))
+
+    plain = grads(None, -10.0)
+    assert any(v.abs().max() > 0 for v in plain.values())
+    assert _same(grads(None, 1.0), plain)  # no correction: the sampler is ignored
+    assert _same(grads(2.0, -10.0), _scaled(plain, 2.0))  # capped at 2
+    assert _same(grads(1.0, -10.0), plain)  # capped at 1
+    assert _same(grads(1.0, 1.0), _scaled(plain, math.exp(-1.0)))  # below the cap
+    assert not _same(grads(2.0, -10.0), plain, rel=0.5)  # the comparisons above can fail
+    m = _trainer(models(), is_cap=2.0).step(_with(samples, sampler_shift=own, shift=-10.0))
+    assert m["is_weight_mean"] == pytest.approx(2.0) and m["is_capped_frac"] == 1.0
+    m = _trainer(models(), is_cap=None).step(_with(samples, sampler_shift=own, shift=-10.0))
+    assert m["is_weight_mean"] == 1.0 and m["is_capped_frac"] == 0.0
+
+
+def test_scale_std_divides_advantages_by_the_group_std(models):
+    """scale_std: advantages (r - mean) / std, so the gradient ignores the rewards' scale; without it
+    rewards spread 10x give a 10x gradient. _batch's groups have reward std 0.5."""
+    samples = _batch(seed=3)
+
+    def run(scale_std, factor):
+        tr = _trainer(models(), scale_std=scale_std)
+        acc: dict = {}
+        handles = [p.register_hook(lambda g, n=n: acc.__setitem__(n, acc.get(n, 0) + g.detach().clone()))
+                   for n, p in tr.model.named_parameters() if p.requires_grad]
+        m = tr.step(_with(samples, reward_factor=factor))
+        for h in handles:
+            h.remove()
+        return acc, m
+
+    std1, m_std1 = run(True, 1.0)
+    std10, m_std10 = run(True, 10.0)
+    raw1, m_raw1 = run(False, 1.0)
+    raw10, m_raw10 = run(False, 10.0)
+    assert _same(std10, std1)
+    assert m_std10["grad_norm"] == pytest.approx(m_std1["grad_norm"], rel=1e-4)
+    assert _same(raw10, _scaled(raw1, 10.0))
+    assert m_raw10["grad_norm"] == pytest.approx(10 * m_raw1["grad_norm"], rel=1e-4)
+    assert _same(raw1, _scaled(std1, 0.5))  # dividing by std 0.5 doubles it
+    assert m_std1["adv_abs_mean"] == pytest.approx(1.0) and m_raw10["adv_abs_mean"] == pytest.approx(5.0)
+
+
+def _lora_delta_norm(tr: GRPOTrainer) -> float:
+    """|| scale * B @ A || over every LoRA layer: how far the adapter moved the model from the base."""
+    total = 0.0
+    for module in tr.model.modules():
+        if hasattr(module, "lora_A") and "default" in module.lora_A:
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            total += float((b @ a * module.scaling["default"]).pow(2).sum())
+    return math.sqrt(total)
+
+
+def test_kl_coef_pulls_the_lora_back_to_the_base(models):
+    """k3 KL to the base: 0 on the first step (B = 0: the policy is the base), > 0 once the LoRA moved,
+    and a larger coefficient keeps the policy nearer the base over six steps on the same data:
+    lower reported KL and a smaller LoRA delta than without the term."""
+    samples = _batch(seed=3)
+    runs = {}
+    for coef in (0.0, 1e-3, 1.0):
+        tr = _trainer(models(), kl_coef=coef)
+        runs[coef] = ([tr.step(samples)["kl"] for _ in range(6)], _lora_delta_norm(tr))
+    (kl_off, drift_off), (kl_weak, drift_weak), (kl_strong, drift_strong) = runs[0.0], runs[1e-3], runs[1.0]
+    assert kl_off == [0.0] * 6  # not computed without the term
+    assert kl_weak[0] == pytest.approx(0.0, abs=1e-7) and kl_strong[0] == pytest.approx(0.0, abs=1e-7)
+    assert kl_weak[1] > 0 and kl_strong[1] > 0
+    assert kl_strong[-1] < 0.5 * kl_weak[-1], (kl_weak, kl_strong)
+    assert drift_strong < 0.8 * drift_off and drift_weak > drift_strong, (drift_off, drift_weak, drift_strong)
 
 
 def test_several_updates_per_step_clip_against_the_frozen_old_policy(models):
@@ -317,11 +444,41 @@ def test_save_load_state_resumes_exactly(models, tmp_path):
 
 
 def test_export_adapter_writes_gguf(models, tmp_path):
-    pytest.importorskip("minisir.export")
+    """What llama.cpp needs to load the adapter, read back with gguf's own reader: an adapter-typed
+    GGUF of the model's architecture, LoRA alpha, and for every PEFT layer blk.N.<tensor>.weight.lora_a
+    (r x in) / .lora_b (out x r) in float32 with exactly the trained PEFT values."""
+    import gguf
+
     tr = _trainer(models())
     tr.step(_batch(seed=15))
     out = tr.export_adapter(tmp_path / "adapter.gguf")
-    assert Path(out).read_bytes()[:4] == b"GGUF"
+    assert out == tmp_path / "adapter.gguf" and sorted(p.name for p in tmp_path.iterdir()) == ["adapter.gguf"]
+    reader = gguf.GGUFReader(out)
+    kv = {k: f.contents() for k, f in reader.fields.items()}
+    assert kv["general.architecture"] == "gemma3" and kv["general.type"] == "adapter"
+    assert kv["adapter.type"] == "lora" and kv["adapter.lora.alpha"] == 32.0
+
+    # HF module -> llama.cpp tensor, written out by hand (llama.cpp's names for Gemma 3's blocks).
+    gguf_name = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                 "mlp.down_proj": "ffn_down"}
+    want = {}
+    for name, module in tr.model.named_modules():
+        if hasattr(module, "lora_A") and "default" in module.lora_A:
+            layer, proj = name.split("layers.", 1)[1].split(".", 1)
+            base = f"blk.{layer}.{gguf_name[proj]}.weight"
+            want[base + ".lora_a"] = module.lora_A["default"].weight.detach().numpy()  # (r, in)
+            want[base + ".lora_b"] = module.lora_B["default"].weight.detach().numpy()  # (out, r)
+    assert len(want) == 2 * 7 * 2
+    got = {t.name: t for t in reader.tensors}
+    assert set(got) == set(want)
+    for name, value in want.items():
+        t = got[name]
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        assert tuple(int(d) for d in t.shape) == value.shape[::-1]  # GGUF lists dimensions fastest first
+        assert value.shape[0 if name.endswith("lora_a") else 1] == 16  # rank 16
+        assert np.array_equal(np.asarray(t.data).reshape(value.shape), value), name
+    assert any(np.abs(v).max() > 0 for k, v in want.items() if k.endswith("lora_b"))  # trained: B moved from 0
 
 
 # --------------------------------------------------------------------------- the bundled model

@@ -113,3 +113,85 @@ def force_training(monkeypatch) -> None:
         return result
 
     monkeypatch.setattr(opensir, "play", play)
+
+
+# --------------------------------------------------------------------------- a known problem each round
+# What sampled text holds differs between CPUs, so a test of what a *valid* problem leads to
+# (votes, rewards, embeddings, a trained group) replaces the first proposal of each round by a
+# fixed valid one and the answers to it by fixed ones: two right and one wrong per three, a
+# clear majority inside every solve-rate window. Everything else is sampled and scored for real.
+FORCED = {
+    "opensir": ("A shop sells pens for 3 dollars each. How many dollars do 7 pens cost?",
+                "</problem>\n<concepts>multiplication, money", "21", "20"),
+    "arithmetic": ("What is 123 + 456 - 78?", "", "501", "500"),
+    "algebra": ("Tom has 5 more apples than Sara. Together they have 29 apples. How many apples does Sara have?",
+                "", "12", "17"),
+    "coding": ("Read two integers on one line and print their sum.",
+               "</problem>\n<tests>\n" + "".join(f"<input>\n{a} {b}\n</input>\n<output>\n{a + b}\n</output>\n"
+                                              for a, b in ((1, 2), (5, 7), (10, 20), (0, 0), (3, 4))),
+               "a, b = map(int, input().split())\nprint(a + b)\n", "print(-1)\n"),
+}
+
+
+def forced_answers(kind: str, n: int) -> list[str]:
+    """The answers given to the forced problem by n solvers: n - 1 right, the last one wrong."""
+    _, _, right, wrong = FORCED[kind]
+    return [right] * (n - 1) + [wrong]
+
+
+def _as_sampled(sampler, like, text: str):
+    """`like` (a Completion) with `text` as if the sampler had written it (log-probs unknown)."""
+    import dataclasses
+
+    return dataclasses.replace(like, text=text, token_ids=sampler.tokenize(text, add_bos=False), logprobs=[],
+                               finish_reason="stop")
+
+
+def _force_known_problem(monkeypatch, module, kind_of) -> None:
+    real = module.play
+
+    def play(runner, step, phase, round_=0):
+        kind = kind_of(runner)
+        problem, tail, _, _ = FORCED[kind]
+        sampler = runner.sampler
+        own = vars(sampler).get("generate")
+        generate = sampler.generate
+        calls = []
+
+        def forced(prompts, n=1, **kw):
+            groups = generate(prompts, n=n, **kw)
+            calls.append(len(prompts))
+            if len(calls) == 1:  # a round's first call writes the problems
+                groups[0][0] = _as_sampled(sampler, groups[0][0], problem + tail)
+                return groups
+            for i, prompt in enumerate(prompts):  # the solvers of the forced problem
+                if " ".join(problem.split()) in " ".join(prompt.split()):
+                    answers = forced_answers(kind, len(groups[i]))
+                    texts = answers if kind == "coding" else [f"The result is {a}, so \\boxed{{{a}}}." for a in answers]
+                    groups[i] = [_as_sampled(sampler, c, t) for c, t in zip(groups[i], texts)]
+            return groups
+
+        sampler.generate = forced
+        try:
+            return real(runner, step, phase, round_)
+        finally:
+            if own is None:
+                del sampler.generate
+            else:
+                sampler.generate = own
+
+    monkeypatch.setattr(module, "play", play)
+
+
+def force_valid_problem(monkeypatch) -> None:
+    """OpenSIR: each round's first teacher completion is FORCED["opensir"]'s problem, solved 2 in 3."""
+    from minisir.methods import opensir
+
+    _force_known_problem(monkeypatch, opensir, lambda runner: "opensir")
+
+
+def force_valid_proposal(monkeypatch) -> None:
+    """SQLM: each round's first proposal is FORCED[topic]'s problem (with 5 tests for coding), solved 2 in 3."""
+    from minisir.methods import sqlm
+
+    _force_known_problem(monkeypatch, sqlm, lambda runner: runner.recipe.method.topic)
