@@ -361,7 +361,7 @@ class GRPOTrainer:
         _validate(samples, self.vocab_size)
         rows = []
         for s in samples:
-            full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False, s.temperature)
+            full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False, temperature=s.temperature)
             rows.append(_make_row(full, 0.0, False))
         out: list[list[float]] = [[] for _ in samples]
         was_training = self.model.training
