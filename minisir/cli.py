@@ -109,7 +109,7 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
             except StopRequested:
                 raise _Stop("loop") from None
             finally:
-                runner.close()
+                runner.close(failed=sys.exc_info()[0] is not None)
     except _Stop:
         click.echo(f"stopped cleanly; resume with: {again}", err=True)
         sys.exit(130)

@@ -10,6 +10,7 @@ in flight is simply not committed, and rerunning the command resumes.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,7 +81,27 @@ class Ranks:
             raise RankLost(f"cannot join the other ranks ({_first_line(exc)}); check the launcher's "
                            "MASTER_ADDR/MASTER_PORT and that every rank started") from None
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+        # Backstop for exits that skip close() (an error on this rank): the group must go before
+        # the interpreter does, or gloo's worker threads abort the process at exit.
+        atexit.register(_destroy_group)
         return cls(state.process_index, state.num_processes, state.local_process_index, local_world)
+
+    def close(self, in_step: bool = False) -> None:
+        """Leave the process group, in step with the other ranks, before this process exits.
+
+        A rank that exits with its gloo group alive dies with SIGABRT ("terminate called without
+        an active exception": gloo's threads are still joinable when C++ tears down). The barrier
+        keeps a rank that finished early from tearing down while the others still talk to it; it
+        is skipped when this rank leaves mid-step (`in_step`), since the others then wait in
+        another collective.
+        """
+        if self.world == 1:
+            return
+        try:
+            if not in_step:
+                self.barrier("finishing")
+        finally:
+            _destroy_group()
 
     # ------------------------------------------------------------------ sharing work
     def share(self, total: int) -> range:
@@ -127,6 +148,14 @@ class Ranks:
             raise RankLost(
                 f"rank {self.rank} of {self.world} lost the other ranks while {what} ({_first_line(exc)}); "
                 "the step in flight was not committed: rerun the same command to resume") from None
+
+
+def _destroy_group() -> None:
+    """Destroy the default process group if one is open (idempotent)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,9 +46,11 @@ def train(model_dir: str, out: str) -> None:
                      ranks=ranks)
     metrics = tr.step(fixed_samples())
     shares = ranks.gather([metrics.get("rank_tokens")])
+    ranks.close()  # every rank leaves the group before exiting (a live gloo group aborts at exit)
     if ranks.is_main:
         lora = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
-        torch.save({"lora": lora, "metrics": metrics, "shares": shares, "world": ranks.world}, out)
+        torch.save({"lora": lora, "metrics": metrics, "shares": shares, "world": ranks.world,
+                    "group_left": not torch.distributed.is_initialized()}, out)
 
 
 def sample(out: str) -> None:
@@ -62,6 +64,7 @@ def sample(out: str) -> None:
     local = Sampler(resolve_gguf("bundled"), n_ctx=1024, n_parallel=4, n_threads=1)
     groups = ShardedSampler(local, ranks).generate(["Problem: What is 2 + 3?\nSolution:", "The sky is"], n=3,
                                                    max_tokens=8, temperature=1.0, seed=5)
+    ranks.close()
     if ranks.is_main:
         Path(out).write_bytes(pickle.dumps(groups))
 
