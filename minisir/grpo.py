@@ -55,8 +55,10 @@ class TrainerConfig(BaseModel):
         "dominate the cost otherwise); off with gradient_checkpointing"))
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
     max_logprob_gap: float | None = Field(
-        0.5, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap exceeds this "
-        "(nats): a stale or half-loaded adapter in llama.cpp; null = never")
+        0.05, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap on a probe "
+        "text exceeds the two engines' no-adapter gap by this (nats): a missing, half-loaded or mis-scaled "
+        "adapter in llama.cpp. Measured on the bundled model after 20 steps: healthy +0.00, adapter at half "
+        "scale +0.10, no adapter +0.25; an adapter one step stale is within noise (+0.01). null = never")
     seed: int = Field(0, ge=0, description="LoRA init and dropout seed (a run sets it from run.seed)")
     device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")

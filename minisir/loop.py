@@ -158,6 +158,7 @@ class Runner:
         self.chat: ChatFn | None = choose_style(recipe.model.prompt_style, self.sampler.chat_template)
         self._embedder = None
         self._trainer = None
+        self._sync_floor: float | None = None  # check_sync's no-adapter gap, measured once
         self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
 
     # ------------------------------------------------------------------ parts
@@ -250,11 +251,12 @@ class Runner:
         """The same adapter in PEFT format (sampler.backend: openai): the GGUF's path without .gguf."""
         return self.adapter_dir / f"step-{step:06d}"
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Release the sampler, archive and lock; leave the rank group (`failed`: mid-step, skip its barrier)."""
         self.sampler.close()
         self.archive.close()
         self._lock.close()
-        self._lock.close()
+        self.ranks.close(in_step=failed)
 
     # ------------------------------------------------------------------ resume
     def _clean_uncommitted(self, last: int) -> None:
@@ -384,29 +386,54 @@ class Runner:
         return line, str(metrics.get("phase", "rl"))
 
     def check_sync(self, step: int | None = None) -> float:
-        """Mean |trainer - llama.cpp| log-prob on a fixed probe text; raise when above the limit.
+        """Mean |trainer - llama.cpp| log-prob on a fixed probe text; raise when it exceeds the floor by the limit.
 
-        Run before every update: a stale, half-loaded or wrongly scaled adapter in the sampler
+        Run before every update: a half-loaded, unloaded or wrongly scaled adapter in the sampler
         (other RL stacks have silently trained on one) stops the run with one line naming it,
-        before anything of the step is trained or committed.
+        before anything of the step is trained or committed. The limit applies above the gap the
+        two engines show with no adapter at all (quantised activations, bf16), measured once, so
+        it means the same on every machine and dtype.
         """
+        if self._sync_floor is None:
+            self._sync_floor = self._base_probe_gap()
+        gap = self._probe_gap(base=False)
+        limit = self.recipe.trainer.max_logprob_gap
+        if limit is not None and gap - self._sync_floor > limit:
+            adapter = self.sampler.adapter_path or "none (the base model)"
+            where = f"step {step} not committed: " if step is not None else ""
+            raise MinisirError(
+                f"{where}llama.cpp and the trainer disagree by {gap:.3f} nats per token on a probe text, "
+                f"{gap - self._sync_floor:.3f} above their {self._sync_floor:.3f} with no adapter (limit "
+                f"trainer.max_logprob_gap={limit}); the sampler's adapter is {adapter}. Check that it is this "
+                "run's latest adapter and complete, and that sampler.adapter_scale is 1")
+        return round(gap, 5)
+
+    def _probe_gap(self, base: bool) -> float:
+        """Mean |trainer - sampler| token log-prob of SYNC_PROBE (`base`: the trainer's LoRA off)."""
         from .grpo import Sample
 
         prompt_ids = self.sampler.tokenize(SYNC_PROBE[0])
         completion = self.sampler.tokenize(SYNC_PROBE[1], add_bos=False)
         lp_sampler = np.array(self.sampler.score(prompt_ids, completion, stepwise=False))
-        lp_trainer = np.array(self.trainer.logprobs([Sample(prompt_ids, completion, [], 0.0, "probe")])[0])
-        gap = float(np.mean(np.abs(lp_sampler - lp_trainer)))
-        limit = self.recipe.trainer.max_logprob_gap
-        if limit is not None and gap > limit:
-            adapter = self.sampler.adapter_path or "none (the base model)"
-            where = f"step {step} not committed: " if step is not None else ""
+        probe = Sample(prompt_ids, completion, [], 0.0, "probe")
+        lp_trainer = np.array(self.trainer.logprobs([probe], base=base)[0])
+        return float(np.mean(np.abs(lp_sampler - lp_trainer)))
+
+    def _base_probe_gap(self) -> float:
+        """The engines' own disagreement with no adapter on either side; refuse a different model."""
+        adapter, scale = self.sampler.adapter_path, self.sampler.adapter_scale
+        self.sampler.clear_adapter()
+        try:
+            floor = self._probe_gap(base=True)
+        finally:
+            if adapter is not None:
+                self.sampler.set_adapter(adapter, scale)
+        if floor > SYNC_FLOOR_LIMIT:
             raise MinisirError(
-                f"{where}llama.cpp and the trainer disagree by {gap:.3f} nats per token on a probe text "
-                f"(limit trainer.max_logprob_gap={limit}); the sampler's adapter is {adapter}. Check that it is "
-                "this run's latest adapter and complete, that sampler.adapter_scale is 1, and that model.hf_dir "
-                "is the GGUF's model")
-        return round(gap, 5)
+                f"llama.cpp and the trainer disagree by {floor:.3f} nats per token on a probe text with no "
+                f"adapter (more than {SYNC_FLOOR_LIMIT}): model.hf_dir is not the model of model.gguf; point "
+                "model.hf_dir at the GGUF's own checkpoint, or leave it empty to train the dequantised GGUF")
+        return floor
 
     def _evaluate(self, step: int) -> str:
         """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit)."""
@@ -473,6 +500,9 @@ def _quiet_libraries() -> None:
 
 
 _SUMMED = ("teacher_samples", "proposals")
+# Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
+# model (llama.cpp quantises activations); a different model disagrees by far more.
+SYNC_FLOOR_LIMIT = 0.5
 # A fixed text both engines score before each update (Runner.check_sync).
 SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
 

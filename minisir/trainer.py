@@ -28,6 +28,7 @@ are computed in checkpointed chunks from the final hidden states, so the full
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -356,8 +357,8 @@ class GRPOTrainer:
         return torch.where(in_prompt, h_prompt[mb.cols.clamp(max=p - 1)], h_comp[mb.rows, (mb.cols - p).clamp(min=0)])
 
     @torch.no_grad()
-    def logprobs(self, samples: list[Sample]) -> list[list[float]]:
-        """Trainer log-probs of every completion token (adapter on, no dropout); for diagnostics and tests."""
+    def logprobs(self, samples: list[Sample], base: bool = False) -> list[list[float]]:
+        """Trainer log-probs of every completion token (no dropout; `base`: LoRA off); for diagnostics and tests."""
         _validate(samples, self.vocab_size)
         rows = []
         for s in samples:
@@ -367,11 +368,12 @@ class GRPOTrainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            for i, row in enumerate(rows):
-                if row is None:
-                    continue
-                (mb,) = _pack([row], 1 << 62, self._pad_id, self.device)
-                out[i] = self._token_logprobs(mb)[0].tolist()
+            with self.model.disable_adapter() if base else contextlib.nullcontext():
+                for i, row in enumerate(rows):
+                    if row is None:
+                        continue
+                    (mb,) = _pack([row], 1 << 62, self._pad_id, self.device)
+                    out[i] = self._token_logprobs(mb)[0].tolist()
         finally:
             self.model.train(was_training)
         return out

@@ -79,11 +79,39 @@ def test_sync_guard_names_a_wrong_adapter(tmp_path):
     limit and the check stops with one line naming that adapter."""
     runner = Runner(parse_recipe(_recipe(tmp_path / "run")), progress=False)
     try:
-        assert runner.check_sync() < runner.recipe.trainer.max_logprob_gap  # same model, no adapter
+        # same model, no adapter (the fresh LoRA adds exactly zero): the gap is the engines' floor
+        assert runner.check_sync() == pytest.approx(runner._sync_floor, abs=1e-4)
         wrong = _write_adapter(tmp_path / "stale.gguf", runner.gguf, rank=8, seed=3)
         runner.sampler.set_adapter(wrong, 4.0)
         with pytest.raises(MinisirError, match="stale.gguf") as err:
             runner.check_sync(5)
         assert "step 5 not committed" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        runner.close()
+
+
+def test_sync_guard_trips_on_a_half_scaled_or_missing_adapter(tmp_path):
+    """The trainer holds a LoRA that moves the probe (seeded weights, not a sampled step); llama.cpp
+    with that LoRA at scale 1 passes, at half scale or without it the guard stops the run."""
+    import torch
+
+    runner = Runner(parse_recipe(_recipe(tmp_path / "run")), progress=False)
+    try:
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in runner.trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.03)  # moves the probe ~0.25 nats/token
+        path = runner.trainer.export_adapter(tmp_path / "moved.gguf")
+        limit = runner.recipe.trainer.max_logprob_gap
+        runner.sampler.set_adapter(path, 1.0)
+        healthy = runner.check_sync()
+        assert healthy - runner._sync_floor < limit
+        runner.sampler.set_adapter(path, 0.5)
+        with pytest.raises(MinisirError, match="moved.gguf.*adapter_scale"):
+            runner.check_sync(3)
+        runner.sampler.clear_adapter()
+        with pytest.raises(MinisirError, match="none \\(the base model\\)"):
+            runner.check_sync(3)
     finally:
         runner.close()
