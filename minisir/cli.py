@@ -237,6 +237,21 @@ def archive_show(run_dir: Path, problem_id: int) -> None:
         click.echo(str(s.get("text"))[:600])
 
 
+@archive.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--min-solve", type=click.FloatRange(0, 1), default=None, help="Keep problems solved at least this often.")
+@click.option("--max-solve", type=click.FloatRange(0, 1), default=None, help="Keep problems solved at most this often.")
+@_friendly
+def archive_export(run_dir: Path, out: Path, min_solve: float | None, max_solve: float | None) -> None:
+    """Write the valid problems (label and its source, solve rate, lineage, agreeing solutions)
+    to OUT.jsonl or OUT.parquet, which `datasets.load_dataset` reads as they are."""
+    from .share import export_problems
+
+    n = export_problems(run_dir, out, min_solve, max_solve)
+    click.echo(f"{n} problem(s) written to {out}")
+
+
 # --------------------------------------------------------------------------- eval / report / export
 def _run_model(arc) -> tuple[Path, Any, dict]:
     """The GGUF, prompt renderer factory and recipe a run was made with."""
@@ -462,26 +477,36 @@ def report(run_dir: Path, out: Path | None) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.option("--qtype", default="f16", show_default=True, help="f32, f16, or a llama.cpp quant type (q8_0, q4_k_m).")
+@click.option("--adapter-only", is_flag=True,
+              help="Write only the LoRA, as a PEFT directory OUT (transformers, PEFT, vLLM) with a model card.")
 @_friendly
-def export(run_dir: Path, out: Path, qtype: str) -> None:
+def export(run_dir: Path, out: Path, qtype: str, adapter_only: bool) -> None:
     """Merge the run's latest LoRA into the model and write a GGUF that llama.cpp/Ollama run,
-    with an Ollama Modelfile beside it (chat template and stop tokens)."""
+    with an Ollama Modelfile beside it (chat template and stop tokens); or, with
+    --adapter-only, write the LoRA itself as a PEFT directory."""
     from .archive import ARCHIVE_NAME, Archive
+    from .share import export_adapter, trained_state
+
+    if adapter_only:
+        trained, last = export_adapter(run_dir, out)
+        if trained != last:
+            click.echo(f"step {last} trained nothing: exporting step {trained}, the newest step that trained", err=True)
+        click.echo(f"LoRA of step {trained} written to {out} (PEFT: adapter_config.json, "
+                   "adapter_model.safetensors, README.md)")
+        return
+    if out.is_dir():
+        raise MinisirError(f"{out} is a directory; name the .gguf file to write, or pass --adapter-only")
     from .assets import resolve_hf_dir
     from .export import export_merged
-    from .loop import latest_state
     from .ollama import write_modelfile
     from .trainer import GRPOTrainer, TrainerConfig
 
     with Archive.open(run_dir / ARCHIVE_NAME, readonly=True) as arc:
         gguf, _, recipe = _run_model(arc)
         last = arc.last_step()
-    state = latest_state(run_dir / "state", last)
-    if state is None:
-        raise MinisirError(f"{run_dir} has no trained step yet (no trainer state); run until a step trains")
-    trained = int(state.name[5:])
+    state, trained = trained_state(run_dir, last)
     if trained != last:
         click.echo(f"step {last} trained nothing: exporting step {trained}, the newest step that trained", err=True)
     trainer = GRPOTrainer(TrainerConfig(**recipe["trainer"]), gguf, resolve_hf_dir(recipe["model"].get("hf_dir")))
