@@ -252,6 +252,19 @@ def archive_export(run_dir: Path, out: Path, min_solve: float | None, max_solve:
     click.echo(f"{n} problem(s) written to {out}")
 
 
+@archive.command("browse")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True, help="0: any free port.")
+@click.option("--no-open", is_flag=True, help="Do not open a web browser.")
+@_friendly
+def archive_browse(run_dir: Path, port: int, no_open: bool) -> None:
+    """Open the archive read-only in Datasette on 127.0.0.1, with described tables and canned
+    queries (best problems, lineage, votes, a step's groups, label audit, evals)."""
+    from .browse import browse
+
+    browse(run_dir, port=port, open_browser=not no_open)
+
+
 # --------------------------------------------------------------------------- eval / report / export
 def _run_model(arc) -> tuple[Path, Any, dict]:
     """The GGUF, prompt renderer factory and recipe a run was made with."""
