@@ -227,6 +227,11 @@ def browse(run: Path, port: int = 8001, open_browser: bool = True) -> None:
         print(f"note: {path}-wal exists (a run is writing, or was killed); immutable mode shows the archive "
               "as of its last checkpoint", file=sys.stderr)
     port = port or free_port()
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise MinisirError(f"port {port} on {HOST} is in use; pass another --port, or --port 0 for a free one") from None
     database = path.stem
     if not pm.is_registered(browse_plugin):
         pm.register(browse_plugin, name="minisir-browse")

@@ -299,7 +299,9 @@ def export_adapter(run: Path, out_dir: Path) -> tuple[int, int]:
     if missing:
         raise MinisirError(f"trainer state {source} lacks {', '.join(missing)}; the state is damaged, "
                            "resume the run to write a new one")
-    if out_dir.exists() and (not out_dir.is_dir() or set(os.listdir(out_dir)) - {*ADAPTER_FILES, "README.md"}):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MinisirError(f"{out_dir} is a file; pass a directory for the PEFT adapter")
+    if out_dir.exists() and set(os.listdir(out_dir)) - {*ADAPTER_FILES, "README.md"}:
         raise MinisirError(f"{out_dir} exists and holds other files; pass a new or empty directory")
     recipe = info["recipe"]
     config = json.loads((source / "adapter_config.json").read_text())

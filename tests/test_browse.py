@@ -198,9 +198,17 @@ def test_user_mistakes_are_one_line(tmp_path, monkeypatch):
     (broken / "archive.sqlite").write_bytes(b"garbage " * 100)
     bad = CliRunner().invoke(main, ["archive", "browse", str(broken), "--no-open"])
     assert bad.exit_code == 2 and "not an SQLite file" in bad.stderr and bad.stderr.count("\n") == 1
+    build_archive(tmp_path / "run")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = CliRunner().invoke(main, ["archive", "browse", str(tmp_path / "run"), "--port", str(port), "--no-open"])
+    assert busy.exit_code == 2 and f"port {port}" in busy.stderr and busy.stderr.count("\n") == 1
     monkeypatch.setitem(sys.modules, "datasette", None)  # as if the extra were not installed
     monkeypatch.setitem(sys.modules, "datasette.app", None)
-    build_archive(tmp_path / "run")
     absent = CliRunner().invoke(main, ["archive", "browse", str(tmp_path / "run"), "--no-open"])
     assert absent.exit_code == 2 and absent.stderr.count("\n") == 1
     assert "pip install 'minisir[browse]'" in absent.stderr
