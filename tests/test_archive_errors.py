@@ -120,9 +120,7 @@ def test_bad_archive_refused_untouched(tmp_path, no_model_loading, case_id, make
     recipe = _recipe_file(tmp_path, run_dir)  # the default method params
 
     for attempt in range(2):  # a second try sees the same file and the same answer
-        t0 = time.perf_counter()
         result = CliRunner().invoke(main, ["run", str(recipe)])
-        elapsed = time.perf_counter() - t0
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
         assert "Traceback" not in result.stderr + result.stdout
@@ -131,7 +129,6 @@ def test_bad_archive_refused_untouched(tmp_path, no_model_loading, case_id, make
         for part in expected:
             assert part in lines[0], (part, lines[0])
         assert "run.dir" in lines[0] or "upgrade minisir" in lines[0], lines[0]  # says how to go on
-        assert elapsed < 10, f"{case_id}: refusal took {elapsed:.1f}s"
         assert _sha(archive) == before, f"{case_id}: the archive bytes changed (attempt {attempt})"
     # No SQLite side files (-wal/-shm/-journal) left next to the refused file.
     left = {p.name for p in run_dir.iterdir()} - side_files - {".lock"}

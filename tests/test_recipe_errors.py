@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,9 +122,7 @@ def test_bad_recipe_refused(tmp_path, no_model_loading, case_id, spec, sets, exp
     args = ["run", str(recipe_path)]
     for s in sets:
         args += ["--set", s]
-    t0 = time.perf_counter()
     result = CliRunner().invoke(main, args)
-    elapsed = time.perf_counter() - t0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
     assert isinstance(result.exception, SystemExit), result.exception
@@ -135,7 +132,6 @@ def test_bad_recipe_refused(tmp_path, no_model_loading, case_id, spec, sets, exp
     assert line.startswith("error: ")
     for part in expected:
         assert part in line, (part, line)
-    assert elapsed < 10, f"{case_id} took {elapsed:.1f}s: something heavy ran before the refusal"
     # A refused run leaves no run directory behind (nothing was created for it).
     assert not (tmp_path / "run").exists()
 
