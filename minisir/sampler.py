@@ -9,8 +9,11 @@ shared). Finished sequences free their slot for waiting ones, and sampling happe
 numpy so every completion gets the log-probability of each sampled token under the
 distribution it was drawn from (logits / T).
 
-Each completion draws from its own random stream keyed by (seed, prompt, sample), so
-results do not depend on how sequences were scheduled or on `n_parallel`.
+Each completion draws from its own random stream keyed by (seed, prompt, sample), so the
+draws do not depend on how sequences were scheduled or on `n_parallel`. The logits do,
+slightly: llama.cpp's CPU kernels differ with the number of sequences in a decode (up to
+~0.1 nat/token measured on the bundled Q4_K_M between 1 and 4), so at T > 0 the same seed
+gives the same first token and usually the same opening, not always the same text.
 """
 
 from __future__ import annotations

@@ -62,11 +62,12 @@ def sample(out: str) -> None:
 
     ranks = Ranks.from_env()
     local = Sampler(resolve_gguf("bundled"), n_ctx=1024, n_parallel=4, n_threads=1)
-    groups = ShardedSampler(local, ranks).generate(["Problem: What is 2 + 3?\nSolution:", "The sky is"], n=3,
-                                                   max_tokens=8, temperature=1.0, seed=5)
+    prompts = ["Problem: What is 2 + 3?\nSolution:", "The sky is", "My favourite animal is the"]
+    kwargs = dict(n=3, max_tokens=8, temperature=1.0, seed=5)
+    groups = ShardedSampler(local, ranks).generate(prompts, **kwargs)
     ranks.close()
-    if ranks.is_main:
-        Path(out).write_bytes(pickle.dumps(groups))
+    if ranks.is_main:  # what one process draws alone, for the test to compare
+        Path(out).write_bytes(pickle.dumps({"groups": groups, "one_process": local.generate(prompts, **kwargs)}))
 
 
 def cli(args: list[str]) -> None:

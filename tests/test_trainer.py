@@ -28,11 +28,11 @@ def _trainer(model_dir: Path, seed: int = 0, **cfg) -> GRPOTrainer:
     return GRPOTrainer(TrainerConfig(**cfg), None, hf_dir=model_dir, seed=seed)
 
 
-def _batch(seed: int = 0, groups: int = 2, size: int = 4, vocab: int = 512) -> list[Sample]:
+def _batch(seed: int = 0, groups: int = 2, size: int = 4, vocab: int = 512, prompt_len: int = 3) -> list[Sample]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for k in range(groups):
-        prompt = [2] + torch.randint(3, vocab, (3 + k,), generator=g).tolist()
+        prompt = [2] + torch.randint(3, vocab, (prompt_len + k,), generator=g).tolist()
         for j in range(size):
             n = 4 + (j % 3)
             comp = torch.randint(3, vocab, (n,), generator=g).tolist()
@@ -508,12 +508,16 @@ def test_load_bundled_gguf_converts_once_then_hits_cache(tmp_path, monkeypatch):
     assert not list((tmp_path / "hf").glob(".tmp-*"))
 
 
-def test_shared_prompt_forward_gives_the_full_forward_gradients(models):
+@pytest.mark.parametrize("prompt_len", [3, 11])
+def test_shared_prompt_forward_gives_the_full_forward_gradients(models, prompt_len):
     """A group's prompt forwarded once (KV cache repeated for each completion) must give the
     same log-probs and LoRA gradients as one full forward per completion, also when the
-    sequences outrun the tiny model's 8-token sliding window, and for a completion whose
-    only trained token is its first (its hidden state comes from the prompt pass)."""
-    samples = _batch(seed=21, groups=2, size=4)
+    sequences outrun the tiny model's 8-token sliding window, or the prompt alone does
+    (prompt_len 11: the completions' window starts inside the shared prompt), and for a
+    completion whose only trained token is its first (its hidden state comes from the prompt pass)."""
+    samples = _batch(seed=21, groups=2, size=4, prompt_len=prompt_len)
+    if prompt_len > 8:
+        assert min(len(s.prompt_ids) for s in samples) > 8
     samples[0].completion_ids = samples[0].completion_ids[:1]
     samples[0].sampler_logprobs = samples[0].sampler_logprobs[:1]
     samples[5].loss_mask = [1, 0, 1, 0] + [1] * (len(samples[5].completion_ids) - 4)
