@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import Field
 
 from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from ..prompting import ChatFn, one_line
 from ..sampler import Completion
 from ..grpo import Sample
 
-ChatFn = Callable[[list[dict]], str]
 
 
 # --------------------------------------------------------------------------- sampling knobs
@@ -82,11 +82,6 @@ MATH_SOLVER_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 # Completion prompts stop where the model starts the next few-shot item.
 MATH_SOLVER_STOP: tuple[str, ...] = ("\nProblem:", "\n\n\n")
-
-
-def one_line(text: str) -> str:
-    """Whitespace runs (newlines included) collapsed to single spaces: how problems appear in prompts."""
-    return " ".join(str(text).split())
 
 
 def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
@@ -217,7 +212,7 @@ def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30) ->
     a short statement is how a teacher games the solvability reward (students learn to
     copy the number and agree).
     """
-    text = " ".join(str(problem).split())
+    text = one_line(problem)
     if len(text) < min_chars:
         return f"shorter than {min_chars} characters"
     if re.search(r"</?[a-zA-Z]+>", text):

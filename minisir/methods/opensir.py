@@ -34,9 +34,10 @@ from ..answers import equivalent, extract_boxed
 from ..grpo import Sample, has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
 from ..sandbox import SandboxConfig
-from .common import (MATH_SOLVER_STOP, ChatFn, SamplingConfig, completion_fields, math_solver_prompt,
-                     max_tokens_field, mean_or_none, one_line, own_temperature_field, own_top_p_field, sampled_by,
-                     temperature_field, to_sample, top_p_field)
+from ..prompting import ChatFn, one_line
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
+                     top_p_field)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult

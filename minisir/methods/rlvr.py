@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .common import (MATH_SOLVER_STOP, ChatFn, SamplingConfig, completion_fields, math_solver_prompt,
-                     max_tokens_field, mean_or_none, temperature_field, to_sample, top_p_field)
+from ..prompting import ChatFn
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, temperature_field, to_sample, top_p_field)
 
 if TYPE_CHECKING:
     from ..evaluate import Question

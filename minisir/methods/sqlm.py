@@ -58,9 +58,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..grpo import has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
-from .common import (MATH_SOLVER_STOP, ChatFn, SamplingConfig, completion_fields, math_solver_prompt,
-                     max_tokens_field, mean_or_none, one_line, own_temperature_field, own_top_p_field, sampled_by,
-                     temperature_field, to_sample, top_p_field)
+from ..prompting import ChatFn, one_line
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
+                     top_p_field)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
