@@ -285,12 +285,12 @@ def _method_prompt(recipe: dict, chat: Any) -> tuple[Any, Any]:
     Why: an eval should ask questions the way the method's solver was trained to answer
     them; methods without these hooks get evaluate()'s default (the OpenSIR student prompt).
     """
-    import importlib
+    from .methods import method_module
 
     name = (recipe.get("method") or {}).get("name")
     try:
-        mod = importlib.import_module(f"minisir.methods.{name}") if name else None
-    except ImportError:
+        mod = method_module(name) if name else None
+    except (ImportError, ValueError):
         mod = None
     prompt, stop_fn = getattr(mod, "eval_prompt", None), getattr(mod, "eval_stop", None)
     if prompt is None:

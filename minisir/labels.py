@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from .prompting import one_line
+
 LabelMode = Literal["majority", "program", "agree"]
 LABEL_MODES: tuple[str, ...] = ("majority", "program", "agree")
 LABELS_DESCRIPTION = (
@@ -54,7 +56,7 @@ def _as_expression(text: str) -> str | None:
 
 def bare_expression(problem: str) -> str | None:
     """The expression of a problem that is nothing but arithmetic ("What is 47 + 38?")."""
-    m = _BARE.match(" ".join(str(problem).split()))
+    m = _BARE.match(one_line(problem))
     return _as_expression(m.group("expr")) if m else None
 
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 from typing import Callable
 
 ChatFn = Callable[[list[dict]], str]
+"""Renders chat messages to prompt text (the model's chat template, generation prompt included)."""
+
+
+def one_line(text: str) -> str:
+    """Whitespace runs (newlines included) collapsed to single spaces: how problems appear in prompts."""
+    return " ".join(str(text).split())
 
 
 def chat_renderer(template: str | None, bos: str = "", eos: str = "") -> ChatFn:

@@ -18,9 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from .assets import is_hub_ref, parse_hub_ref
 from .errors import RecipeError
 from .evaluate import EvalConfig
-from .methods.opensir import OpenSIRConfig
-from .methods.rlvr import RLVRConfig
-from .methods.sqlm import SQLMConfig
+from .methods import DEFAULT_METHOD, METHODS, method_config
 from .grpo import TrainerConfig
 
 
@@ -110,8 +108,9 @@ class RunConfig(BaseModel):
         return value
 
 
-Method = Annotated[Union[OpenSIRConfig, SQLMConfig, RLVRConfig], Field(discriminator="name")]
-_METHOD_TAGS = ("opensir", "sqlm", "rlvr")
+# The method union and its tags come from the one registry, methods.METHODS.
+_METHOD_TAGS = tuple(METHODS)
+Method = Annotated[Union[tuple(method_config(name) for name in _METHOD_TAGS)], Field(discriminator="name")]
 
 
 class Recipe(BaseModel):
@@ -121,7 +120,7 @@ class Recipe(BaseModel):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    method: Method = Field(default_factory=OpenSIRConfig)
+    method: Method = Field(default_factory=method_config(DEFAULT_METHOD))
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     eval: EvalConfig = Field(

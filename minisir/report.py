@@ -25,6 +25,7 @@ import numpy as np
 
 from .archive import Archive
 from .errors import MinisirError
+from .prompting import one_line
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _concepts(value: Any) -> list[str]:
 
 
 def _md_escape(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
+    text = one_line(text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text.replace("|", "\\|")

@@ -19,6 +19,7 @@ import minisir.evaluate.run
 import minisir.sampler
 from minisir.archive import Archive
 from minisir.cli import _method_prompt, main
+from minisir.methods import METHODS
 from minisir.methods.opensir import student_prompt
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<model>"
@@ -134,6 +135,7 @@ def test_method_prompt_hook(monkeypatch):
     fake.eval_prompt = lambda q, chat: f"Q: {q}"
     fake.eval_stop = lambda is_chat: [] if is_chat else ["\nQ:"]
     monkeypatch.setitem(sys.modules, "minisir.methods.fakemethod", fake)
+    monkeypatch.setitem(METHODS, "fakemethod", ("minisir.methods.fakemethod", "FakeConfig"))
     prompt, stop = _method_prompt({"method": {"name": "fakemethod"}}, None)
     assert prompt("x", None) == "Q: x" and stop == ["\nQ:"]
     assert _method_prompt({"method": {"name": "fakemethod"}}, lambda m: "")[1] == []

@@ -54,6 +54,19 @@ def test_config_defaults_and_window_validation():
         OpenSIRConfig(weights={"diversity": -1})
 
 
+def test_sampling_per_role():
+    """The teacher samples with the shared knobs; students with their own where set, else the shared ones."""
+    cfg = OpenSIRConfig(temperature=0.8, top_p=0.9, teacher_max_tokens=100, student_max_tokens=200)
+    assert cfg.teacher_sampling().kwargs() == {"temperature": 0.8, "top_p": 0.9, "max_tokens": 100}
+    assert cfg.student_sampling().kwargs() == {"temperature": 0.8, "top_p": 0.9, "max_tokens": 200}
+    own = OpenSIRConfig(temperature=0.8, student_temperature=0.3, student_top_p=0.5)
+    assert own.student_sampling().kwargs() == {"temperature": 0.3, "top_p": 0.5, "max_tokens": 384}
+    assert own.teacher_sampling().kwargs() == {"temperature": 0.8, "top_p": 1.0, "max_tokens": 192}
+    for bad in ({"student_temperature": 0}, {"student_top_p": 1.5}, {"teacher_max_tokens": 8}):
+        with pytest.raises(ValidationError):
+            OpenSIRConfig(**bad)
+
+
 # ----------------------------------------------------------------------------- rewards
 
 

@@ -66,6 +66,18 @@ def test_config_rejects(kwargs):
         SQLMConfig(**kwargs)
 
 
+def test_sampling_per_role():
+    """The proposer samples with the shared knobs; solvers with their own where set, else the shared ones."""
+    cfg = SQLMConfig(temperature=0.7, top_p=0.9)
+    assert cfg.proposer_sampling().kwargs() == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 384}
+    assert cfg.solver_sampling().kwargs() == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 512}
+    own = SQLMConfig(solver_temperature=0.2, solver_top_p=0.6)
+    assert own.solver_sampling().kwargs() == {"temperature": 0.2, "top_p": 0.6, "max_tokens": 512}
+    assert own.proposer_sampling().kwargs() == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 384}
+    with pytest.raises(ValidationError):
+        SQLMConfig(solver_max_tokens=9000)
+
+
 # --------------------------------------------------------------------------- prompts
 @pytest.mark.parametrize("topic", ["arithmetic", "algebra", "coding"])
 def test_base_prompts_end_where_the_model_writes(topic):

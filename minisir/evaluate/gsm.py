@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import MinisirError
+from ..prompting import one_line
 from .questions import Question, _subset, reference_answer
 from .safe_eval import (SafeEval, TemplateError, _as_value, _divides, _ensure_int, _fmt_decimal, _is_int, _is_num,
                         _places, _to_fraction, format_number)
@@ -71,7 +72,7 @@ def _gsm_replacements() -> dict:
 def load_gsm8k(n: int | None = None, seed: int = 0) -> list[Question]:
     """The 100 original GSM8K test questions shipped with the templates."""
     qs = [
-        Question(f"gsm8k-{stem}", " ".join(d["question"].split()), reference_answer(d["answer"]),
+        Question(f"gsm8k-{stem}", one_line(d["question"]), reference_answer(d["answer"]),
                  {"id_orig": d.get("id_orig")})
         for stem, d in _gsm_files()
     ]

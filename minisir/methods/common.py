@@ -12,15 +12,60 @@ from __future__ import annotations
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from ..prompting import ChatFn, one_line
 from ..sampler import Completion
 from ..grpo import Sample
 
-ChatFn = Callable[[list[dict]], str]
+
+
+# --------------------------------------------------------------------------- sampling knobs
+# A method's recipe section keeps its sampling keys flat (method.temperature, method.student_top_p,
+# ...); these give every such field its bounds and wording in one place, and SamplingConfig is
+# what one role samples with.
+def temperature_field(default: float, whose: str) -> Any:
+    return Field(default, gt=0, le=2.0, description=f"sampling temperature of {whose}")
+
+
+def top_p_field(default: float, whose: str) -> Any:
+    return Field(default, gt=0, le=1.0, description=f"nucleus sampling mass of {whose}")
+
+
+def own_temperature_field(who: str) -> Any:
+    """A second role's own temperature (students, solvers); null = the method's temperature."""
+    return Field(None, gt=0, le=2.0, description=(
+        f"{who}' own temperature; null = temperature. A weak model's votes at 1.0 are mostly noise"))
+
+
+def own_top_p_field(who: str) -> Any:
+    return Field(None, gt=0, le=1.0, description=f"{who}' own top_p; null = top_p")
+
+
+def max_tokens_field(default: int, what: str, le: int | None = None) -> Any:
+    return Field(default, ge=16, le=le, description=f"token limit of one {what}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How one role samples: what sampler.generate takes besides prompts, n, seed and stop."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+    @classmethod
+    def of(cls, temperature: float, top_p: float, max_tokens: int, own_temperature: float | None = None,
+           own_top_p: float | None = None) -> "SamplingConfig":
+        """A role's knobs: its own temperature/top_p where set, else the method's shared ones."""
+        return cls(own_temperature or temperature, own_top_p or top_p, max_tokens)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 # The one math solver prompt: every method's students and held-out evaluation ask a
 # question the same way, so a base-vs-trained comparison measures what training changed.
@@ -37,11 +82,6 @@ MATH_SOLVER_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 # Completion prompts stop where the model starts the next few-shot item.
 MATH_SOLVER_STOP: tuple[str, ...] = ("\nProblem:", "\n\n\n")
-
-
-def one_line(text: str) -> str:
-    """Whitespace runs (newlines included) collapsed to single spaces: how problems appear in prompts."""
-    return " ".join(str(text).split())
 
 
 def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
@@ -172,7 +212,7 @@ def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30) ->
     a short statement is how a teacher games the solvability reward (students learn to
     copy the number and agree).
     """
-    text = " ".join(str(problem).split())
+    text = one_line(problem)
     if len(text) < min_chars:
         return f"shorter than {min_chars} characters"
     if re.search(r"</?[a-zA-Z]+>", text):

@@ -34,8 +34,10 @@ from ..answers import equivalent, extract_boxed
 from ..grpo import Sample, has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
 from ..sandbox import SandboxConfig
-from .common import (MATH_SOLVER_STOP, ChatFn, completion_fields, math_solver_prompt, mean_or_none, one_line,
-                     sampled_by, to_sample)
+from ..prompting import ChatFn, one_line
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
+                     top_p_field)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
@@ -69,11 +71,10 @@ class OpenSIRConfig(BaseModel):
     references_per_step: int = Field(2, ge=1, description="archive problems the teacher riffs on per round")
     teacher_samples: int = Field(8, ge=2, description="candidate problems per reference (one GRPO group)")
     student_samples: int = Field(8, ge=2, description="solutions per valid problem (vote + GRPO group)")
-    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of the teacher (and students)")
-    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of the teacher (and students)")
-    student_temperature: float | None = Field(None, gt=0, le=2.0, description=(
-        "students' own temperature; null = temperature. A weak model's votes at 1.0 are mostly noise"))
-    student_top_p: float | None = Field(None, gt=0, le=1.0, description="students' own top_p; null = top_p")
+    temperature: float = temperature_field(1.0, "the teacher (and students)")
+    top_p: float = top_p_field(1.0, "the teacher (and students)")
+    student_temperature: float | None = own_temperature_field("students")
+    student_top_p: float | None = own_top_p_field("students")
     solve_low: float = Field(0.5, ge=0, le=1, description="lowest solve rate (majority share) inside the window")
     solve_peak: float = Field(0.7, ge=0, le=1, description="solve rate where solvability is 1 (reference: the midpoint)")
     solve_high: float = Field(0.9, ge=0, le=1, description="highest solve rate inside the window")
@@ -106,11 +107,11 @@ class OpenSIRConfig(BaseModel):
                              description="problems the archive starts from")
     embedder: str = Field("bundled", description="sentence-transformers model dir, or bundled (all-MiniLM-L6-v2)")
     few_shot: int = Field(2, ge=0, le=8, description="archive problems shown in the teacher prompt")
-    teacher_max_tokens: int = Field(192, ge=16, description="token limit of one teacher completion")
+    teacher_max_tokens: int = max_tokens_field(192, "teacher completion")
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description=(
         "limits for the teacher's label programs (labels: program/agree) that need Python"))
-    student_max_tokens: int = Field(384, ge=16, description="token limit of one student solution")
+    student_max_tokens: int = max_tokens_field(384, "student solution")
 
     @model_validator(mode="after")
     def _window(self) -> "OpenSIRConfig":
@@ -123,6 +124,13 @@ class OpenSIRConfig(BaseModel):
 
     def uses_think(self, chat: bool) -> bool:
         return chat if self.think is None else self.think
+
+    def teacher_sampling(self) -> SamplingConfig:
+        return SamplingConfig.of(self.temperature, self.top_p, self.teacher_max_tokens)
+
+    def student_sampling(self) -> SamplingConfig:
+        return SamplingConfig.of(self.temperature, self.top_p, self.student_max_tokens, self.student_temperature,
+                                 self.student_top_p)
 
 
 # --------------------------------------------------------------------------- prompts
@@ -508,8 +516,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     with phase("teacher"):
         t = time.perf_counter()
         teacher = runner.sampler.generate(
-            prompts, n=cfg.teacher_samples, max_tokens=cfg.teacher_max_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, seed=step_seed(seed, step, "teacher", round_), stop=teacher_stop(chat))
+            prompts, n=cfg.teacher_samples, **cfg.teacher_sampling().kwargs(),
+            seed=step_seed(seed, step, "teacher", round_), stop=teacher_stop(chat))
         teacher_tps = tokens_per_s(teacher, time.perf_counter() - t)
 
     with phase("parse"):
@@ -532,8 +540,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         t = time.perf_counter()
         student = runner.sampler.generate(
             [student_prompt(x[2].problem, runner.chat) for x in parsed], n=cfg.student_samples,
-            max_tokens=cfg.student_max_tokens, temperature=cfg.student_temperature or cfg.temperature,
-            top_p=cfg.student_top_p or cfg.top_p, seed=step_seed(seed, step, "student", round_), stop=student_stop(chat)) if parsed else []
+            **cfg.student_sampling().kwargs(), seed=step_seed(seed, step, "student", round_),
+            stop=student_stop(chat)) if parsed else []
         student_tps = tokens_per_s(student, time.perf_counter() - t)
 
     with phase("embed"):

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .common import ChatFn, MATH_SOLVER_STOP, completion_fields, math_solver_prompt, mean_or_none, to_sample
+from ..prompting import ChatFn
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, temperature_field, to_sample, top_p_field)
 
 if TYPE_CHECKING:
     from ..evaluate import Question
@@ -43,9 +45,9 @@ class RLVRConfig(BaseModel):
         "shares a question with `minisir eval`), or a JSONL file with one {\"question\", \"answer\"} per line"))
     questions_per_step: int = Field(8, ge=1, le=4096, description="questions per round, one GRPO group each")
     samples: int = Field(8, ge=2, le=64, description="solutions sampled per question (the group size G)")
-    temperature: float = Field(0.6, gt=0, le=2.0, description="sampling temperature of the solutions")
-    top_p: float = Field(0.95, gt=0, le=1.0, description="nucleus sampling mass of the solutions")
-    max_tokens: int = Field(160, ge=16, le=8192, description="token limit of one solution")
+    temperature: float = temperature_field(0.6, "the solutions")
+    top_p: float = top_p_field(0.95, "the solutions")
+    max_tokens: int = max_tokens_field(160, "solution", le=8192)
 
     @field_validator("questions")
     @classmethod
@@ -58,6 +60,9 @@ class RLVRConfig(BaseModel):
 
     def reward_scale(self) -> float:
         return 1.0
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig.of(self.temperature, self.top_p, self.max_tokens)
 
 
 # --------------------------------------------------------------------------- questions
@@ -112,8 +117,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         t = time.perf_counter()
         solved = runner.sampler.generate(
             [math_solver_prompt(q.question, runner.chat) for q in questions], n=cfg.samples,
-            max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=step_seed(seed, step, "solver", round_), stop=eval_stop(runner.chat is not None))
+            **cfg.sampling().kwargs(), seed=step_seed(seed, step, "solver", round_),
+            stop=eval_stop(runner.chat is not None))
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
 
     problems: list[dict[str, Any]] = []

@@ -58,8 +58,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..grpo import has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
-from .common import (MATH_SOLVER_STOP, ChatFn, completion_fields, math_solver_prompt, mean_or_none, one_line,
-                     sampled_by, to_sample)
+from ..prompting import ChatFn, one_line
+from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
+                     mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
+                     top_p_field)
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
@@ -110,13 +112,12 @@ class SQLMConfig(BaseModel):
     pass_low: float = Field(0.0, ge=0, le=1, description="coding: proposer reward needs pass_low < mean pass rate")
     pass_high: float = Field(1.0, ge=0, le=1, description="... and mean pass rate < pass_high")
     proposer_update_every: int = Field(5, ge=1, le=100_000, description="train the proposer every k-th step")
-    temperature: float = Field(1.0, gt=0, le=2.0, description="sampling temperature of the proposer (and solvers)")
-    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass of the proposer (and solvers)")
-    solver_temperature: float | None = Field(None, gt=0, le=2.0, description=(
-        "solvers' own temperature; null = temperature. A weak model's votes at 1.0 are mostly noise"))
-    solver_top_p: float | None = Field(None, gt=0, le=1.0, description="solvers' own top_p; null = top_p")
-    proposer_max_tokens: int = Field(384, ge=16, le=8192, description="token limit of one proposal")
-    solver_max_tokens: int = Field(512, ge=16, le=8192, description="token limit of one solution")
+    temperature: float = temperature_field(1.0, "the proposer (and solvers)")
+    top_p: float = top_p_field(1.0, "the proposer (and solvers)")
+    solver_temperature: float | None = own_temperature_field("solvers")
+    solver_top_p: float | None = own_top_p_field("solvers")
+    proposer_max_tokens: int = max_tokens_field(384, "proposal", le=8192)
+    solver_max_tokens: int = max_tokens_field(512, "solution", le=8192)
     min_tests: int = Field(5, ge=1, le=100, description="coding: fewest distinct tests a proposal must have")
     max_tests: int = Field(20, ge=1, le=500, description="coding: tests beyond this are dropped (cost bound)")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
@@ -162,6 +163,13 @@ class SQLMConfig(BaseModel):
     def kind(self) -> str:
         """number or program: what scores a solution (majority vote, or the proposer's tests)."""
         return self.answer_kind or ("program" if self.topic == "coding" else "number")
+
+    def proposer_sampling(self) -> SamplingConfig:
+        return SamplingConfig.of(self.temperature, self.top_p, self.proposer_max_tokens)
+
+    def solver_sampling(self) -> SamplingConfig:
+        return SamplingConfig.of(self.temperature, self.top_p, self.solver_max_tokens, self.solver_temperature,
+                                 self.solver_top_p)
 
 
 # --------------------------------------------------------------------------- prompts
@@ -810,8 +818,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         prompts = [proposer_prompt(topic, runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=kind,
                                    examples=cfg.topic_examples, program=labelled) for k in range(n_prompts)]
         groups = runner.sampler.generate(
-            prompts, n=cfg.proposals_per_prompt, max_tokens=cfg.proposer_max_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, seed=prop_seed, stop=proposer_stop(topic, chat, kind, labelled))
+            prompts, n=cfg.proposals_per_prompt, **cfg.proposer_sampling().kwargs(), seed=prop_seed,
+            stop=proposer_stop(topic, chat, kind, labelled))
         proposed = [c for g in groups for c in g]
         prompt_of = [k for k, g in enumerate(groups) for _ in g]
         proposer_tps = tokens_per_s(groups, time.perf_counter() - t)
@@ -832,8 +840,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         t = time.perf_counter()
         solved = runner.sampler.generate(
             [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in solve], n=cfg.solver_samples,
-            max_tokens=cfg.solver_max_tokens, temperature=cfg.solver_temperature or cfg.temperature,
-            top_p=cfg.solver_top_p or cfg.top_p, seed=step_seed(seed, step, "solver", round_),
+            **cfg.solver_sampling().kwargs(), seed=step_seed(seed, step, "solver", round_),
             stop=solver_stop(topic, chat, kind)) if solve else []
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
 
