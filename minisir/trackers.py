@@ -17,8 +17,10 @@ import importlib.util
 import logging
 import math
 import os
+import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,6 +115,7 @@ class TensorBoardTracker:
     def start(self, run: RunInfo) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_writer_thread()
         # purge_step: TensorBoard drops earlier events at or after it, so a step a killed process
         # logged but whose commit was lost cannot show up twice.
         purge = run.last_step + 1 if run.last_step >= 0 else None
@@ -134,6 +137,23 @@ class TensorBoardTracker:
     def finish(self, failed: bool = False) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _quiet_writer_thread() -> None:
+    """TensorBoard's writer thread keeps a write error (a full disk) for the next call, where
+    Trackers turns it into one warning, and also re-raises it; keep threading from printing
+    that as a second, traceback-long report. Other threads' errors print as before."""
+    previous = threading.excepthook
+    if getattr(previous, "minisir_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__module__.startswith("tensorboard.summary.writer"):
+            return
+        previous(args)
+
+    hook.minisir_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class WandbTracker:
@@ -229,7 +249,9 @@ class MlflowTracker:
 
     def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         data = {c: [row[i] for row in rows] for i, c in enumerate(columns)}
-        self.client.log_table(self.run_id, data, f"{name}/step-{step:06d}.json")
+        with warnings.catch_warnings():  # pandas deprecation chatter from inside log_table, every step
+            warnings.simplefilter("ignore")
+            self.client.log_table(self.run_id, data, f"{name}/step-{step:06d}.json")
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
         from mlflow.entities import Metric
