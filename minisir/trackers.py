@@ -8,7 +8,8 @@ fails mid-run warns once and is dropped, and the run goes on.
 
 A resumed run continues the same tracker run: TensorBoard writes to RUN/tb again and purges
 events after the last committed step; W&B, trackio and MLflow reuse the run id kept in the
-archive's meta table. Each library is imported only when its tracker starts.
+archive's meta table. A kill can lose what a library had not yet written (W&B and trackio
+write in the background), never duplicate it. Each library is imported only when its tracker starts.
 """
 
 from __future__ import annotations

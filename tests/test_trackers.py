@@ -69,7 +69,7 @@ def wandb_records(path: Path) -> list:
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         pos += 7
-        if kind == 0 and length == 0:
+        if (kind == 0 and length == 0) or pos + length > len(data):  # the end, or a record being written
             break
         chunks += data[pos:pos + length]
         pos += length
@@ -101,9 +101,9 @@ def archive_steps(run_dir: Path) -> dict[int, dict]:
     try:
         steps = {s: json.loads(m) for s, m in conn.execute("SELECT step, metrics FROM steps ORDER BY step")}
         for step, bench, metrics in conn.execute("SELECT step, benchmark, metrics FROM evals"):
-            m = json.loads(metrics)
-            steps[step].update({f"eval/{bench}/{k.replace('@', '_at_')}": m[k] for k in ("pass@1", "maj@k")
-                                if isinstance(m.get(k), (int, float))})
+            # an in-run eval's numbers go out as eval/BENCHMARK/METRIC, @ spelled _at_ (MLflow allows no @)
+            steps[step].update({f"eval/{bench}/{k.replace('@', '_at_')}": v for k, v in json.loads(metrics).items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("_ci")})
         return steps
     finally:
         conn.close()
@@ -137,12 +137,36 @@ def _env(root: Path) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": (root / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
-def _wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout: float = 1500) -> None:
+def _wait_for(proc: subprocess.Popen, log: Path, what: str, done, timeout: float = 1500) -> None:
     end = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        assert proc.poll() is None, f"the run ended before printing {text!r}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < end, f"no {text!r} after {timeout} s"
+    while not done():
+        assert proc.poll() is None, f"the run ended before {what}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < end, f"no {what} after {timeout} s"
         time.sleep(0.2)
+
+
+def _printed(log: Path, text: str):
+    return lambda: text in log.read_text(errors="replace")
+
+
+def _trackers_have_step_0(root: Path):
+    """W&B and trackio write in the background: a kill loses what they had not written yet
+    (never a duplicate), so the first process is killed once both have step 0 on disk."""
+
+    def done() -> bool:
+        _, rows = wandb_history(root / "run")
+        db = root / "trackio" / "minisir.db"
+        if not rows or not db.exists():
+            return False
+        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            return bool(conn.execute("SELECT 1 FROM metrics WHERE step = 0").fetchone())
+        except sqlite3.Error:  # the database is being created
+            return False
+        finally:
+            conn.close()
+
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -162,22 +186,25 @@ def tracked(tmp_path_factory) -> dict:
 
     proc = subprocess.Popen(cmd, stdout=first.open("wb"), stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_for_line(proc, first, "step 0:")  # printed after the trackers got step 0
+        _wait_for(proc, first, "step 0", _printed(first, "step 0:"))  # printed after the trackers got step 0
+        _wait_for(proc, first, "step 0 in W&B and trackio", _trackers_have_step_0(root), timeout=120)
         proc.send_signal(signal.SIGKILL)  # step 1 samples for seconds: killed mid-step
         proc.wait()
         assert sorted(archive_steps(run_dir)) == [0]
 
         proc = subprocess.Popen(cmd, stdout=second.open("wb"), stderr=subprocess.STDOUT, env=env)
-        _wait_for_line(proc, second, "step 1:")
-        newest = max(glob.glob(str(run_dir / "tb" / "events.out.tfevents.*")), key=os.path.getmtime)
-        os.unlink(newest)  # the resumed process's event file: its next write gets ENOSPC
-        os.symlink("/dev/full", newest)
+        _wait_for(proc, second, "step 1", _printed(second, "step 1:"))
+        # The resumed process's event file (TensorBoard appends by path): its next write gets ENOSPC.
+        newest = Path(max(glob.glob(str(run_dir / "tb" / "events.out.tfevents.*")), key=os.path.getmtime))
+        kept = newest.rename(root / newest.name)
+        newest.symlink_to("/dev/full")
         assert proc.wait(timeout=1500) == 0, second.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    os.unlink(newest)  # the readers below see what TensorBoard had written before the disk filled
+    newest.unlink()  # the readers below see what TensorBoard had written before the disk filled
+    kept.rename(newest)
     return {"run_dir": run_dir, "root": root, "steps": archive_steps(run_dir), "second": second.read_text()}
 
 
@@ -254,9 +281,10 @@ def test_trackio_continues_one_run_with_each_step_once(tracked):
         assert {r["problem"] for r in logged[TABLE]["_value"]} <= valid_problem_texts(run_dir, step)
 
 
-def test_mlflow_continues_one_run_with_each_step_once(tracked):
+def test_mlflow_continues_one_run_with_each_step_once(tracked, monkeypatch):
     from mlflow import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     run_dir, steps = tracked["run_dir"], tracked["steps"]
     client = MlflowClient(tracking_uri=(tracked["root"] / "mlruns").as_uri())
     run_id = archive_meta(run_dir, "mlflow_run_id")
