@@ -31,8 +31,10 @@ from .recipe import TRACKERS
 
 log = logging.getLogger(__name__)
 
-# The module each tracker needs (the `tensorboard` package backs torch.utils.tensorboard).
-_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
+# The modules each tracker needs: the `tensorboard` package backs torch.utils.tensorboard, and
+# MLflow's log_table needs pandas, which mlflow-skinny does not bring.
+_MODULES = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "trackio": ("trackio",),
+            "mlflow": ("mlflow", "pandas")}
 PROJECT = "minisir"  # W&B/trackio project and MLflow experiment unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME say otherwise
 TOP_PROBLEMS = 5  # rows of the per-step table
 TABLE = "top_problems"
@@ -55,7 +57,7 @@ def check_installed(names: list[str]) -> None:
     for name in names:
         if name not in _MODULES:
             raise RecipeError(f"run.report_to: unknown tracker {name!r}; use {', '.join(TRACKERS)}")
-        if not _installed(_MODULES[name]):
+        if not all(_installed(module) for module in _MODULES[name]):
             raise RecipeError(f"run.report_to: {name} is not installed; {install_hint(name)}")
 
 

@@ -330,11 +330,11 @@ def test_a_bad_report_to_names_the_field(value, message):
     assert parse_recipe({}).run.report_to == []
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_a_missing_tracker_is_one_line_before_the_model_loads(name, tmp_path, monkeypatch, no_model_loading):
+@pytest.mark.parametrize("name, module", [(name, name) for name in ALL] + [("mlflow", "pandas")])
+def test_a_missing_tracker_is_one_line_before_the_model_loads(name, module, tmp_path, monkeypatch, no_model_loading):
     from minisir.cli import main
 
-    monkeypatch.setitem(sys.modules, name, None)  # `import name` fails as if it were not installed
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` fails as if it were not installed
     data = yaml.safe_load(yaml.safe_dump(TINY))
     data["run"].update({"dir": str(tmp_path / "run"), "report_to": [name]})
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
