@@ -300,6 +300,18 @@ class Archive:
         if row[1] is not None and int(row[1]) != int(seed):
             log.warning("resuming with seed %s; the run was started with seed %s", seed, row[1])
 
+    def meta(self, key: str) -> str | None:
+        """A value of the meta table (bookkeeping such as a tracker's run id), None when unset."""
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a bookkeeping value (own small transaction), e.g. the W&B run id a resume reuses."""
+        if self.readonly:
+            raise ArchiveError(f"archive {self.path} was opened read-only")
+        with self.db.atomic():
+            self.db.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
     def run_info(self) -> dict | None:
         row = self.db.conn.execute(
             "SELECT created_at, seed, recipe, versions FROM runs ORDER BY id LIMIT 1"

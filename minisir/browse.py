@@ -25,7 +25,7 @@ HOST = "127.0.0.1"
 
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "meta": ("Archive bookkeeping.", {
-        "key": "schema_version or created_at",
+        "key": "schema_version, created_at, or a live tracker's run id (e.g. wandb_run_id) that a resume reuses",
         "value": "its value (text)",
     }),
     "runs": ("The run's identity: its resolved recipe, written at the first step and checked on every resume.", {

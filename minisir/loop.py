@@ -34,6 +34,7 @@ from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Sampler
 from .signals import handling
+from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ class Runner:
         # must fail in about a second, before the sampler or trainer load anything.
         self.gguf = resolve_gguf(recipe.model.gguf)
         self.hf_dir = resolve_hf_dir(recipe.model.hf_dir)
+        check_installed(recipe.run.report_to)
+        # Rank 0 alone reports to the live trackers, as it alone writes the archive.
+        self.trackers = Trackers(recipe.run.report_to if self.ranks.is_main else [])
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -252,7 +256,8 @@ class Runner:
         return self.adapter_dir / f"step-{step:06d}"
 
     def close(self, failed: bool = False) -> None:
-        """Release the sampler, archive and lock; leave the rank group (`failed`: mid-step, skip its barrier)."""
+        """Release the trackers, sampler, archive and lock; leave the rank group (`failed`: mid-step, skip its barrier)."""
+        self.trackers.finish(failed=failed)
         self.sampler.close()
         self.archive.close()
         self._lock.close()
@@ -303,6 +308,8 @@ class Runner:
             return 0
         if last >= 0 and self.ranks.is_main:
             tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
+        if not self.trackers.started:
+            self.trackers.start(RunInfo(self.run_dir, self.recipe.resolved(), last, self.archive))
         done = 0
         with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
                                    disable=not self.progress) as bar:
@@ -380,9 +387,13 @@ class Runner:
         self.ranks.broadcast(adapter)
         self._after_commit(step, adapter)
         line = summary_line(step, metrics)
+        values = scalars(metrics)
         every = self.recipe.run.eval_every
         if every and (step + 1) % every == 0:
-            line += "\n" + self._evaluate(step)
+            table, evaluated = self._evaluate(step)
+            line += "\n" + table
+            values.update(evaluated)
+        self.trackers.log_step(step, values, result.problems)  # only committed steps; never raises
         return line, str(metrics.get("phase", "rl"))
 
     def check_sync(self, step: int | None = None) -> float:
@@ -435,8 +446,9 @@ class Runner:
                 "model.hf_dir at the GGUF's own checkpoint, or leave it empty to train the dequantised GGUF")
         return floor
 
-    def _evaluate(self, step: int) -> str:
-        """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit)."""
+    def _evaluate(self, step: int) -> tuple[str, dict[str, float]]:
+        """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit);
+        returns its table and its values for the trackers."""
         from .evaluate import format_table, run_eval
 
         adapter = self.sampler.adapter_path
@@ -448,7 +460,7 @@ class Runner:
         self.archive.add_eval(step, self.recipe.eval.benchmark, result.to_archive())
         if adapter is not None:  # run_eval activates at scale 1; restore the recipe's scale
             self.sampler.set_adapter(adapter, self.recipe.sampler.adapter_scale)
-        return format_table([result])
+        return format_table([result]), eval_scalars(self.recipe.eval.benchmark, result.metrics)
 
     def _save_state(self, step: int) -> None:
         """Trainer state for exact resume, written to a temp dir then renamed."""

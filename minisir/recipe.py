@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
@@ -20,6 +20,10 @@ from .errors import RecipeError
 from .evaluate import EvalConfig
 from .methods import DEFAULT_METHOD, METHODS, method_config
 from .grpo import TrainerConfig
+
+# run.report_to's choices; minisir/trackers.py has one adapter per name (imported only by a run).
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
 
 
 class ModelConfig(BaseModel):
@@ -95,6 +99,24 @@ class RunConfig(BaseModel):
     rounds_per_step: int = Field(1, ge=1, le=1024, description=(
         "sampling rounds pooled into one optimizer step (gradient accumulation): more groups per update, "
         "less noisy gradients; the recipes say how this compares with the papers' batch sizes"))
+    report_to: list[Tracker] = Field(default_factory=list, description=(
+        "live trackers that mirror each committed step's metrics (the step line's and the archive's names), "
+        "in-run evals and the step's top problems: tensorboard (RUN/tb), wandb, trackio, mlflow "
+        "(MLFLOW_TRACKING_URI); each needs its extra, e.g. pip install 'minisir[tensorboard]'; [] = none. "
+        "A resumed run continues the same tracker run; a tracker that fails mid-run warns once and is dropped"))
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # --set run.report_to=tensorboard
+
+    @field_validator("report_to")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if value.count(name) > 1:
+                raise ValueError(f"{name} is listed twice")
+        return value
 
     @field_validator("dir")
     @classmethod
