@@ -29,7 +29,7 @@ from .assets import resolve_gguf, resolve_hf_dir
 from .data_parallel import Ranks, ShardedSampler
 from .errors import ArchiveError, MinisirError, RecipeError
 from .methods import method_module
-from .methods.common import StepResult, completion_fields, step_seed  # noqa: F401  (re-exported)
+from .methods.common import StepResult
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Sampler
