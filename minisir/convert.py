@@ -25,6 +25,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from .atomic import atomic_dir
 from .errors import MinisirError
 
 SCRIPT = "convert_hf_to_gguf.py"
@@ -112,24 +113,23 @@ def install(sdist: Path | None = None, dest: Path | None = None) -> Path:
         if not sdist.name.startswith(want + "."):
             raise ConverterError(f"convert: {sdist.name} is not {want}'s source package; the converter must "
                                  "match the installed llama.cpp")
-        out = tmp / "out"
-        try:
-            with tarfile.open(sdist, "r:gz") as tar:
-                for member in tar.getmembers():
-                    rel = member.name.partition("/vendor/llama.cpp/")[2]
-                    parts = Path(rel).parts
-                    if not rel.startswith(_MEMBERS) or not member.isfile() or ".." in parts or "__pycache__" in parts:
-                        continue
-                    target = out / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(member) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except (tarfile.TarError, OSError) as exc:
-            raise ConverterError(f"convert: cannot read {sdist} ({exc})") from None
-        if not _complete(out):
-            raise ConverterError(f"convert: {sdist.name} holds no vendor/llama.cpp/{SCRIPT}")
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(out, dest)
+        with atomic_dir(dest) as out:
+            try:
+                with tarfile.open(sdist, "r:gz") as tar:
+                    for member in tar.getmembers():
+                        rel = member.name.partition("/vendor/llama.cpp/")[2]
+                        parts = Path(rel).parts
+                        if (not rel.startswith(_MEMBERS) or not member.isfile() or ".." in parts
+                                or "__pycache__" in parts):
+                            continue
+                        target = out / rel
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with tar.extractfile(member) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+            except (tarfile.TarError, OSError) as exc:
+                raise ConverterError(f"convert: cannot read {sdist} ({exc})") from None
+            if not _complete(out):
+                raise ConverterError(f"convert: {sdist.name} holds no vendor/llama.cpp/{SCRIPT}")
     return dest
 
 

@@ -8,12 +8,11 @@ Two products:
   from its GGUF; tests also use it to build tiny random models.
 
 Every file is written under a temporary name in the target directory, then renamed, so a
-reader never sees a half-written file.
+reader never sees a half-written file (minisir.atomic).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_file
 from .errors import MinisirError
 
 log = logging.getLogger(__name__)
@@ -96,23 +96,6 @@ def _permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
         raise ExportError(f"export: cannot permute {w.shape[0]} rows into {n_head} rotary heads")
     half = w.shape[0] // n_head // 2
     return w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; others (e.g. a host user of a Docker volume) must read it
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write(writer) -> None:
@@ -208,7 +191,7 @@ def write_lora_gguf(peft_model, path: Path, architecture: str | None = None) -> 
     if not tensors:
         raise ExportError(f"export: adapter {adapter!r} has no LoRA layers to write")
 
-    with _atomic_target(path) as tmp:
+    with atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -339,7 +322,7 @@ def write_model_gguf(model, path: Path, tokenizer_gguf: Path, ftype: str = "f32"
         (hf_dir / "tokenizer.json").write_text(json.dumps(
             {"model": {"vocab": {f"<minisir-{i}>": i for i in range(n_vocab)}}, "added_tokens": []}))
         name = Path(str(getattr(config, "_name_or_path", "") or "")).name or f"minisir {arch}"
-        with _atomic_target(path) as tmp:
+        with atomic_file(path) as tmp:
             run_converter(hf_dir, tmp, ftype, tokenizer_gguf, writer_calls, name=name)
     log.info("wrote %s model %s (%s)", arch, path, ftype)
     return path
@@ -370,7 +353,7 @@ def quantize_gguf(src: Path, dst: Path, qtype: str = "q4_k_m", n_threads: int | 
     params.ftype = _llama_ftype(qtype)
     params.nthread = int(n_threads or os.cpu_count() or 1)
     llama_cpp.llama_backend_init()
-    with _atomic_target(dst) as tmp:
+    with atomic_file(dst) as tmp:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
             raise ExportError(f"export: llama.cpp failed to quantize {src} to {qtype} (code {rc}); see its log")

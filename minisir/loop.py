@@ -29,7 +29,7 @@ from .assets import resolve_gguf, resolve_hf_dir
 from .data_parallel import Ranks, ShardedSampler
 from .errors import ArchiveError, MinisirError, RecipeError
 from .methods import method_module
-from .methods.common import StepResult, completion_fields, step_seed  # noqa: F401  (re-exported)
+from .methods.common import StepResult
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Sampler
@@ -463,14 +463,8 @@ class Runner:
         return format_table([result]), eval_scalars(self.recipe.eval.benchmark, result.metrics)
 
     def _save_state(self, step: int) -> None:
-        """Trainer state for exact resume, written to a temp dir then renamed."""
-        final = self._state_path(step)
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.trainer.save_state(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        """Trainer state for exact resume (the trainer writes it atomically)."""
+        self.trainer.save_state(self._state_path(step))
 
     def _after_commit(self, step: int, adapter: dict | None) -> None:
         """Hot-swap the new adapter and (rank 0) drop files nobody needs any more."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .atomic import atomic_file
 from .errors import ModelNotFound
-from .export import ExportError, _atomic_target
+from .export import ExportError
 from .gguf_info import read_gguf_info
 
 MODELFILE = "Modelfile"
@@ -115,6 +116,6 @@ def write_modelfile(gguf: Path) -> Path:
     gguf = Path(gguf)
     path = gguf.parent / MODELFILE
     text = modelfile_text(gguf)
-    with _atomic_target(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

@@ -1,6 +1,6 @@
 """YAML recipe -> validated, fully resolved configuration.
 
-Every section's defaults live in the module that uses them (trainer.TrainerConfig,
+Every section's defaults live in the module that uses them (grpo.TrainerConfig,
 methods.opensir.OpenSIRConfig, ...); this module only composes them, so there is one
 source of truth. Errors name the recipe file and the field path and say what to do.
 """

@@ -6,7 +6,7 @@
   PEFT and vLLM load) with a short model card.
 
 Every file is written under a temporary name beside its target and renamed into place, so a
-failure never leaves half a file where a reader would take it for a whole one.
+failure never leaves half a file where a reader would take it for a whole one (minisir.atomic).
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .archive import ARCHIVE_NAME, Archive
+from .atomic import atomic_dir, atomic_file
 from .errors import ArchiveError, MinisirError
 
 FORMATS = (".jsonl", ".parquet")
@@ -37,23 +36,6 @@ COLUMNS: dict[str, str] = {
 }
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MAX_EVALS = 20  # evaluations listed in a model card
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the file is meant to be passed on
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def open_run(run: Path) -> Archive:
@@ -307,18 +289,8 @@ def export_adapter(run: Path, out_dir: Path) -> tuple[int, int]:
     config = json.loads((source / "adapter_config.json").read_text())
     model = recipe.get("model", {})
     config["base_model_name_or_path"] = str(model.get("hf_dir") or model.get("gguf") or "bundled")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    old = tmp.with_suffix(".old")
-    try:
+    with atomic_dir(out_dir) as tmp:
         shutil.copyfile(source / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(model_card(recipe, run.resolve(), trained, last + 1, updates, evals, config))
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
-        if out_dir.exists():
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return trained, last

@@ -31,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .atomic import atomic_dir
 from .data_parallel import Ranks
 from .errors import MinisirError, RecipeError
 from .grpo import DEFAULT_TARGET_MODULES, Sample, TrainerConfig, group_advantages  # noqa: F401  (public here too)
@@ -514,24 +513,13 @@ class GRPOTrainer:
         """Write the LoRA in PEFT format (adapter_config.json + safetensors), as servers such as
         vLLM load it at runtime; written to a hidden temp dir, then renamed into place."""
         directory = Path(directory)
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(directory) as tmp:
             self.model.save_pretrained(str(tmp))
-            shutil.rmtree(directory, ignore_errors=True)
-            os.rename(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     def save_state(self, directory: Path) -> None:
         """Adapter weights (PEFT format) + optimizer + step + RNG, written atomically, for exact resume."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(Path(directory)) as tmp:
             self.model.save_pretrained(str(tmp / _ADAPTER_DIR))
             state = {
                 "format": _STATE_FORMAT,
@@ -543,12 +531,6 @@ class GRPOTrainer:
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             }
             torch.save(state, tmp / _STATE_FILE)
-            if directory.exists():
-                os.rename(directory, old)
-            os.rename(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
 
     def load_state(self, directory: Path) -> None:
         """Restore what save_state wrote; the next step then matches an uninterrupted run exactly."""

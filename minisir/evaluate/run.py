@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..answers import equivalent, extract_boxed
+from ..atomic import atomic_file
 from ..errors import MinisirError
 from .benchmarks import load_benchmark
 from .questions import Question
@@ -231,11 +232,9 @@ def _cached(cache_dir: Path, key: str, label: str) -> EvalResult | None:
 
 def _store(cache_dir: Path, key: str, result: EvalResult) -> None:
     try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(cache_dir) / f".{key}.tmp"
-        tmp.write_text(json.dumps({"config": result.config, "metrics": result.metrics, "records": result.records},
-                                  default=str), encoding="utf-8")
-        tmp.replace(Path(cache_dir) / f"{key}.json")
+        with atomic_file(Path(cache_dir) / f"{key}.json") as tmp:
+            tmp.write_text(json.dumps({"config": result.config, "metrics": result.metrics, "records": result.records},
+                                      default=str), encoding="utf-8")
     except OSError as exc:  # a cache that cannot be written only costs time
         log.warning("eval cache %s not written: %s", cache_dir, exc)
 

@@ -1,10 +1,18 @@
-"""What every self-play method shares: the step result, seeds, sample building, checks.
+"""What every self-play method shares.
 
-A method module (methods/opensir.py, sqlm.py, rlvr.py) owns its whole step through
-`play(ctx, step, phase, round_) -> StepResult`, where ctx is a Context (the loop's Runner
-is one); the loop knows a method only through that function, `eval_prompt`/`eval_stop`
-(held-out evaluation asks questions the way the method's students are asked) and its
-config class. No method module imports the loop.
+- The step contract: a method module (methods/opensir.py, sqlm.py, rlvr.py) owns its whole
+  step through `play(ctx, step, phase, round_) -> StepResult`, where ctx is a `Context`
+  (the loop's Runner is one) and phase a `Phase`; the loop knows a method only through that
+  function, `eval_prompt`/`eval_stop` (held-out evaluation asks questions the way the
+  method's students are asked) and its config class (registered in methods.METHODS). No
+  method module imports the loop.
+- Sampling knobs: the field builders of a config's temperature/top_p/max_tokens fields,
+  and `SamplingConfig`, what one role samples with.
+- The one math solver prompt: `math_solver_prompt`, `MATH_SOLVER_STOP`.
+- Seeds and samples: `step_seed` (per role and round), `to_sample` (a Completion as a
+  trainer Sample), `completion_fields`/`sampled_by` (the solution columns), `mean_or_none`
+  and `tokens_per_s` for metrics.
+- Checks on votes: `vote`, `has_clear_majority`, `answer_leak_reason`.
 """
 
 from __future__ import annotations
