@@ -214,3 +214,23 @@ def test_two_rank_run_survives_a_killed_rank_and_resumes_on_one(tmp_path):
         assert all(r in after[key] for r in before[key]), key
     _, metrics = _ranks_of(run_dir)
     assert [m.get("ranks") for m in metrics] == [2, 2, 2, None]  # step 3 ran on one rank
+
+
+def test_only_rank_0_reports_to_the_trackers(tmp_path):
+    """run.report_to under two ranks: rank 0 alone writes TensorBoard events (one file), each step once."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    run_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", run_dir, steps=1)
+    data = yaml.safe_load(recipe.read_text())
+    data["run"]["report_to"] = ["tensorboard"]
+    recipe.write_text(yaml.safe_dump(data))
+    log = tmp_path / "run.log"
+    rc, text = _finish(_launch([str(WORKER), "cli", "run", str(recipe)], log), log)
+    assert rc == 0, text[-4000:]
+    assert len(list((run_dir / "tb").iterdir())) == 1, "a rank other than 0 wrote events"
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={SCALARS: 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("ranks")] == [(0, 2.0)]
+    assert [e.step for e in acc.Scalars("train_loss")] == [0]

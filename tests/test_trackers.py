@@ -145,6 +145,25 @@ def _wait_for(proc: subprocess.Popen, log: Path, what: str, done, timeout: float
         time.sleep(0.2)
 
 
+# tests/forced_cli.py whose step 1 never ends by itself (it sleeps before sampling), so the kill of
+# the first process always lands inside step 1, however long W&B and trackio take to write step 0.
+_STALLED_CLI = """
+import sys, time, types
+sys.path.insert(0, {tests!r})
+from tiny_run import force_valid_problem
+from minisir.methods import opensir
+force_valid_problem(types.SimpleNamespace(setattr=setattr))
+forced = opensir.play
+def play(runner, step, phase, round_=0):
+    if step >= 1:
+        time.sleep(3600)
+    return forced(runner, step, phase, round_)
+opensir.play = play
+from minisir.cli import main
+main(sys.argv[1:], prog_name="minisir")
+"""
+
+
 def _printed(log: Path, text: str):
     return lambda: text in log.read_text(errors="replace")
 
@@ -173,7 +192,8 @@ def _trackers_have_step_0(root: Path):
 def tracked(tmp_path_factory) -> dict:
     """Three steps with every tracker: killed (SIGKILL) during step 1, resumed; TensorBoard's disk
     fills up after step 1 of the resumed process. Every round has a known valid problem
-    (tests/forced_cli.py), so each step has a top-problems table."""
+    (tests/forced_cli.py), so each step has a top-problems table; the first process's step 1
+    stalls until the kill (_STALLED_CLI)."""
     root = tmp_path_factory.mktemp("tracked")
     run_dir = root / "run"
     data = yaml.safe_load(yaml.safe_dump(TINY))
@@ -184,11 +204,12 @@ def tracked(tmp_path_factory) -> dict:
     cmd, env = [sys.executable, str(TESTS / "forced_cli.py"), "run", str(recipe)], _env(root)
     first, second = root / "first.log", root / "second.log"
 
-    proc = subprocess.Popen(cmd, stdout=first.open("wb"), stderr=subprocess.STDOUT, env=env)
+    stalled = [sys.executable, "-c", _STALLED_CLI.format(tests=str(TESTS)), "run", str(recipe)]
+    proc = subprocess.Popen(stalled, stdout=first.open("wb"), stderr=subprocess.STDOUT, env=env)
     try:
         _wait_for(proc, first, "step 0", _printed(first, "step 0:"))  # printed after the trackers got step 0
         _wait_for(proc, first, "step 0 in W&B and trackio", _trackers_have_step_0(root), timeout=120)
-        proc.send_signal(signal.SIGKILL)  # step 1 samples for seconds: killed mid-step
+        proc.send_signal(signal.SIGKILL)  # killed inside step 1
         proc.wait()
         assert sorted(archive_steps(run_dir)) == [0]
 
