@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import MinisirError, RecipeError
+from .prompting import one_line
 from .recipe import TRACKERS
 
 log = logging.getLogger(__name__)
@@ -159,14 +160,30 @@ def _quiet_writer_thread() -> None:
     threading.excepthook = hook
 
 
-class WandbTracker:
-    """A W&B run whose id is kept in the archive (WANDB_MODE=offline works; files under RUN/wandb)."""
-
-    name = "wandb"
+class _TableBuffered:
+    """A tracker whose tables ride on the step's own log row (W&B and trackio): a table logged
+    before the step's metrics is held, then written with them, so each step is one row."""
 
     def __init__(self) -> None:
         self.run: Any = None
         self.pending: dict[str, Any] = {}
+
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
+        raise NotImplementedError
+
+    def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self.pending[name] = self._table(columns, rows)
+
+    def _take_tables(self) -> dict[str, Any]:
+        """The held tables, handed over once."""
+        pending, self.pending = self.pending, {}
+        return pending
+
+
+class WandbTracker(_TableBuffered):
+    """A W&B run whose id is kept in the archive (WANDB_MODE=offline works; files under RUN/wandb)."""
+
+    name = "wandb"
 
     def start(self, run: RunInfo) -> None:
         import wandb
@@ -176,28 +193,23 @@ class WandbTracker:
                               resume="allow", config=run.config, dir=os.environ.get("WANDB_DIR") or str(run.dir),
                               allow_val_change=resumed)  # a resume may change e.g. run.steps
 
-    def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
         import wandb
 
-        self.pending[name] = wandb.Table(columns=columns, data=rows)
+        return wandb.Table(columns=columns, data=rows)
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
-        data, self.pending = {**values, **self.pending}, {}
-        self.run.log(data, step=step, commit=True)  # one row per step, written now (a kill loses none)
+        self.run.log({**values, **self._take_tables()}, step=step, commit=True)  # one row per step, written now
 
     def finish(self, failed: bool = False) -> None:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)
 
 
-class TrackioTracker:
+class TrackioTracker(_TableBuffered):
     """A trackio run (local database in TRACKIO_DIR, or a Space) resumed by the name kept in the archive."""
 
     name = "trackio"
-
-    def __init__(self) -> None:
-        self.run: Any = None
-        self.pending: dict[str, Any] = {}
 
     def start(self, run: RunInfo) -> None:
         import trackio
@@ -206,14 +218,13 @@ class TrackioTracker:
         self.run = trackio.init(project=PROJECT, name=name, resume="allow", config=run.config, embed=False,
                                 auto_log_gpu=False, auto_log_cpu=False)
 
-    def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
         import trackio
 
-        self.pending[name] = trackio.Table(columns=columns, data=rows)
+        return trackio.Table(columns=columns, data=rows)
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
-        data, self.pending = {**values, **self.pending}, {}
-        self.run.log(data, step=step)
+        self.run.log({**values, **self._take_tables()}, step=step)
 
     def finish(self, failed: bool = False) -> None:
         if self.run is not None:
@@ -290,7 +301,8 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """The error on one line, at most 300 characters: a tracker's warning never floods the log."""
+    text = one_line(str(exc)) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
