@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass, field
@@ -206,6 +207,39 @@ def equivalent(a: str | None, b: str | None) -> bool:
     if na > nb:  # symmetric cache key
         na, nb = nb, na
     return _equivalent_norm(na, nb)
+
+
+def _is_final_number(s: str) -> bool:
+    """A normalised answer that states a value, not a sum still to be done: a plain number, or a
+    fraction in lowest terms ("3/4", "\\frac{3}{4}"; "60/12" is 60 / 12 restated, not 5)."""
+    if _as_number(s) is None:
+        return False
+    m = _SLASH_RE.match(s)
+    num_den = (m.group(1), m.group(2)) if m else None
+    m = _FRAC_RE.match(s)
+    num_den = (m.group(2), m.group(3)) if m else num_den
+    if num_den is None:
+        return True
+    num, den = abs(int(num_den[0])), abs(int(num_den[1]))
+    return den > 1 and math.gcd(num, den) == 1
+
+
+def matches(answer: str | None, reference: str | None) -> bool:
+    """Whether `answer` gives `reference`'s value as a final answer: the check behind every reward,
+    label audit and score against a known or executed answer.
+
+    Equivalence alone is not enough: math-verify evaluates "69 + 37" to 106, so a policy that boxes
+    the question's own expression would be paid for every arithmetic question (a 270M learnt exactly
+    that in 20 steps). When the reference is a number, the answer must be a number too. Never raises.
+    """
+    if not equivalent(answer, reference):
+        return False
+    try:
+        if _as_number(normalize_answer(reference)) is None:
+            return True  # a symbolic reference (algebra): equivalence is the check
+        return _is_final_number(normalize_answer(answer))
+    except Exception:  # noqa: BLE001 - model output must never crash a step
+        return False
 
 
 @dataclass

@@ -130,8 +130,8 @@ def audit(majority: str | None, executed: str | None) -> bool | None:
 
     The share of True over a step is the precision of its pseudo-labels.
     """
-    from .answers import equivalent
+    from .answers import matches
 
     if majority is None or executed is None:
         return None
-    return bool(equivalent(majority, executed))
+    return bool(matches(majority, executed))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from minisir.answers import equivalent, extract_boxed, majority_vote, matches, normalize_answer
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,29 @@ def test_equivalent_true(a, b):
 )
 def test_equivalent_false(a, b):
     assert not equivalent(a, b)
+
+
+@pytest.mark.parametrize(
+    "answer, reference",
+    [("106", "106"), ("5.0", "5"), ("$1,000", "1000"), ("10 dollars", "10"), ("x = 5", "5"), ("50%", "50"),
+     ("3/4", "0.75"), ("\\frac{3}{4}", "3/4"), ("-3/4", "-0.75"), ("x+1", "1+x"), ("\\sqrt{2}", "2^{1/2}")],
+)
+def test_matches_a_final_value(answer, reference):
+    assert matches(answer, reference)
+
+
+@pytest.mark.parametrize(
+    "answer, reference",
+    [("69 + 37", "106"), ("69+37", "106"), ("2 \\times 3", "6"), ("12 * 9", "108"), ("98 - 93", "5"),
+     ("60/12", "5"), ("\\frac{60}{12}", "5"), ("6/8", "3/4"), ("6/1", "6"), ("107", "106"), (None, "5"), ("5", None)],
+)
+def test_matches_refuses_the_sum_restated_and_wrong_values(answer, reference):
+    """math-verify evaluates "69 + 37" to 106, so equivalence says yes; a check that pays it trains a
+    policy to box the question (a 270M learnt that in 20 steps). Against a number, only a number
+    (a fraction in lowest terms) gives the value."""
+    assert not matches(answer, reference)
+    if answer is not None and reference is not None and answer not in ("107",):
+        assert equivalent(answer, reference), "the case must be one that equivalence alone accepts"
 
 
 def test_equivalent_never_raises_on_garbage():

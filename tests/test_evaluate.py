@@ -588,6 +588,54 @@ def test_eval_bundled_model_tiny(tmp_path):
     archive.close()
 
 
+def test_a_cached_evaluation_is_rescored_by_the_current_check(tmp_path):
+    """The cache keeps samples, not verdicts. Every answer here restates its question's sum
+    ("\\boxed{69 + 37}"), which equivalence alone accepts: records stored by such a looser check
+    (all right) are scored again by answers.matches when reused, and nothing is sampled again."""
+    import json
+    from types import SimpleNamespace
+
+    from minisir.answers import equivalent
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF model bytes")
+    cache = tmp_path / "cache"
+    cfg = E.EvalConfig(benchmark="arithmetic-easy", n_questions=40, k=2)
+    bare = {q.question: re.fullmatch(r"What is (.+)\?", q.question) for q in E.load_benchmark("arithmetic-easy", 40, 0)}
+    bare = {q: m.group(1) for q, m in bare.items() if m}
+    assert len(bare) >= 5
+
+    calls = []
+
+    def generate(prompts, n=1, **kwargs):
+        calls.append(len(prompts))
+        out = []
+        for prompt in prompts:
+            question = max(bare, key=lambda q: prompt.rfind(q))  # the one being asked: the last in the prompt
+            text = f"So \\boxed{{{bare[question]}}}." if prompt.rfind(question) >= 0 else "So \\boxed{-1}."
+            out.append([_Completion(text) for _ in range(n)])
+        return out
+
+    fake = SimpleNamespace(n_parallel=4, generate=generate, set_adapter=lambda *a, **k: None,
+                           clear_adapter=lambda: None)
+    first = E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache)
+    restated = [r for r in first.records if r["question"] in bare]
+    assert len(restated) >= 5 and all(equivalent(r["answers"][0], r["reference"]) for r in restated)
+    assert first.metrics["pass@1"] == first.metrics["maj@k"] == first.metrics["greedy"] == 0.0
+    [path] = cache.glob("*.json")
+    data = json.loads(path.read_text())
+    for rec in data["records"]:  # what a looser check would have stored
+        rec.update({"correct": [True, True], "pass@1": 1.0, "maj@k": 1.0, "greedy": 1.0})
+    data["metrics"].update({"pass@1": 1.0, "maj@k": 1.0, "greedy": 1.0})
+    path.write_text(json.dumps(data))
+    n_calls = len(calls)
+    again = E.run_eval(model, cfg, sampler=fake, progress=False, cache_dir=cache)
+    assert len(calls) == n_calls and again.metrics["cached"]
+    assert all(r["correct"] == [False, False] and r["greedy"] == 0.0 for r in again.records)
+    assert again.metrics["pass@1"] == again.metrics["maj@k"] == again.metrics["greedy"] == 0.0
+    assert [r["answers"] for r in again.records] == [r["answers"] for r in first.records]
+
+
 def test_identical_evaluations_are_reused_and_different_ones_are_not(tmp_path):
     """run_eval(cache_dir=...) samples an identical evaluation once (two runs compared with
     one base model); a change of model bytes, adapter, settings or prompt samples again."""

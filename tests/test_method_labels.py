@@ -36,6 +36,13 @@ def test_program_labels_reward_true_correctness_not_the_vote():
     assert s.solver_rewards == [1.0, 1.0, 0.0, 0.0] and s.proposer_reward == 1.0
 
 
+def test_program_labels_pay_a_value_not_the_sum_restated():
+    """Boxing the problem's own expression ("27 * 8") is not an answer: no solver reward, and m
+    counts only the solver that computed 216 (a policy paid for restating learnt it in 20 steps)."""
+    s = S.score_math(_sols(["27 * 8", "27*8", "216", "217"]), _cfg(labels="program"), truth="216")
+    assert s.solver_rewards == [0.0, 0.0, 1.0, 0.0] and s.majority_size == 1 and s.proposer_reward == 0.0
+
+
 def test_a_tie_pays_the_proposer_nothing_with_require_majority():
     cfg = _cfg()
     s = S.score_math(_sols(["5", "5", "6", "6"]), cfg)
@@ -126,6 +133,15 @@ def test_opensir_program_labels():
                              Executed("38", "program"))
     assert wrong["solve_rate"] == pytest.approx(3 / 8) and wrong["score"].solvability == 0.0
     assert wrong["audit"] is False  # the vote (35) was wrong: the audit sees it
+
+
+def test_opensir_program_labels_pay_a_value_not_the_sum_restated():
+    cfg = O.OpenSIRConfig(labels="program")
+    out = O.TeacherOutput(PROBLEM, ["multiplication"], valid=True, program="print(5 * 7 + 3)")
+    answers = ["5 * 7 + 3"] * 6 + ["38", None]
+    st = O._score_problem(out, _completions(answers), 0.3, None, cfg, False, Executed("38", "program"))
+    assert st["agrees"] == [False] * 6 + [True, False] and st["solve_rate"] == pytest.approx(1 / 8)
+    assert st["audit"] is False  # the vote (the restated sum) is not the executed value
 
 
 def test_opensir_agree_labels_refuse_a_wrong_vote():

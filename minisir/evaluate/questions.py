@@ -1,6 +1,6 @@
 """What every benchmark is made of: a Question with its reference answer, and the check.
 
-Answers are checked with the training code (answers.extract_boxed + equivalent), so an
+Answers are checked with the training code (answers.extract_boxed + matches), so an
 eval measures exactly what the reward sees. The sources of questions (gsm.py,
 arithmetic.py, user JSONL in benchmarks.py) all build Question records from here.
 """
@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import equivalent, extract_boxed, normalize_answer
+from ..answers import extract_boxed, matches, normalize_answer
 
 
 @dataclass
@@ -36,8 +36,8 @@ def reference_answer(raw: Any) -> str:
 
 
 def is_correct(completion: str, reference: str) -> bool:
-    """The training check: last \\boxed{} answer equivalent to the reference."""
-    return equivalent(extract_boxed(completion), reference)
+    """The training check: last \\boxed{} answer giving the reference's value (answers.matches)."""
+    return matches(extract_boxed(completion), reference)
 
 
 def _subset(items: list, n: int | None, seed: int) -> list:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..answers import equivalent, extract_boxed
+from ..answers import extract_boxed, matches
 from ..atomic import atomic_file
 from ..errors import MinisirError
 from .benchmarks import load_benchmark
@@ -97,7 +97,7 @@ def evaluate(
     records = []
     for i, (q, comps) in enumerate(zip(questions, sampled)):
         answers = [extract_boxed(c.text) for c in comps]
-        rec = {"id": q.id, "question": q.question, "reference": q.answer, **score_question(answers, q.answer),
+        rec = {"id": q.id, "question": q.question, "reference": q.answer,
                "answers": answers, "texts": [c.text for c in comps],
                "tokens": [len(c.token_ids) for c in comps],
                "truncated": [c.finish_reason == "length" for c in comps]}
@@ -105,8 +105,7 @@ def evaluate(
             g = greedy[i]
             rec["greedy_answer"] = extract_boxed(g.text)
             rec["greedy_text"] = g.text
-            rec["greedy"] = float(equivalent(rec["greedy_answer"], q.answer))
-        records.append(rec)
+        records.append(_scored(rec))
     metrics = aggregate(records)
     flat = [(a, t, tr) for r in records for a, t, tr in zip(r["answers"], r["tokens"], r["truncated"])]
     metrics.update({
@@ -119,6 +118,15 @@ def evaluate(
     config = {**cfg.model_dump(), "prompt_style": "completion" if chat is None else "chat",
               "prompt": _prompt_name(prompt), "stop": stop}
     return EvalResult(config, metrics, records, label)
+
+
+def _scored(rec: dict) -> dict:
+    """A record's scores from its extracted answers, by the current answer check: scoring is cheap
+    and samples are not, so a cached evaluation is re-scored rather than trusted."""
+    out = {**rec, **score_question(rec["answers"], rec["reference"])}
+    if "greedy_answer" in rec:
+        out["greedy"] = float(matches(rec["greedy_answer"], rec["reference"]))
+    return out
 
 
 def adapter_for_step(archive: Any, step: int) -> Path:
@@ -227,7 +235,8 @@ def _cached(cache_dir: Path, key: str, label: str) -> EvalResult | None:
     except (OSError, ValueError):
         return None
     log.info("eval %s: reusing %s", label, path)
-    return EvalResult(data["config"], {**data["metrics"], "cached": True}, data["records"], label)
+    records = [_scored(rec) for rec in data["records"]]
+    return EvalResult(data["config"], {**data["metrics"], **aggregate(records), "cached": True}, records, label)
 
 
 def _store(cache_dir: Path, key: str, result: EvalResult) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..answers import equivalent, majority_vote
+from ..answers import majority_vote, matches
 from ..errors import MinisirError
 
 Z95 = 1.959963984540054
@@ -54,13 +54,13 @@ def score_question(answers: Sequence[str | None], reference: str) -> dict:
     maj@k uses majority_vote (ties -> the earliest answer class, unparsed answers never
     vote); the question counts as solved when the winning answer equals the reference.
     """
-    correct = [equivalent(a, reference) for a in answers]
+    correct = [matches(a, reference) for a in answers]
     vote = majority_vote(list(answers))
     return {
         "correct": correct,
         "pass@1": sum(correct) / len(correct) if correct else 0.0,
         "maj_answer": vote.answer,
-        "maj@k": float(vote.answer is not None and equivalent(vote.answer, reference)),
+        "maj@k": float(vote.answer is not None and matches(vote.answer, reference)),
     }
 
 

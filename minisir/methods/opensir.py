@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..answers import equivalent, extract_boxed
+from ..answers import extract_boxed, matches
 from ..grpo import Sample, has_signal
 from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
 from ..sandbox import SandboxConfig
@@ -642,7 +642,7 @@ def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, 
     v, answers = vote(sols)
     executed = truth.answer if truth is not None else None
     if cfg.labels == "program":
-        agrees = [executed is not None and a is not None and equivalent(a, executed) for a in answers]
+        agrees = [executed is not None and a is not None and matches(a, executed) for a in answers]
         rate, label = sum(agrees) / len(sols) if sols else 0.0, executed
     else:
         agrees, rate, label = list(v.agrees), v.solve_rate, v.answer

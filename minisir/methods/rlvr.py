@@ -2,8 +2,8 @@
 
 No teacher: each round takes the next `questions_per_step` questions of a training
 stream, samples `samples` solutions of each with the shared math solver prompt, and
-rewards a solution 1 when its \\boxed{} answer is equivalent to the known answer
-(answers.equivalent), else 0. One GRPO group per question.
+rewards a solution 1 when its \\boxed{} answer gives the known answer
+(answers.matches: a number, not the sum restated), else 0. One GRPO group per question.
 
 Why it exists: it is what a TRL GRPOTrainer user does with their own data, here on
 llama.cpp sampling and ending in a GGUF; and it is the ceiling for self-play with
@@ -83,7 +83,7 @@ def training_questions(source: str, start: int, n: int, seed: int) -> list["Ques
 
 
 def reward(completion: str, answer: str) -> float:
-    """1 when the last \\boxed{} answer is equivalent to the known answer."""
+    """1 when the last \\boxed{} answer gives the known answer (answers.matches)."""
     from ..evaluate import is_correct
 
     return 1.0 if is_correct(completion, answer) else 0.0

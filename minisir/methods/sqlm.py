@@ -595,13 +595,13 @@ def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = No
     m counts them. labels agree: the majority is the label, and only when it equals `truth`
     (else no_label_reason refuses it).
     """
-    from ..answers import equivalent, extract_boxed, majority_vote  # lazy: math-verify import is slow
+    from ..answers import extract_boxed, majority_vote, matches  # lazy: math-verify import is slow
 
     answers = [extract_boxed(s) for s in solutions]
     vote = majority_vote(answers)
     low, high = cfg.band()
     if cfg.labels == "program":
-        correct = [truth is not None and a is not None and equivalent(a, truth) for a in answers]
+        correct = [truth is not None and a is not None and matches(a, truth) for a in answers]
         m = sum(correct)
         rewards, label = [1.0 if c else 0.0 for c in correct], truth
     else:
