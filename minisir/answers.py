@@ -224,6 +224,27 @@ def _is_final_number(s: str) -> bool:
     return den > 1 and math.gcd(num, den) == 1
 
 
+_ARITH_TOKEN_RE = re.compile(r"\\frac\{[-+]?\d+\}\{[-+]?\d+\}|\\times|\\cdot|\\div|\d+(?:\.\d+)?|[-+*/×÷·()]")
+_ARITH_OP_RE = re.compile(r"[+*/×÷·]|\\times|\\cdot|\\div|\\frac|(?<=[\d)])-")
+
+
+def is_unevaluated(answer: str | None) -> bool:
+    """Whether an answer is a sum still to be done ("27*8", "69 + 37", "60/12", "\\frac{60}{12}"):
+    numbers and arithmetic operators only, and not itself a final number.
+
+    Such an answer restates its question, whatever it evaluates to. Symbolic answers ("x+1",
+    "2\\sqrt{3}") are not sums of this kind, so algebra topics are untouched. Never raises."""
+    if answer is None:
+        return False
+    try:
+        s = normalize_answer(answer)
+        if not s or _is_final_number(s) or not _ARITH_OP_RE.search(s):
+            return False
+        return _ARITH_TOKEN_RE.sub("", s) == "" and any(c.isdigit() for c in s)
+    except Exception:  # noqa: BLE001 - model output must never crash a step
+        return False
+
+
 def matches(answer: str | None, reference: str | None) -> bool:
     """Whether `answer` gives `reference`'s value as a final answer: the check behind every reward,
     label audit and score against a known or executed answer.
@@ -258,7 +279,9 @@ class Vote:
 def majority_vote(answers: list[str | None]) -> Vote:
     """Group answers into equivalence classes and return the largest (earliest on ties).
 
-    Unparsed answers (None/empty) never form a class and never agree. Each answer joins
+    Unparsed answers (None/empty) never form a class and never agree, and neither do sums still
+    to be done ("27 * 8", see `is_unevaluated`): equivalence would group "27 * 8" with "216", so a
+    policy that restates its question could form a consensus and be paid for it. Each answer joins
     the first class whose representative it is equivalent to.
     """
     reps: list[str] = []
@@ -267,7 +290,7 @@ def majority_vote(answers: list[str | None]) -> Vote:
     n_parsed = 0
     for raw in answers:
         norm = normalize_answer(raw) if raw is not None else ""
-        if not norm:
+        if not norm or is_unevaluated(norm):
             member.append(None)
             continue
         n_parsed += 1

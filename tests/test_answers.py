@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from minisir.answers import equivalent, extract_boxed, majority_vote, matches, normalize_answer
+from minisir.answers import equivalent, extract_boxed, is_unevaluated, majority_vote, matches, normalize_answer
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,36 @@ def test_equivalent_true(a, b):
 )
 def test_equivalent_false(a, b):
     assert not equivalent(a, b)
+
+
+def test_restated_sums_never_form_a_consensus():
+    """Equivalence groups "27 * 8" with "216"; a vote that let restatements count would make a
+    policy that boxes its question the majority, and pay it as such (majority labels)."""
+    assert equivalent("27 * 8", "216"), "the case must be one that equivalence alone groups"
+    vote = majority_vote(["27*8", "27 \\times 8", "27 * 8", "216", None])
+    assert vote.answer == "216" and vote.count == 1 and vote.n_parsed == 1
+    assert vote.agrees == [False, False, False, True, False]
+    assert vote.solve_rate == pytest.approx(0.2)
+    only_restated = majority_vote(["69 + 37", "69+37"])
+    assert only_restated.answer is None and only_restated.count == 0 and only_restated.solve_rate == 0.0
+
+
+def test_symbolic_answers_still_vote():
+    """Algebra answers are expressions by nature: only pure arithmetic with an operator is refused."""
+    vote = majority_vote(["x+1", "1+x", "2\\sqrt{3}", "3/4"])
+    assert normalize_answer(vote.answer) == "x+1" and vote.count == 2 and vote.n_parsed == 4
+
+
+@pytest.mark.parametrize("answer", ["27 * 8", "27 \\times 8", "69 + 37", "98 - 93", "60/12", "\\frac{60}{12}",
+                                    "12 \\div 4", "(3+4)*2", "x = 27*8", "3.5*2"])
+def test_is_unevaluated_sums(answer):
+    assert is_unevaluated(answer)
+
+
+@pytest.mark.parametrize("answer", ["216", "-5", "3/4", "-3/4", "\\frac{3}{4}", "1,000", "3.5", "1e3", "(5)",
+                                    "x+1", "2\\sqrt{3}", "1+\\sqrt{2}", "2^{10}", "", None, "forty"])
+def test_is_unevaluated_leaves_final_and_symbolic_answers(answer):
+    assert not is_unevaluated(answer)
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,8 @@ def test_opensir_program_labels_pay_a_value_not_the_sum_restated():
     answers = ["5 * 7 + 3"] * 6 + ["38", None]
     st = O._score_problem(out, _completions(answers), 0.3, None, cfg, False, Executed("38", "program"))
     assert st["agrees"] == [False] * 6 + [True, False] and st["solve_rate"] == pytest.approx(1 / 8)
-    assert st["audit"] is False  # the vote (the restated sum) is not the executed value
+    # Restated sums do not vote: the pseudo-label is the one stated value, and it is right.
+    assert st["vote"].answer == "38" and st["vote"].count == 1 and st["audit"] is True
 
 
 def test_opensir_agree_labels_refuse_a_wrong_vote():
