@@ -505,12 +505,20 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
-_SUMMED = ("teacher_samples", "proposals")
+_SUMMED = ("teacher_samples", "proposals", "label_audited")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.
 SYNC_FLOOR_LIMIT = 0.5
 # A fixed text both engines score before each update (Runner.check_sync).
 SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
+
+
+def _weighted_precision(rounds: list[StepResult]) -> float | None:
+    """The share of audited labels that were right, over all rounds: a round that audited
+    nothing must not weigh as much as one that audited six."""
+    audited = [(r.metrics.get("label_audited") or 0, r.metrics.get("label_precision")) for r in rounds]
+    total = sum(n for n, p in audited if p is not None)
+    return sum(n * p for n, p in audited if p is not None) / total if total else None
 
 
 def merge_rounds(rounds: list[StepResult]) -> StepResult:
@@ -526,6 +534,8 @@ def merge_rounds(rounds: list[StepResult]) -> StepResult:
             metrics[key] = values[0]
         elif key in _SUMMED or key.endswith("_trained"):
             metrics[key] = sum(numbers)
+        elif key == "label_precision":  # a share of label_audited: weighted by each round's count
+            metrics[key] = _weighted_precision(rounds)
         else:
             metrics[key] = float(np.mean(numbers))
     metrics["rounds"] = len(rounds)

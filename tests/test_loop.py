@@ -185,3 +185,20 @@ def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
     # only the newest trainer state is kept, and no half-written step-1 files survive the kill
     assert [p.name for p in (run_dir / "state").iterdir()] == ["step-000002"]
     check_committed(run_dir, 3)
+
+
+def test_pooled_rounds_sum_audit_counts_and_weigh_precision():
+    """Two rounds auditing 1 (right) and 3 (none right) labels: 4 audited, precision 1/4, not the
+    0.5 and 2.0 that averaging over rounds gives."""
+    from minisir.loop import merge_rounds
+    from minisir.methods.common import StepResult
+
+    rounds = [StepResult([], [], [], {"label_audited": 1, "label_precision": 1.0, "parse_rate": 0.5}),
+              StepResult([], [], [], {"label_audited": 3, "label_precision": 0.0, "parse_rate": 1.0}),
+              StepResult([], [], [], {"label_audited": 0, "label_precision": None, "parse_rate": 0.0})]
+    merged = merge_rounds(rounds).metrics
+    assert merged["label_audited"] == 4
+    assert merged["label_precision"] == pytest.approx(0.25)
+    assert merged["parse_rate"] == pytest.approx(0.5)  # a rate over equal rounds stays a mean
+    none = merge_rounds([StepResult([], [], [], {"label_audited": 0, "label_precision": None})] * 2).metrics
+    assert none["label_audited"] == 0 and none["label_precision"] is None
