@@ -237,12 +237,16 @@ def is_unevaluated(answer: str | None) -> bool:
     if answer is None:
         return False
     try:
-        s = normalize_answer(answer)
-        if not s or _is_final_number(s) or not _ARITH_OP_RE.search(s):
-            return False
-        return _ARITH_TOKEN_RE.sub("", s) == "" and any(c.isdigit() for c in s)
+        return _is_unevaluated_norm(normalize_answer(answer))
     except Exception:  # noqa: BLE001 - model output must never crash a step
         return False
+
+
+def _is_unevaluated_norm(s: str) -> bool:
+    """`is_unevaluated` of an answer already normalised (the vote has done it once)."""
+    if not s or _is_final_number(s) or not _ARITH_OP_RE.search(s):
+        return False
+    return _ARITH_TOKEN_RE.sub("", s) == "" and any(c.isdigit() for c in s)
 
 
 def matches(answer: str | None, reference: str | None) -> bool:
@@ -290,7 +294,7 @@ def majority_vote(answers: list[str | None]) -> Vote:
     n_parsed = 0
     for raw in answers:
         norm = normalize_answer(raw) if raw is not None else ""
-        if not norm or is_unevaluated(norm):
+        if not norm or _is_unevaluated_norm(norm):
             member.append(None)
             continue
         n_parsed += 1
