@@ -129,13 +129,22 @@ def _normalize_once(s: str) -> str:
 _FRAC_RE = re.compile(r"^([-+]?)\\frac\{([-+]?\d+)\}\{([-+]?\d+)\}$")
 _PLAIN_NUM_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$")
 _SLASH_RE = re.compile(r"^([-+]?\d+)/(\d+)$")
+# Exponents beyond this are not built: Fraction("1e10000000") takes seconds and "1e99999999999" never
+# returns. No answer a reward checks needs 10^400; such an answer matches only its own spelling.
+MAX_EXPONENT = 400
+
+
+def _huge_exponent(s: str) -> bool:
+    """A plain number written with an exponent too large (or small) to build exactly."""
+    _, e, exp = s.lower().partition("e")
+    return bool(e) and (len(exp.lstrip("+-")) > 6 or abs(int(exp)) > MAX_EXPONENT)
 
 
 def _as_number(s: str) -> Fraction | None:
-    """Exact value of a plain numeric answer, None for anything symbolic."""
+    """Exact value of a plain numeric answer, None for anything symbolic (or too large to build)."""
     try:
         if _PLAIN_NUM_RE.match(s):
-            if len(s) > 60:
+            if len(s) > 60 or _huge_exponent(s):
                 return None
             return Fraction(s)
         m = _SLASH_RE.match(s)
@@ -189,6 +198,8 @@ def _equivalent_norm(a: str, b: str) -> bool:
         return na == nb
     if len(a) > MAX_VERIFY_CHARS or len(b) > MAX_VERIFY_CHARS:
         return False
+    if any(_PLAIN_NUM_RE.match(x) and _huge_exponent(x) for x in (a, b)):
+        return False  # a plain number too large to build: sympy would build it too
     try:
         return _math_verify_equal(a, b)
     except Exception as exc:  # noqa: BLE001 - model output must never crash a step

@@ -200,3 +200,18 @@ def test_majority_vote_unparsed_never_forms_class():
     assert vote.solve_rate == 0.25
     empty = majority_vote([None, None])
     assert empty.answer is None and empty.solve_rate == 0.0 and empty.agrees == [False, False]
+
+
+@pytest.mark.parametrize("huge", ["1e99999999999", "-4E+123456789", "1e10000000", "2.5e-99999999"])
+def test_numbers_too_large_to_build_match_only_their_own_spelling(huge):
+    """Issue 29: Fraction("1e10000000") took seconds and a boxed "1e99999999999" never returned (or
+    ended in a MemoryError), stalling the step. Such an answer is not built: it equals only itself."""
+    assert not equivalent(huge, "1") and not matches(huge, "1") and not equivalent("0", huge)
+    assert equivalent(huge, huge)
+    vote = majority_vote([huge, huge, "5"])
+    assert vote.count == 2 and vote.agrees == [True, True, False]
+
+
+@pytest.mark.parametrize("a, b", [("1e3", "1000"), ("2.5e-3", "0.0025"), ("1E+2", "100"), ("1e400", "1e+400")])
+def test_exponents_in_range_are_still_exact(a, b):
+    assert equivalent(a, b) and matches(a, b)
