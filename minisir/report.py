@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .archive import Archive
+from .difficulty import Difficulty, difficulty
 from .errors import MinisirError
 from .prompting import one_line
 
@@ -243,6 +244,55 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def difficulty_rows(archive: Archive) -> list[tuple[int, Difficulty, float | None]]:
+    """(step, features, solve rate) of every valid problem the policy proposed (not seeds or dataset questions)."""
+    rows = archive.db.conn.execute(
+        f"SELECT step, text, json_extract(extra, '$.program'), solve_rate FROM problems "
+        f"WHERE valid = 1 AND text IS NOT NULL AND {_NOT_SEED} AND COALESCE(role, '') != 'question' "
+        f"ORDER BY id").fetchall()
+    return [(int(step), difficulty(text, program), rate) for step, text, program, rate in rows]
+
+
+def difficulty_by_step(rows: list[tuple[int, Difficulty, float | None]]) -> dict[str, dict[int, float]]:
+    """Per-step means of the difficulty features (the curves of the report's difficulty panel)."""
+    by_step: dict[int, list[Difficulty]] = {}
+    for step, d, _ in rows:
+        by_step.setdefault(step, []).append(d)
+    return {
+        "operators per problem": {s: float(np.mean([d.operators for d in ds])) for s, ds in by_step.items()},
+        "largest number's digits": {s: float(np.mean([d.digits for d in ds])) for s, ds in by_step.items()},
+        "word-problem share": {s: float(np.mean([d.word for d in ds])) for s, ds in by_step.items()},
+        "program lines": {s: float(np.mean([d.program_lines for d in ds])) for s, ds in by_step.items()},
+    }
+
+
+def _difficulty_section(archive: Archive, out: Path, phases: list[tuple[str, list[int]]]) -> list[str]:
+    """Whether the proposer climbs: its problems' difficulty per step, and the solve rate per kind."""
+    md = ["## How hard the problems are", ""]
+    rows = difficulty_rows(archive)
+    if not rows or not phases:
+        return md + ["No proposed problems yet.", ""]
+    _plot_curves(out / "difficulty.png", "What the proposer writes", "mean per problem (rolling)",
+                 difficulty_by_step(rows), None)
+    md += ["![Difficulty](difficulty.png)", "",
+           "Operators come from the problem's program when it has one (minisir/difficulty.py). Per phase: "
+           "the share of problems of each kind, and in brackets their mean solve rate.", ""]
+    kinds = sorted({d.kind for _, d, _ in rows})
+    md += ["| phase | steps | problems | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    for name, ph_steps in phases:
+        chosen = [(d, r) for s, d, r in rows if ph_steps[0] <= s <= ph_steps[-1]]
+        if not chosen:
+            continue
+        cells = []
+        for kind in kinds:
+            of_kind = [(d, r) for d, r in chosen if d.kind == kind]
+            rates = [r for _, r in of_kind if r is not None]
+            rate = f" ({np.mean(rates):.2f})" if rates else ""
+            cells.append(f"{len(of_kind) / len(chosen):.2f}{rate}")
+        md.append(f"| {name} | {ph_steps[0]}–{ph_steps[-1]} | {len(chosen)} | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
 def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write report.md and its PNG plots into out_dir (default <run dir>/report); return report.md."""
     src = Path(archive_path_or_run_dir).expanduser()
@@ -366,6 +416,7 @@ def _write(archive: Archive, out: Path) -> Path:
             md += ["### Lineage depth", "", "![Lineage depth](lineage_depth.png)", "",
                    f"Mean depth {np.mean(valid_depths):.2f}, max {max(valid_depths)} "
                    f"(depth = generations from a root problem such as the seed).", ""]
+    md += _difficulty_section(archive, out, _phases([int(s["step"]) for s in steps]))
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     log.info("report written to %s", path)

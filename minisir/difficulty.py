@@ -1,0 +1,63 @@
+"""How hard a proposed arithmetic problem is, read from its text and its program.
+
+Self-play only beats a fixed dataset if what the proposer writes climbs: more operations,
+bigger numbers, words around them. These features make that visible per step (`minisir
+report`, "How hard the problems are"), for every method and for archives written before
+they existed, since they are computed from what the archive already holds.
+
+- operators: binary arithmetic operations the answer needs. From the program when there is
+  one (its AST's +, -, *, /, //, %, ** nodes), else from the problem text.
+- digits: the most digits of any whole number in the problem text.
+- word: the problem is more than a bare expression ("What is 27 * 8?" is bare).
+- program_lines: non-empty lines of the program (0 without one).
+- kind: "bare" or "word", then "1-op" or "multi-op" (or "0-op" for none found).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import asdict, dataclass
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_TEXT_OP = re.compile(r"(?<=[\d)\s])\s*(?:[+\-*/×÷^]|\\times|\\div|\\cdot)\s*(?=[\d(\\])")
+_BARE = re.compile(r"^\s*(?:what\s+is|compute|calculate|evaluate|find)?\s*[\d\s+\-*/×÷^().,=]*(?:\\times|\\div|"
+                   r"\\cdot|[\d\s+\-*/×÷^().,=])*\s*\??\s*$", re.IGNORECASE)
+_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+MAX_TEXT = 4000  # longer texts are cut: a pathological proposal must not stall a report
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    operators: int
+    digits: int
+    word: bool
+    program_lines: int
+
+    @property
+    def kind(self) -> str:
+        ops = "0-op" if self.operators == 0 else "1-op" if self.operators == 1 else "multi-op"
+        return f"{'word' if self.word else 'bare'} {ops}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "kind": self.kind}
+
+
+def _program_operators(program: str) -> int | None:
+    """Arithmetic operations in a program's AST; None when it does not parse."""
+    try:
+        tree = ast.parse(program[:MAX_TEXT])
+    except (SyntaxError, ValueError):
+        return None
+    return sum(isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS) for node in ast.walk(tree))
+
+
+def difficulty(problem: str, program: str | None = None) -> Difficulty:
+    """The features of one problem (see the module docstring)."""
+    text = (problem or "")[:MAX_TEXT]
+    ops = _program_operators(program) if program else None
+    if ops is None:
+        ops = len(_TEXT_OP.findall(text))
+    digits = max((len(n.split(".")[0]) for n in _NUMBER.findall(text)), default=0)
+    lines = sum(1 for line in (program or "").splitlines() if line.strip())
+    return Difficulty(operators=ops, digits=digits, word=not _BARE.match(text), program_lines=lines)
