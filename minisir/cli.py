@@ -650,5 +650,18 @@ def bench_archive_cmd(sizes: str, new: int, solutions: int, dim: int, repeats: i
     click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+@bench.command("sync")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--other", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Another run's adapter GGUF, measured as a fault too.")
+@click.option("--texts", default=3, show_default=True, help="Probe texts taken from the run's latest step.")
+@_friendly
+def bench_sync_cmd(run_dir: Path, other: Path | None, texts: int) -> None:
+    """The sync guard on RUN_DIR's latest adapter: healthy, and each fault it must catch."""
+    from .bench.sync import bench_sync
+
+    click.echo(json.dumps(bench_sync(run_dir, other=other, texts=texts), indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

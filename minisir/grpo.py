@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Reward spreads below this are float noise whatever the floor says.
@@ -22,6 +22,15 @@ class TrainerConfig(BaseModel):
     """LoRA + GRPO settings (the recipe's `trainer:` section)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """A recipe written for the first sync guard gets told what replaced its knob."""
+        if isinstance(data, dict) and "max_logprob_gap" in data:
+            raise ValueError("max_logprob_gap was replaced by sync_tolerance (the adapter scale llama.cpp may "
+                             "show away from sampler.adapter_scale, e.g. 0.25; null = no guard): rename the key")
+        return data
 
     lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha; scale = alpha / r")
@@ -54,11 +63,11 @@ class TrainerConfig(BaseModel):
         "forward a group's shared prompt once per micro-batch instead of once per completion (few-shot prompts "
         "dominate the cost otherwise); off with gradient_checkpointing"))
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
-    max_logprob_gap: float | None = Field(
-        0.05, gt=0, description="stop the run when the mean |trainer - sampler| token log-prob gap on a probe "
-        "text exceeds the two engines' no-adapter gap by this (nats): a missing, half-loaded or mis-scaled "
-        "adapter in llama.cpp. Measured on the bundled model after 20 steps: healthy +0.00, adapter at half "
-        "scale +0.10, no adapter +0.25; an adapter one step stale is within noise (+0.01). null = never")
+    sync_tolerance: float | None = Field(
+        0.25, gt=0, description="stop the run when the adapter scale llama.cpp shows on the probe texts is "
+        "further than this from sampler.adapter_scale, after one reload of the adapter from the trainer's "
+        "state (minisir/sync.py): a missing, half-loaded, mis-scaled or other run's adapter. Calibrated in "
+        "README, 'Sync guard'. null = never")
     seed: int = Field(0, ge=0, description="LoRA init and dropout seed (a run sets it from run.seed)")
     device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")

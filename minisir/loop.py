@@ -34,6 +34,7 @@ from .prompting import ChatFn, choose_style
 from .recipe import Recipe
 from .sampler import Sampler
 from .signals import handling
+from .sync import SyncReading, fit_scale, probe_text, verdict
 from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class Runner:
         self._embedder = None
         self._trainer = None
         self._sync_floor: float | None = None  # check_sync's no-adapter gap, measured once
+        self._sync_probe: tuple[list[int], list[int]] | None = None  # SYNC_PROBE's ids, tokenized once
+        self._sync_texts: list[tuple[list[int], list[int]]] = []  # recent completions (_remember_sync_texts)
         self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
 
     # ------------------------------------------------------------------ parts
@@ -344,15 +347,21 @@ class Runner:
         summary line and phase ("rl", or a method's phase 0 such as "pool")."""
         phase = _Phases(bar, lambda: self._stop)
         t0 = time.perf_counter()
+        sync: dict[str, float] = {}
+        if getattr(self.sampler, "can_score", True):  # a server cannot score given ids
+            with phase("sync"):
+                sync = self.check_sync(step)
         play = method_module(self.recipe.method.name).play
+        generated = getattr(self.sampler, "tokens_generated", None)
         result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)])
+        sampled = {} if generated is None else {"sampled_tokens": float(self.sampler.tokens_generated - generated)}
         # Every rank scored the same gathered completions; rank 0's samples are the ones all train on.
         samples = self.ranks.broadcast(result.samples)
 
         with phase("train"):
-            # A server cannot score given ids; the trainer's logprob_gap still compares its samples.
-            sync = {"sync_gap": self.check_sync(step)} if getattr(self.sampler, "can_score", True) else {}
-            train = {**sync, **self.trainer.step(samples)} if samples else {"skipped": 1.0}
+            train = self.trainer.step(samples) if samples else {"skipped": 1.0}
+        if samples:
+            self._remember_sync_texts(samples)
         if not self.ranks.is_main:  # rank 0 writes and commits; then every rank loads its adapter
             adapter = self.ranks.broadcast(None)
             self._after_commit(step, adapter)
@@ -372,8 +381,10 @@ class Runner:
                 raise MinisirError(
                     f"step {step} not committed: writing its adapter/state in {self.run_dir} failed "
                     f"({exc.strerror or exc}); free space and rerun the same command to resume") from None
-        metrics = dict(result.metrics)
+        metrics = {**result.metrics, **sync, **sampled}
         metrics.update({f"train_{k}": v for k, v in train.items()})
+        if metrics.get("sampled_tokens"):  # how much of what was sampled teaches
+            metrics["trained_token_share"] = round(float(train.get("tokens", 0.0)) / metrics["sampled_tokens"], 4)
         metrics.update({f"seconds_{k}": v for k, v in {**result.timings, **phase.timings}.items()})
         metrics["seconds_step"] = round(time.perf_counter() - t0, 3)
         if self.ranks.world > 1:
@@ -396,28 +407,79 @@ class Runner:
         self.trackers.log_step(step, values, result.problems)  # only committed steps; never raises
         return line, str(metrics.get("phase", "rl"))
 
-    def check_sync(self, step: int | None = None) -> float:
-        """Mean |trainer - llama.cpp| log-prob on a fixed probe text; raise when it exceeds the floor by the limit.
+    def check_sync(self, step: int | None = None) -> dict[str, float]:
+        """Check that llama.cpp samples with the trainer's adapter; returns the sync_* metrics.
 
-        Run before every update: a half-loaded, unloaded or wrongly scaled adapter in the sampler
-        (other RL stacks have silently trained on one) stops the run with one line naming it,
-        before anything of the step is trained or committed. The limit applies above the gap the
-        two engines show with no adapter at all (quantised activations, bf16), measured once, so
-        it means the same on every machine and dtype.
+        Run before a step samples: a half-loaded, unloaded, mis-scaled or other run's adapter in
+        the sampler (other RL stacks have silently trained on one) is caught before anything of
+        the step is sampled. A failed check first reloads the adapter, re-exported from the
+        trainer's state, and checks again; only a second failure stops the run, with one line
+        naming the adapter and how to resume. minisir/sync.py says what is measured and why.
         """
         if self._sync_floor is None:
             self._sync_floor = self._base_probe_gap()
-        gap = self._probe_gap(base=False)
-        limit = self.recipe.trainer.max_logprob_gap
-        if limit is not None and gap - self._sync_floor > limit:
-            adapter = self.sampler.adapter_path or "none (the base model)"
-            where = f"step {step} not committed: " if step is not None else ""
-            raise MinisirError(
-                f"{where}llama.cpp and the trainer disagree by {gap:.3f} nats per token on a probe text, "
-                f"{gap - self._sync_floor:.3f} above their {self._sync_floor:.3f} with no adapter (limit "
-                f"trainer.max_logprob_gap={limit}); the sampler's adapter is {adapter}. Check that it is this "
-                "run's latest adapter and complete, and that sampler.adapter_scale is 1")
-        return round(gap, 5)
+        tolerance = self.recipe.trainer.sync_tolerance
+        expected = self.recipe.sampler.adapter_scale
+        reading = self._read_sync()
+        problem = verdict(reading, expected, tolerance) if tolerance is not None else None
+        if problem is None:
+            return reading.metrics()
+        adapter = self._reload_adapter()
+        again = self._read_sync()
+        still = verdict(again, expected, tolerance)
+        where = f"step {step}" if step is not None else "the next step"
+        if still is None:
+            tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes "
+                       f"({again.scale:.2f}); {where} goes on")
+            return {**again.metrics(), "sync_recovered": 1.0}
+        held = self.sampler.adapter_path or "none (the base model)"
+        raise MinisirError(
+            f"{where} not committed: {still}, also after reloading the adapter from the trainer's state; the "
+            f"sampler's adapter is {held}. Check sampler.adapter_scale and that llama.cpp loads this model's "
+            "adapters, then rerun the same command to resume (trainer.sync_tolerance: null turns the guard off)")
+
+    def _read_sync(self) -> SyncReading:
+        """Score the probe texts in both engines (trainer with and without its LoRA) and fit the scale."""
+        from .grpo import Sample
+
+        if self._sync_probe is None:
+            self._sync_probe = (self.sampler.tokenize(SYNC_PROBE[0]),
+                                self.sampler.tokenize(SYNC_PROBE[1], add_bos=False))
+        texts = [self._sync_probe, *self._sync_texts]
+        lp_sampler = [self.sampler.score(p, c, stepwise=False) for p, c in texts]
+        probes = [Sample(p, c, [], 0.0, "probe") for p, c in texts]
+        lp_lora = self.trainer.logprobs(probes)
+        lp_base = self.trainer.logprobs(probes, base=True)
+        flat = [np.concatenate([np.asarray(x, dtype=np.float64) for x in xs]) for xs in (lp_sampler, lp_lora, lp_base)]
+        return fit_scale(*flat)
+
+    def _reload_adapter(self) -> str:
+        """Rewrite the latest committed adapter from the trainer's state (rank 0) and load it again."""
+        latest = self.archive.latest_adapter()
+        if latest is None:  # nothing trained yet: the trainer's LoRA is the base
+            self.sampler.clear_adapter()
+            return "no adapter (nothing trained yet)"
+        path = self.run_dir / latest["path"]
+        if self.ranks.is_main:
+            self.trainer.export_adapter(path)
+            if sha256_file(path) != latest["sha256"]:
+                log.warning("the trainer's state exports %s differently from what step %s committed; "
+                            "the run goes on from the trainer's state", path, latest["step"])
+        self.sampler.set_adapter(path, self.recipe.sampler.adapter_scale)
+        return str(path)
+
+    def _remember_sync_texts(self, samples: list) -> None:
+        """Keep a few of this step's completions (one per group) as the next checks' probe texts:
+        the adapter moves most what the policy itself writes."""
+        picked, groups = [], set()
+        for s in samples:
+            if s.completion_ids and s.group not in groups:
+                groups.add(s.group)
+                picked.append(probe_text(s.prompt_ids, s.completion_ids))
+            if len(picked) == SYNC_TEXTS:
+                break
+        if picked:
+            self._sync_texts = picked
 
     def _probe_gap(self, base: bool) -> float:
         """Mean |trainer - sampler| token log-prob of SYNC_PROBE (`base`: the trainer's LoRA off)."""
@@ -509,8 +571,10 @@ _SUMMED = ("teacher_samples", "proposals", "label_audited")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.
 SYNC_FLOOR_LIMIT = 0.5
-# A fixed text both engines score before each update (Runner.check_sync).
+# A fixed text both engines score before each step (Runner.check_sync), with up to SYNC_TEXTS of the
+# last step's completions (sync.probe_text).
 SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
+SYNC_TEXTS = 3
 
 
 def _weighted_precision(rounds: list[StepResult]) -> float | None:
@@ -555,7 +619,7 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
         f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
         f"solve {f('solve_rate_mean')} valid {f('valid_rate')} div {f('diversity_mean')} "
         f"sol_tok {f('solution_tokens_mean', '{:.0f}')} loss {f('train_loss', '{:.4f}')} "
-        f"gap {f('train_logprob_gap', '{:.3f}')} {f('seconds_step', '{:.0f}')}s"
+        f"gap {f('train_logprob_gap', '{:.3f}')} sync {f('sync_scale')} {f('seconds_step', '{:.0f}')}s"
         + (f" vote right {f('label_precision')} of {m['label_audited']}" if m.get("label_audited") else "")
     )
 

@@ -312,6 +312,7 @@ class Sampler(Vocabulary):
         self._batch = ll.llama_batch_init(self.n_batch, 0, self.n_parallel + 1)
         self._prefix_seq = self.n_parallel
         self.prompt_tokens_evaluated = 0  # prompt tokens decoded so far (the shared prefix counts once)
+        self.tokens_generated = 0  # completion tokens sampled so far (a run reports the share it trained)
         # Seconds spent so far: llama_decode of prompts and of generation steps, and numpy sampling
         # (softmax, nucleus, draws over the vocabulary): where generate's time goes (bench sampler).
         self.timings = {"prompt_s": 0.0, "decode_s": 0.0, "sample_s": 0.0}
@@ -523,6 +524,7 @@ class Sampler(Vocabulary):
         for group in results:
             for c in group:
                 c.temperature = scored_at
+                self.tokens_generated += len(c.token_ids)
         return results  # type: ignore[return-value]
 
     def _advance(

@@ -74,44 +74,147 @@ def test_rounds_pool_into_one_step(tmp_path):
     assert len(keys) == len(set(keys))
 
 
-def test_sync_guard_names_a_wrong_adapter(tmp_path):
-    """The sampler holds an adapter the trainer never made: the probe gap is far above the
-    limit and the check stops with one line naming that adapter."""
-    runner = Runner(parse_recipe(_recipe(tmp_path / "run")), progress=False)
-    try:
-        # same model, no adapter (the fresh LoRA adds exactly zero): the gap is the engines' floor
-        assert runner.check_sync() == pytest.approx(runner._sync_floor, abs=1e-4)
-        wrong = _write_adapter(tmp_path / "stale.gguf", runner.gguf, rank=8, seed=3)
-        runner.sampler.set_adapter(wrong, 4.0)
-        with pytest.raises(MinisirError, match="stale.gguf") as err:
-            runner.check_sync(5)
-        assert "step 5 not committed" in str(err.value) and "\n" not in str(err.value)
-    finally:
-        runner.close()
+# Probe texts in the policy's own shapes, as _remember_sync_texts keeps them from a step's samples.
+_PROBES = [("Question: Tom has 35 marbles and gives 12 to his sister. How many are left?\nAnswer:",
+            " Tom has 35 - 12 = 23 marbles left. The answer is \\boxed{23}."),
+           ("Write a problem.\nProblem:", " What is 47 * 3?\nprogram: print(47 * 3)"),
+           ("Q: What is 84 / 7?\nA:", " 84 / 7 = 12, so the answer is \\boxed{12}.")]
 
 
-def test_sync_guard_trips_on_a_half_scaled_or_missing_adapter(tmp_path):
-    """The trainer holds a LoRA that moves the probe (seeded weights, not a sampled step); llama.cpp
-    with that LoRA at scale 1 passes, at half scale or without it the guard stops the run."""
+def _seed_lora(trainer, seed: int, std: float = 0.03, layers_below: int | None = None) -> None:
+    """Seeded LoRA B weights that move the probe by about 0.5 nats/token (not a sampled step);
+    `layers_below`: only those layers get one (the rest stay zero), as a half-loaded adapter."""
     import torch
 
-    runner = Runner(parse_recipe(_recipe(tmp_path / "run")), progress=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                layer = int(name.split("layers.")[1].split(".")[0])
+                keep = layers_below is None or layer < layers_below
+                p.copy_(torch.randn(p.shape, generator=g) * std * keep)
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory):
+    """A run whose step 0 committed an adapter the trainer holds (seeded), loaded in the sampler;
+    also a half-loaded copy of it and another run's adapter, exported by the same trainer."""
+    from minisir.grpo import Sample
+    from minisir.loop import sha256_file
+
+    tmp = tmp_path_factory.mktemp("sync")
+    runner = Runner(parse_recipe(_recipe(tmp / "run")), progress=False)
+    trainer = runner.trainer
+    _seed_lora(trainer, 1)
+    other = trainer.export_adapter(tmp / "other-run.gguf")
+    _seed_lora(trainer, 0, layers_below=9)  # gemma3-270m has 18 layers
+    half = trainer.export_adapter(tmp / "half.gguf")
+    _seed_lora(trainer, 0)
+    path = trainer.export_adapter(runner.run_dir / "adapters" / "step-000000.gguf")
+    runner.archive.commit_step({"step": 0}, [], [], {"path": "adapters/step-000000.gguf", "sha256": sha256_file(path)})
+    runner._remember_sync_texts([Sample(runner.sampler.tokenize(p), runner.sampler.tokenize(c, add_bos=False), [], 0.0,
+                                        f"g{i}") for i, (p, c) in enumerate(_PROBES)])
+    runner.sampler.set_adapter(path, 1.0)
     try:
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in runner.trainer.model.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.03)  # moves the probe ~0.25 nats/token
-        path = runner.trainer.export_adapter(tmp_path / "moved.gguf")
-        limit = runner.recipe.trainer.max_logprob_gap
-        runner.sampler.set_adapter(path, 1.0)
-        healthy = runner.check_sync()
-        assert healthy - runner._sync_floor < limit
-        runner.sampler.set_adapter(path, 0.5)
-        with pytest.raises(MinisirError, match="moved.gguf.*adapter_scale"):
-            runner.check_sync(3)
-        runner.sampler.clear_adapter()
-        with pytest.raises(MinisirError, match="none \\(the base model\\)"):
-            runner.check_sync(3)
+        yield runner, path, half, other
     finally:
         runner.close()
+
+
+def test_sync_guard_passes_the_adapter_the_trainer_holds(synced):
+    runner, path, _, _ = synced
+    runner.sampler.set_adapter(path, 1.0)
+    m = runner.check_sync(1)
+    assert abs(m["sync_scale"] - 1.0) < runner.recipe.trainer.sync_tolerance
+    assert m["sync_tokens"] > 60 and m["sync_effect"] > 0.2 and "sync_recovered" not in m
+    assert runner.sampler.adapter_path == path
+
+
+@pytest.mark.parametrize("fault", ["half scale", "double scale", "missing", "half-loaded", "other run"])
+def test_sync_guard_catches_each_fault_and_recovers_by_reloading(synced, fault):
+    """Each fault is measured out of tolerance; the check then reloads the committed adapter,
+    re-exported from the trainer's state, and the step goes on in sync."""
+    from minisir.sync import verdict
+
+    runner, path, half, other = synced
+    tolerance = runner.recipe.trainer.sync_tolerance
+    if fault == "missing":
+        runner.sampler.clear_adapter()
+    else:
+        held, scale = {"half scale": (path, 0.5), "double scale": (path, 2.0), "half-loaded": (half, 1.0),
+                       "other run": (other, 1.0)}[fault]
+        runner.sampler.set_adapter(held, scale)
+    assert verdict(runner._read_sync(), 1.0, tolerance) is not None, f"{fault} must be measured out of tolerance"
+    m = runner.check_sync(1)
+    assert m["sync_recovered"] == 1.0 and abs(m["sync_scale"] - 1.0) < tolerance
+    assert runner.sampler.adapter_path == path and runner.sampler.adapter_scale == 1.0
+
+
+def test_sync_guard_rewrites_a_damaged_adapter_file_from_the_trainer(synced):
+    """The committed file holds other weights (a copy gone wrong): the reload re-exports it
+    from the trainer's state, so the file matches its committed checksum again."""
+    import shutil
+
+    from minisir.loop import sha256_file
+
+    runner, path, _, other = synced
+    committed = runner.archive.latest_adapter()["sha256"]
+    shutil.copyfile(other, path)
+    runner.sampler.set_adapter(path, 1.0)
+    assert runner.check_sync(1)["sync_recovered"] == 1.0
+    assert sha256_file(path) == committed
+
+
+def test_sync_guard_stops_with_one_line_when_reloading_does_not_help(synced, monkeypatch):
+    """A loader that applies half the scale it is asked for (a broken hot-load): the reload
+    cannot fix it, so the run stops, naming the adapter and how to resume."""
+    from minisir.sampler import Sampler
+
+    runner, path, _, _ = synced
+    monkeypatch.setattr(runner.sampler, "set_adapter",
+                        lambda p, scale=1.0: Sampler.set_adapter(runner.sampler, p, scale * 0.5))
+    runner.sampler.set_adapter(path, 1.0)
+    with pytest.raises(MinisirError) as err:
+        runner.check_sync(5)
+    text = str(err.value)
+    assert text.startswith("step 5 not committed") and "\n" not in text
+    assert str(path) in text and "rerun the same command to resume" in text
+    monkeypatch.undo()
+    runner.sampler.set_adapter(path, 1.0)
+
+
+def test_a_recipe_with_the_first_guards_knob_is_told_its_new_name():
+    from minisir.errors import RecipeError
+
+    data = _recipe("runs/x")
+    data["trainer"]["max_logprob_gap"] = 0.05
+    with pytest.raises(RecipeError, match="sync_tolerance"):
+        parse_recipe(data)
+
+
+def test_bench_sync_tells_the_healthy_adapter_from_each_fault(tmp_path):
+    """`minisir bench sync` on a committed run (seeded LoRA, saved trainer state, one solution
+    row for a probe text): the healthy adapter passes, every forced fault is called."""
+    from minisir.bench.sync import bench_sync
+    from minisir.loop import sha256_file
+
+    run_dir = tmp_path / "run"
+    runner = Runner(parse_recipe(_recipe(run_dir)), progress=False)
+    try:
+        _seed_lora(runner.trainer, 0)
+        path = runner.trainer.export_adapter(run_dir / "adapters" / "step-000000.gguf")
+        runner._save_state(0)
+        runner.archive.commit_step(
+            {"step": 0}, [{"key": "p", "text": "What is 84 / 7?", "valid": True}],
+            [{"problem_key": "p", "text": " 84 / 7 = 12, so the answer is \\boxed{12}.", "answer": "12"}],
+            {"path": "adapters/step-000000.gguf", "sha256": sha256_file(path)})
+        _seed_lora(runner.trainer, 1)
+        other = runner.trainer.export_adapter(tmp_path / "other-run.gguf")
+    finally:
+        runner.close()
+    result = bench_sync(run_dir, other=other)
+    cases = result["cases"]
+    assert result["step"] == 0 and set(cases) == {"healthy", "half scale", "double scale", "missing", "half-loaded",
+                                                  "other run"}
+    assert not cases["healthy"]["called"] and abs(cases["healthy"]["sync_scale"] - 1) < result["tolerance"]
+    assert all(cases[name]["called"] for name in cases if name != "healthy"), cases

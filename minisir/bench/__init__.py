@@ -12,6 +12,7 @@ One module per concern (`minisir bench SUBCOMMAND` in brackets; see BENCHMARKS.m
     baselines.py  transformers generate, TRL GRPOTrainer and PEFT: the popular stack's step
     step.py       one OpenSIR step by phase vs the baselines on the same work [step]
     archive.py    diversity scoring and step commits as the archive grows [archive]
+    sync.py       the sync guard on a run's adapter, healthy and with each fault forced [sync]
 
 Every name below stays importable from `minisir.bench` as it was before the split.
 """
