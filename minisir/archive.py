@@ -553,6 +553,13 @@ class Archive:
         )
         return rows[::-1]
 
+    def rewarded_since(self, step: int) -> list[dict]:
+        """Valid problems committed at `step` or later that earned their proposer a reward, with
+        their program (None without one), oldest first: what the solvers could just solve."""
+        return self._rows(
+            "SELECT step, text, json_extract(extra, '$.program') AS program, teacher_reward, solve_rate "
+            "FROM problems WHERE valid = 1 AND teacher_reward > 0 AND step >= ? ORDER BY id", (int(step),))
+
     def count_valid(self) -> int:
         """Number of valid problems (the reference pool)."""
         return int(self.db.conn.execute("SELECT COUNT(*) FROM problems WHERE valid = 1").fetchone()[0])

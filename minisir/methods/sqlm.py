@@ -112,6 +112,14 @@ class SQLMConfig(BaseModel):
     pass_low: float = Field(0.0, ge=0, le=1, description="coding: proposer reward needs pass_low < mean pass rate")
     pass_high: float = Field(1.0, ge=0, le=1, description="... and mean pass rate < pass_high")
     proposer_update_every: int = Field(5, ge=1, le=100_000, description="train the proposer every k-th step")
+    curriculum_examples: int = Field(0, ge=0, le=3, description=(
+        "of the proposer's 3 few-shot examples, how many are this run's own recent problems that earned the "
+        "proposer a reward (solved inside the band), drawn from the hardest (minisir/difficulty.py): as the "
+        "solvers improve, harder problems land in the band and the proposer sees them; 0 = topic examples only"))
+    curriculum_window: int = Field(10, ge=1, le=100_000, description=(
+        "curriculum_examples come from the problems of the last this many steps"))
+    curriculum_pool: int = Field(8, ge=1, le=1024, description=(
+        "curriculum_examples are drawn at random from this many of the hardest rewarded problems"))
     temperature: float = temperature_field(1.0, "the proposer (and solvers)")
     top_p: float = top_p_field(1.0, "the proposer (and solvers)")
     solver_temperature: float | None = own_temperature_field("solvers")
@@ -285,13 +293,15 @@ def _topic_text(topic: str) -> str:
 
 
 def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_tests: int = 5,
-                    kind: str | None = None, examples: Sequence[str | dict] = (), program: bool = False) -> str:
+                    kind: str | None = None, examples: Sequence[str | dict] = (), program: bool = False,
+                    frontier: Sequence[dict] = ()) -> str:
     """Prompt asking for one new problem on `topic`; ends with "<problem>\\n".
 
     seed picks and orders the few-shot examples, so a batch of proposals does not all
     see the same context (a base model copies its context closely). `examples` (your own
     topic's) replace a built-in topic's number examples. program: each problem is followed
-    by a <program> that prints its answer (labels: program/agree).
+    by a <program> that prints its answer (labels: program/agree). frontier: the run's own
+    problems ({problem, program}) that take the last few-shot places (the curriculum).
     """
     coding = topic_kind(topic, kind) == "program"
     program = program and not coding
@@ -320,7 +330,8 @@ def proposer_prompt(topic: str, chat: ChatFn | None = None, seed: int = 0, min_t
     else:
         shots = list(examples) or list(PROPOSER_EXAMPLES.get(topic, ()))
         rng.shuffle(shots)
-        for shot in shots[:3]:
+        shots = shots[: max(0, 3 - len(frontier))] + list(frontier)  # nearest the new problem: the frontier
+        for shot in shots:
             problem, code = example_parts(shot)
             parts += [f"Topic: {text}", "<problem>", one_line(problem), "</problem>"]
             parts += ["<program>", code or "", "</program>", ""] if program else [""]
@@ -801,6 +812,33 @@ def eval_stop(chat: bool) -> list[str]:
     return solver_stop("arithmetic", chat, kind="number")
 
 
+def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
+    """The hardest problems of the last curriculum_window steps that earned the proposer a reward.
+
+    Hardest by (operators, word problem, digits) of minisir/difficulty.py. With program labels
+    only problems with a program (or bare expressions, which are their own) qualify, so every
+    example still shows how its answer is computed.
+    """
+    from ..difficulty import difficulty
+
+    if not cfg.curriculum_examples:
+        return []
+    pool = []
+    for row in archive.rewarded_since(step - cfg.curriculum_window):
+        shot = {"problem": row["text"], "program": row["program"]} if row["program"] else row["text"]
+        if program and example_parts(shot)[1] is None:
+            continue
+        d = difficulty(row["text"], row["program"])
+        pool.append(((d.operators, d.word, d.digits), row["step"], shot))
+    pool.sort(key=lambda x: (x[0], x[1]), reverse=True)  # hardest first; among equals, the newest
+    return [shot for _, _, shot in pool[: cfg.curriculum_pool]]
+
+
+def pick_frontier(pool: list, k: int, seed: int) -> list:
+    """k examples from the curriculum pool for one prompt (fewer while the pool is small)."""
+    return random.Random(seed).sample(pool, min(k, len(pool)))
+
+
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
     from .common import StepResult, step_seed, tokens_per_s
@@ -815,8 +853,11 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     labelled = kind == "number" and cfg.labels != "majority"
     with phase("proposer"):
         t = time.perf_counter()
+        pool = curriculum_pool(runner.archive, step, cfg, labelled) if kind == "number" else []
         prompts = [proposer_prompt(topic, runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=kind,
-                                   examples=cfg.topic_examples, program=labelled) for k in range(n_prompts)]
+                                   examples=cfg.topic_examples, program=labelled,
+                                   frontier=pick_frontier(pool, cfg.curriculum_examples, prop_seed + k))
+                   for k in range(n_prompts)]
         groups = runner.sampler.generate(
             prompts, n=cfg.proposals_per_prompt, **cfg.proposer_sampling().kwargs(), seed=prop_seed,
             stop=proposer_stop(topic, chat, kind, labelled))
@@ -919,6 +960,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in solved for c in g]),
         "proposer_groups_trained": len(set(plan.proposer_groups.values())),
         "solver_groups_trained": len(plan.solver_groups),
+        "curriculum_pool": len(pool),
         "teacher_tokens_per_s": proposer_tps,
         "student_tokens_per_s": solver_tps,
     }
