@@ -7,7 +7,9 @@ problem's numbers, and minisir runs it:
 - a problem that is a bare expression ("What is 27 * 8?") is its own program;
 - a program that is one expression, or `print(expression)`, is evaluated exactly with
   the AST-whitelist evaluator (evaluate.SafeEval, Fractions; never Python's eval);
-- anything else runs in the sandbox (minisir.sandbox); the last line it prints is the answer.
+- anything else runs in the sandbox (minisir.sandbox); the last number it prints is the answer
+  (printed_number: "The answer is 42" gives 42, a float such as 0.30000000000000004 that lies
+  within 1e-9 of a fraction with a small denominator gives that fraction, 3/10).
 A program that fails, times out or prints no number gives no label, with the reason.
 
 `method.labels` then decides what the label is (LabelMode).
@@ -80,13 +82,36 @@ def _program_expression(program: str) -> str | None:
     return _as_expression(m.group("expr") if m else line)
 
 
-def _last_number_line(stdout: str) -> str | None:
-    from .answers import normalize_answer
+# A number as a program prints it: thousands separators, a sign, decimals, an exponent.
+_PRINTED = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|(?<![\w.])[-+]?\.\d+")
+SMALL_DENOMINATOR = 1000  # floats this close to p/q (q <= this) are read as p/q
+FLOAT_TOLERANCE = 1e-9  # relative
 
-    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
-    if not lines or not re.search(r"\d", lines[-1]):
-        return None
-    return normalize_answer(lines[-1]) or None
+
+def printed_number(stdout: str) -> tuple[str | None, str | None]:
+    """(the last number a program printed, read exactly; or None and why not).
+
+    Python's floats print 0.1 * 3 as 0.30000000000000004: a value within FLOAT_TOLERANCE of a
+    fraction whose denominator is at most SMALL_DENOMINATOR is read as that fraction. Text around
+    the number ("The answer is 42") is ignored; of several numbers the last one counts.
+    """
+    from fractions import Fraction
+
+    from .answers import _huge_exponent
+    from .evaluate import format_number
+
+    found = _PRINTED.findall(stdout[-10_000:])
+    if not found:
+        return None, "program printed no number"
+    text = found[-1].replace(",", "")
+    if _huge_exponent(text):
+        return None, f"program printed a number too large to check ({text[:40]})"
+    value = Fraction(text)
+    if "." in text or "e" in text.lower():
+        near = value.limit_denominator(SMALL_DENOMINATOR)
+        if abs(near - value) <= FLOAT_TOLERANCE * max(1, abs(value)):
+            value = near
+    return format_number(value), None
 
 
 def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None) -> list[Executed]:
@@ -120,8 +145,8 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
             last = (res.stderr.strip().splitlines() or ["exit code %s" % res.exit_code])[-1]
             out[i] = Executed(None, None, f"program failed: {last[:120]}")
         else:
-            value = _last_number_line(res.stdout)
-            out[i] = Executed(value, "program") if value else Executed(None, None, "program printed no number")
+            value, why = printed_number(res.stdout)
+            out[i] = Executed(value, "program") if value is not None else Executed(None, None, why)
     return [e if e is not None else Executed(None, None, "not executed") for e in out]
 
 

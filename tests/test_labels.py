@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from minisir.labels import audit, bare_expression, exact_value, execute
+from minisir.answers import matches
+from minisir.labels import audit, bare_expression, exact_value, execute, printed_number
 from minisir.sandbox import SandboxConfig
 
 
@@ -60,3 +61,36 @@ def test_audit_compares_by_value():
     assert audit("216", "216.0") is True
     assert audit("164", "216") is False
     assert audit(None, "216") is None and audit("216", None) is None
+
+
+@pytest.mark.parametrize("stdout, answer", [
+    ("0.30000000000000004\n", "0.3"),  # x = 0.1 * 3; print(x)
+    ("110.00000000000001\n", "110"),  # a = 100 * 1.1; print(a)
+    ("The answer is 42\n", "42"),  # print('The answer is', n)
+    ("0.3333333333333333\n", "1/3"),
+    ("3.14159\n", "3.14159"),  # not within 1e-9 of a small fraction: kept exact
+    ("-12\n", "-12"),
+    ("1e3\n", "1000"),
+    ("total: 1,250 dollars\n", "1250"),
+    ("3 apples and 4 pears: 7\n", "7"),  # several numbers: the last
+    ("step 1\nstep 2\nresult 2.5\n", "2.5"),
+])
+def test_a_program_label_is_the_last_number_it_printed_read_exactly(stdout, answer):
+    """Issue 28: the last printed line was the label, so 0.1 * 3 gave 0.30000000000000004 and
+    print('The answer is', 42) gave 'Theansweris42'; a student answering 0.3 or 42 earned 0."""
+    assert printed_number(stdout) == (answer, None)
+
+
+@pytest.mark.parametrize("stdout, why", [("no digits here\n", "program printed no number"),
+                                         ("", "program printed no number"),
+                                         ("1e99999999\n", "too large to check")])
+def test_output_with_no_number_is_refused_with_the_reason(stdout, why):
+    value, reason = printed_number(stdout)
+    assert value is None and why in reason
+
+
+def test_executed_float_and_text_programs_match_the_right_answer():
+    out = execute(["p"] * 3, ["x = 0.1 * 3\nprint(x)", "a = 100 * 1.1\nprint(a)",
+                              "n = 6 * 7\nprint('The answer is', n)"])
+    assert [e.answer for e in out] == ["0.3", "110", "42"]
+    assert all(matches(student, e.answer) for student, e in zip(["0.3", "110", "42"], out))
