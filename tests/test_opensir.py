@@ -393,3 +393,63 @@ def test_groups_rank_by_solvability_plus_diversity_not_length():
     problems = {"long": _rank_value(long_unreliable, by_reward), "short": _rank_value(short_reliable, by_reward)}
     assert select_groups({}, problems, 0, 1)[1] == ["long"]
     assert _rank_value(None, cfg) == 0.0  # an unparsed candidate counts as 0 in its teacher group
+
+
+# ----------------------------------------------------------------------------- fenced format, graded reward
+from minisir.methods.opensir import FENCED_STOP, fenced_teacher_prompt, parse_fenced, teacher_value  # noqa: E402
+
+
+def test_fenced_prompt_items_parse_as_the_model_output_will():
+    """Every few-shot item of the fenced prompt, cut where the sampler's stop strings would cut
+    the model, parses to its problem and program; the prompt ends where the model writes."""
+    p = fenced_teacher_prompt("What is 1+1?", ["Find the area of a circle of radius 2."], program=True)
+    assert p.endswith("Reference problem: What is 1+1?\nNew problem:") and "Find the area of a circle" in p
+    items = p.split("\nNew problem:")[1:-1]
+    assert len(items) == len(few_shot_problems())
+    for item in items:
+        cut = min(item.find(s) for s in FENCED_STOP if s in item)  # the sampler excludes the stop string
+        out = parse_fenced(item[:cut], "stop", program=True)
+        assert out.valid and out.problem in few_shot_problems() and out.program.startswith(("width", "print"))
+    assert "<problem>" not in p and "<concepts>" not in p
+    assert teacher_stop(False, fenced=True, program=True) == list(FENCED_STOP)
+    assert teacher_stop(True, fenced=True, program=True) == []
+
+
+@pytest.mark.parametrize("text, program, reason", [
+    ("", True, "empty problem"),
+    (" What is 2+2?\nno block here", True, "missing ```python block"),
+    (" What is 2+2?\n```python\n\n", True, "empty program"),
+    (" Compute 2+2. \\boxed{4}\n```python\nprint(4)", True, "problem contains an answer"),
+    (" " + "A" * 3000, False, "problem too long"),
+])
+def test_parse_fenced_refuses_with_a_reason(text, program, reason):
+    out = parse_fenced(text, "stop", program)
+    assert not out.valid and out.reason == reason
+
+
+def test_parse_fenced_reads_problem_and_program():
+    out = parse_fenced(" Tom has 35 marbles and gives 12 away. How many are left?\n```python\nleft = 35 - 12\n"
+                       "print(left)", "stop", program=True)
+    assert out.valid and out.problem == "Tom has 35 marbles and gives 12 away. How many are left?"
+    assert out.program == "left = 35 - 12\nprint(left)" and out.concepts == [] and out.concept_span is None
+    assert parse_fenced(" What is 7 * 8?", "stop", program=False).problem == "What is 7 * 8?"
+    assert parse_fenced(" What is 7 * 8?\n```python\nprint(56)", "length", program=True).reason == "truncated"
+
+
+def _stats(admitted: bool, leak: str | None = None, reward: float = 1.7) -> dict:
+    from minisir.methods.opensir import TeacherScore
+
+    return {"score": TeacherScore(0.8, 0.4, 0.4, 0.1, reward), "admitted": admitted, "leak": leak, "refused": None}
+
+
+def test_graded_teacher_reward_has_spread_where_the_reference_has_none():
+    """Absolute Zero's shape: an unparsed output or a leak -1, a valid problem outside the window
+    -0.5, one inside it the reference sum. A group where nothing parsed but one problem fell just
+    outside the window trains under graded rewards and not under the reference's."""
+    graded = OpenSIRConfig(teacher_grading="graded")
+    group = [None, _stats(False, leak="answer copied", reward=0.0), _stats(False, reward=0.0), _stats(True)]
+    assert [teacher_value(st, graded) for st in group] == [-1.0, -1.0, -0.5, 1.7]
+    assert [teacher_value(st, OpenSIRConfig()) for st in group] == [0.0, 0.0, 0.0, 1.7]
+    failing = [None, None, _stats(False, reward=0.0), None]
+    assert len({teacher_value(st, OpenSIRConfig()) for st in failing}) == 1  # no spread, nothing to learn
+    assert {teacher_value(st, graded) for st in failing} == {-1.0, -0.5}

@@ -107,6 +107,15 @@ class OpenSIRConfig(BaseModel):
                              description="problems the archive starts from")
     embedder: str = Field("bundled", description="sentence-transformers model dir, or bundled (all-MiniLM-L6-v2)")
     few_shot: int = Field(2, ge=0, le=8, description="archive problems shown in the teacher prompt")
+    teacher_format: Literal["tags", "fenced"] = Field("tags", description=(
+        "tags: <problem>, <program> and <concepts> (the reference); fenced: few-shot completion prompts only, "
+        "the problem on a 'New problem:' line and its program in a ```python block, the shapes a base model "
+        "saw in pretraining, with no concepts (the reference never trains on them)"))
+    teacher_grading: Literal["reference", "graded"] = Field("reference", description=(
+        "reference: every term 0 for an output that does not parse or lands outside the window; graded: "
+        "-1 for an output that does not parse or whose program gives no label, -0.5 for a valid problem "
+        "outside the window, the reference sum inside it (Absolute Zero's shape), so a teacher group has "
+        "spread whenever its outputs differ in quality"))
     teacher_max_tokens: int = max_tokens_field(192, "teacher completion")
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description=(
@@ -124,6 +133,10 @@ class OpenSIRConfig(BaseModel):
 
     def uses_think(self, chat: bool) -> bool:
         return chat if self.think is None else self.think
+
+    def fenced(self, chat: bool) -> bool:
+        """Whether the teacher writes the fenced format (completion prompts only)."""
+        return self.teacher_format == "fenced" and not chat
 
     def teacher_sampling(self) -> SamplingConfig:
         return SamplingConfig.of(self.temperature, self.top_p, self.teacher_max_tokens)
@@ -223,10 +236,75 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
     return "\n".join(parts)
 
 
-def teacher_stop(chat: bool) -> list[str]:
-    """Completion prompts stop at the concepts' end or the next few-shot item; chat
-    prompts end at the end of turn (a completion-mode stop would cut their answer)."""
-    return [] if chat else list(TEACHER_STOP)
+FENCED_INSTRUCTION = (
+    "Each reference problem below is followed by a new, self-contained math problem that tests different "
+    "mathematical concepts and has a single numerical answer."
+)
+FENCED_PROGRAM_INSTRUCTION = " A short Python program after each new problem computes its answer and prints it."
+FENCED_STOP: tuple[str, ...] = ("\n```\n", "\nReference problem:", "\n\n\n")
+FENCED_PROBLEM_STOP: tuple[str, ...] = ("\n", )  # without programs the problem is one line
+
+
+def fenced_teacher_prompt(reference: str, examples: Sequence[str] = (), program: bool = False) -> str:
+    """Few-shot completion prompt in shapes a base model saw in pretraining; ends with "New problem:".
+
+    Each example is a "Reference problem:" line, a "New problem:" line and (program) its program
+    in a ```python block. No concepts: the reference only gates on them and never trains on them.
+    """
+    parts = [FENCED_INSTRUCTION + (FENCED_PROGRAM_INSTRUCTION if program else ""), ""]
+    for (ref, new, _), code in zip(TEACHER_EXAMPLES, TEACHER_PROGRAMS):
+        parts += [f"Reference problem: {ref}", f"New problem: {new}"]
+        parts += ["```python", code, "```"] if program else []
+        parts += [""]
+    existing = [one_line(e) for e in examples if str(e).strip()]
+    if existing:
+        parts += ["Problems already written (new problems must differ from these):"]
+        parts += [f"- {e}" for e in existing] + [""]
+    parts += [f"Reference problem: {one_line(reference)}", "New problem:"]
+    return "\n".join(parts)
+
+
+_FENCE_OPEN = re.compile(r"\n```(?:python|py)?[ \t]*(?:\n|$)")
+
+
+def parse_fenced(text: str, finish_reason: str = "stop", program: bool = False) -> TeacherOutput:
+    """The problem line and (program) the ```python block after it, from a fenced completion.
+
+    The stop string "\\n```\\n" eats the closing fence, so a block may run to the end of the text.
+    """
+    if finish_reason == "length":
+        return TeacherOutput(None, reason="truncated")
+    text = text or ""
+    fence = _FENCE_OPEN.search("\n" + text) if program else None
+    head = text if fence is None else ("\n" + text)[: fence.start()]
+    problem = one_line(head.strip().split("\n\n")[0]) if head.strip() else ""
+    if problem.lower().startswith("new problem:"):
+        problem = problem[len("new problem:"):].strip()
+    if not problem:
+        return TeacherOutput(None, reason="empty problem")
+    if len(problem) > MAX_PROBLEM_CHARS:
+        return TeacherOutput(problem, reason="problem too long")
+    if "\\boxed" in problem:
+        return TeacherOutput(problem, reason="problem contains an answer")
+    if not program:
+        return TeacherOutput(problem, valid=True)
+    if fence is None:
+        return TeacherOutput(problem, reason="missing ```python block")
+    code = ("\n" + text)[fence.end():].split("\n```")[0].strip("\n")
+    if not code.strip():
+        return TeacherOutput(problem, reason="empty program")
+    return TeacherOutput(problem, valid=True, program=code)
+
+
+def teacher_stop(chat: bool, fenced: bool = False, program: bool = False) -> list[str]:
+    """Completion prompts stop at the concepts' end (fenced: the program's closing fence, or the
+    problem's line without programs) or the next few-shot item; chat prompts end at the end of
+    turn (a completion-mode stop would cut their answer)."""
+    if chat:
+        return []
+    if fenced:
+        return list(FENCED_STOP) if program else list(FENCED_PROBLEM_STOP + FENCED_STOP[1:])
+    return list(TEACHER_STOP)
 
 
 def student_stop(chat: bool) -> list[str]:
@@ -490,7 +568,8 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
         others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
         examples = [p["text"] for p in fetch(others)]
-        prompts.append(teacher_prompt(ref["text"], examples, runner.chat, think, program))
+        prompts.append(fenced_teacher_prompt(ref["text"], examples, program) if cfg.fenced(runner.chat is not None)
+                       else teacher_prompt(ref["text"], examples, runner.chat, think, program))
     return refs, prompts, seed_rows
 
 
@@ -517,16 +596,18 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         t = time.perf_counter()
         teacher = runner.sampler.generate(
             prompts, n=cfg.teacher_samples, **cfg.teacher_sampling().kwargs(),
-            seed=step_seed(seed, step, "teacher", round_), stop=teacher_stop(chat))
+            seed=step_seed(seed, step, "teacher", round_),
+            stop=teacher_stop(chat, cfg.fenced(chat), cfg.labels != "majority"))
         teacher_tps = tokens_per_s(teacher, time.perf_counter() - t)
 
     with phase("parse"):
-        cands = [(r, c, parse_teacher(c.text, c.finish_reason), f"{prefix}-{r}-{j}")
+        fenced, labelled = cfg.fenced(chat), cfg.labels != "majority"
+        cands = [(r, c, parse_fenced(c.text, c.finish_reason, labelled) if fenced
+                  else parse_teacher(c.text, c.finish_reason), f"{prefix}-{r}-{j}")
                  for r, group in enumerate(teacher) for j, c in enumerate(group)]
         parsed = [x for x in cands if x[2].valid]
 
     with phase("execute"):  # the independent answer: the label (program/agree) or the audit's reference
-        labelled = cfg.labels != "majority"
         truths = execute([x[2].problem for x in parsed], [x[2].program if labelled else None for x in parsed],
                          cfg.sandbox)
         executed = {x[3]: ex for x, ex in zip(parsed, truths)}
@@ -554,7 +635,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         teacher_rank: dict[str, list[float]] = {}
         for r, c, out, key in cands:
             st = stats.get(key)
-            teacher_rank.setdefault(f"{prefix}:t{r}", []).append(_rank_value(st, cfg))
+            teacher_rank.setdefault(f"{prefix}:t{r}", []).append(
+                teacher_value(st, cfg) if cfg.teacher_grading == "graded" else _rank_value(st, cfg))
             problems.append(_problem_row(runner, refs[r], c, out, key, st, executed.get(key)))
             for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["agrees"], st["rewards"])
                                          if st else ()):
@@ -572,7 +654,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         for r, c, out, key in cands:
             if f"{prefix}:t{r}" in t_ids:
                 st = stats.get(key)
-                samples.append(to_sample(c, st["score"].reward if st else 0.0, f"{prefix}:t{r}",
+                samples.append(to_sample(c, teacher_value(st, cfg), f"{prefix}:t{r}",
                                          _span_mask(runner, c, out.concept_span), teacher_scale(cfg)))
         for key in p_keys:
             samples += [to_sample(c, rew, f"{prefix}:s{key}", scale=student_scale(cfg))
@@ -663,6 +745,21 @@ def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, 
             "admitted": ok and in_window, "admitted_for_students": ok and clear}
 
 
+def teacher_value(st: dict | None, cfg: OpenSIRConfig) -> float:
+    """The reward a teacher output trains on.
+
+    reference: the weighted sum, 0 on every term for an output that did not parse (st None) or
+    was not admitted. graded: -1 for an output that did not parse, whose program gave no label
+    (st None) or that leaks its answer, -0.5 for a valid problem whose solve rate fell outside
+    the window, and the reference sum inside it.
+    """
+    if cfg.teacher_grading == "reference":
+        return st["score"].reward if st else 0.0
+    if st is None or st["leak"] or st["refused"]:
+        return -1.0
+    return st["score"].reward if st["admitted"] else -0.5
+
+
 def _rank_value(st: dict | None, cfg: OpenSIRConfig) -> float:
     """What groups are ranked by: solvability + diversity (reference) or the whole reward."""
     if st is None:
@@ -712,4 +809,6 @@ def _problem_row(runner: "Context", ref: dict, c, out: TeacherOutput, key: str, 
             row.update({"embedding": st["emb"], "embed_model": runner.embedder.name})
     else:
         row.update({"teacher_reward": 0.0, "format": 0.0})
+    if runner.recipe.method.teacher_grading == "graded":
+        row["teacher_grade"] = teacher_value(st, runner.recipe.method)
     return row
