@@ -293,6 +293,33 @@ def _difficulty_section(archive: Archive, out: Path, phases: list[tuple[str, lis
     return md + [""]
 
 
+def _time_section(steps: list[dict]) -> list[str]:
+    """Where a step's time goes (mean seconds per phase over RL steps), sampling speed, and how
+    much of what was sampled was trained."""
+    rl = [s["metrics"] for s in steps if isinstance(s.get("metrics"), dict) and s["metrics"].get("phase") != "pool"]
+    phases = sorted({k for m in rl for k in m if k.startswith("seconds_") and k != "seconds_step"})
+    if not rl or not phases:
+        return []
+
+    def mean(key: str) -> float | None:
+        values = [float(m[key]) for m in rl if isinstance(m.get(key), (int, float))]
+        return float(np.mean(values)) if values else None
+
+    md = ["## Where a step's time goes", "", f"Means over {len(rl)} RL steps.", "", "| phase | seconds |", "|---|---|"]
+    md += [f"| {k.removeprefix('seconds_')} | {mean(k):.2f} |" for k in phases if mean(k) is not None]
+    md.append(f"| **step** | {_fmt(mean('seconds_step'))} |")
+    rates = [(label, mean(key)) for label, key in (
+        ("teacher / proposer sampling, tokens/s", "teacher_tokens_per_s"),
+        ("student / solver sampling, tokens/s", "student_tokens_per_s"),
+        ("completion tokens sampled per step", "sampled_tokens"),
+        ("tokens trained per step", "train_tokens"),
+        ("share of sampled tokens trained", "trained_token_share"))]
+    if any(v is not None for _, v in rates):
+        md += ["", "| quantity | mean per step |", "|---|---|"]
+        md += [f"| {label} | {_fmt(v)} |" for label, v in rates if v is not None]
+    return md + [""]
+
+
 def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write report.md and its PNG plots into out_dir (default <run dir>/report); return report.md."""
     src = Path(archive_path_or_run_dir).expanduser()
@@ -417,6 +444,7 @@ def _write(archive: Archive, out: Path) -> Path:
                    f"Mean depth {np.mean(valid_depths):.2f}, max {max(valid_depths)} "
                    f"(depth = generations from a root problem such as the seed).", ""]
     md += _difficulty_section(archive, out, _phases([int(s["step"]) for s in steps]))
+    md += _time_section(steps)
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     log.info("report written to %s", path)

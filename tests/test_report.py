@@ -80,7 +80,8 @@ def test_report_writes_markdown_and_plots(run_dir, tmp_path):
     assert "| teacher_reward_mean | 0 | 0.000 | 5 | 0.500 | step metrics |" in md
     assert "| label_precision | 0 | 1.000 | 5 | 0.000 | tables |" in md  # from the archive's audit column
     # concepts by phase: early shows addition, late shows probability
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| early")
+    concepts_part = md.split("## How hard the problems are")[0]  # the difficulty table has phase rows too
+    rows = {line.split("|")[1].strip(): line for line in concepts_part.splitlines() if line.startswith("| early")
             or line.startswith("| middle") or line.startswith("| late")}
     assert "addition (2)" in rows["early"] and "probability (2)" in rows["late"] and "fractions" in rows["middle"]
     assert "Step 5 problem about probability" in md and "Step 0 problem" in md
@@ -107,3 +108,22 @@ def test_report_of_empty_run(tmp_path):
     md = path.read_text()
     assert "No evaluations recorded" in md and "No valid teacher problems" in md
     assert list((tmp_path / "out").glob("*.png")) == []
+
+
+def test_report_says_where_a_step_s_time_goes(tmp_path):
+    """Phase seconds averaged over RL steps (pool steps left out), sampling rates and the share of
+    sampled tokens that trained."""
+    run = tmp_path / "run"
+    run.mkdir()
+    archive = Archive.open(run)
+    archive.ensure_run({"model": {"gguf": "bundled"}, "method": {"name": "sqlm"}}, {"minisir": "0"}, 0)
+    archive.commit_step({"step": 0, "phase": "pool", "seconds_solver": 100.0, "seconds_step": 100.0}, [], [])
+    for step, solver in ((1, 20.0), (2, 30.0)):
+        archive.commit_step({"step": step, "seconds_solver": solver, "seconds_train": 10.0, "seconds_step": solver + 10,
+                             "student_tokens_per_s": 90.0, "trained_token_share": 0.1 * step}, [], [])
+    archive.close()
+    md = write_report(run).read_text()
+    section = md.split("## Where a step's time goes")[1]
+    assert "Means over 2 RL steps." in section
+    assert "| solver | 25.00 |" in section and "| train | 10.00 |" in section and "| **step** | 35.000 |" in section
+    assert "| share of sampled tokens trained | 0.150 |" in section
