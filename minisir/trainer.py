@@ -364,15 +364,21 @@ class GRPOTrainer:
             full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False, temperature=s.temperature)
             rows.append(_make_row(full, 0.0, False))
         out: list[list[float]] = [[] for _ in samples]
+        kept = [(i, row) for i, row in enumerate(rows) if row is not None]
+        budget = self.cfg.micro_batch_tokens
+        # Rows are batched as the trainer packs them (length-sorted groups); _length_groups gives
+        # the same grouping _pack uses, so each group's flat log-probs split back row by row.
+        groups = _length_groups([row for _, row in kept], budget)
+        index = {id(row): i for i, row in kept}
         was_training = self.model.training
         self.model.eval()
         try:
             with self.model.disable_adapter() if base else contextlib.nullcontext():
-                for i, row in enumerate(rows):
-                    if row is None:
-                        continue
-                    (mb,) = _pack([row], 1 << 62, self._pad_id, self.device)
-                    out[i] = self._token_logprobs(mb)[0].tolist()
+                for group in groups:
+                    (mb,) = _pack(group, 1 << 62, self._pad_id, self.device)
+                    flat = self._token_logprobs(mb)[0].tolist()
+                    for row in group:
+                        out[index[id(row)]], flat = flat[: len(row.positions)], flat[len(row.positions):]
         finally:
             self.model.train(was_training)
         return out
