@@ -18,7 +18,7 @@ import math
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import sqlite_utils
@@ -276,8 +276,13 @@ class Archive:
         self.close()
 
     # ------------------------------------------------------------------ run identity
-    def ensure_run(self, resolved_recipe: dict, versions: dict, seed: int) -> None:
-        """First call stores the recipe; later calls refuse a different model/method."""
+    def ensure_run(self, resolved_recipe: dict, versions: dict, seed: int,
+                   upgrade: Callable[[str, Any], Any] | None = None) -> None:
+        """First call stores the recipe; later calls refuse a different model/method.
+
+        upgrade(section, stored) re-reads a stored section with today's defaults, so a field
+        minisir added since the run started does not count as a change (recipe.current_defaults).
+        """
         recipe = _canon(resolved_recipe)
         row = self.db.conn.execute("SELECT recipe, seed FROM runs ORDER BY id LIMIT 1").fetchone()
         if row is None:
@@ -290,7 +295,8 @@ class Archive:
         stored = json.loads(row[0])
         differing: list[str] = []
         for key in RESUME_KEYS:
-            differing += _diff(stored.get(key), recipe.get(key), key)
+            then = upgrade(key, stored.get(key)) if upgrade is not None else stored.get(key)
+            differing += _diff(_canon(then), recipe.get(key), key)
         if differing:
             shown = ", ".join(differing[:6]) + (" ..." if len(differing) > 6 else "")
             raise ArchiveError(

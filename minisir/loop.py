@@ -31,7 +31,7 @@ from .errors import ArchiveError, MinisirError, RecipeError
 from .methods import method_module
 from .methods.common import StepResult
 from .prompting import ChatFn, choose_style
-from .recipe import Recipe
+from .recipe import Recipe, current_defaults
 from .sampler import Sampler
 from .signals import handling
 from .sync import SyncReading, fit_scale, probe_text, verdict
@@ -178,7 +178,7 @@ class Runner:
         archive = None
         try:
             archive = Archive.open(path)
-            archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed)
+            archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed, upgrade=current_defaults)
         except BaseException as exc:
             if archive is not None:  # closed, so SQLite leaves no -wal/-shm files by a refused archive
                 archive.close()

@@ -159,6 +159,23 @@ class Recipe(BaseModel):
         return self.model_dump(mode="json")
 
 
+def current_defaults(section: str, stored: Any) -> Any:
+    """A stored recipe section re-read with today's config class, so fields added since the run
+    started take their defaults and resuming it is not refused for a knob it never set. A section
+    that no longer validates is returned as stored (the comparison then shows what changed)."""
+    classes: dict[str, type[BaseModel]] = {"model": ModelConfig, "sampler": SamplerConfig,
+                                           "trainer": TrainerConfig, "run": RunConfig}
+    cls = classes.get(section)
+    if section == "method" and isinstance(stored, dict) and stored.get("name") in METHODS:
+        cls = method_config(stored["name"])
+    if cls is None or not isinstance(stored, dict):
+        return stored
+    try:
+        return cls.model_validate(stored).model_dump(mode="json")
+    except ValidationError:
+        return stored
+
+
 def _describe(err: dict[str, Any]) -> str:
     parts = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union"))]
     if len(parts) > 1 and parts[0] == "method" and parts[1] in _METHOD_TAGS:

@@ -180,3 +180,28 @@ def test_second_process_on_same_run_dir_refused(tmp_path, no_model_loading):
         holder.wait()
     # The OS dropped the lock with the process: the directory is usable again.
     _lock_run_dir(run_dir).close()
+
+
+def test_a_run_started_before_a_knob_existed_still_resumes(tmp_path):
+    """The stored recipe lacks a method field minisir added since (its default is what the run
+    used): resume accepts it, and still refuses a real change. Without re-reading the stored
+    section with today's defaults, every SQLM run was refused after the curriculum knobs came."""
+    from minisir.archive import Archive
+    from minisir.errors import ArchiveError
+    from minisir.recipe import current_defaults, parse_recipe
+
+    recipe = parse_recipe({"method": {"name": "sqlm", "labels": "program", "topic": "arithmetic"}})
+    old = recipe.resolved()
+    del old["method"]["curriculum_examples"], old["method"]["curriculum_window"]  # as an older minisir stored it
+    arc = Archive.open(tmp_path / "run")
+    try:
+        arc.ensure_run(old, {"minisir": "old"}, seed=0)
+        arc.ensure_run(recipe.resolved(), {"minisir": "new"}, seed=0, upgrade=current_defaults)
+        with pytest.raises(ArchiveError, match="method.curriculum_examples"):
+            arc.ensure_run(recipe.resolved(), {"minisir": "new"}, seed=0)  # compared as stored: refused
+        changed = parse_recipe({"method": {"name": "sqlm", "labels": "program", "topic": "arithmetic",
+                                           "curriculum_examples": 2}})
+        with pytest.raises(ArchiveError, match="method.curriculum_examples"):
+            arc.ensure_run(changed.resolved(), {"minisir": "new"}, seed=0, upgrade=current_defaults)
+    finally:
+        arc.close()
