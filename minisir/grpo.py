@@ -28,8 +28,8 @@ class TrainerConfig(BaseModel):
     def _renamed(cls, data: Any) -> Any:
         """A recipe written for the first sync guard gets told what replaced its knob."""
         if isinstance(data, dict) and "max_logprob_gap" in data:
-            raise ValueError("max_logprob_gap was replaced by sync_tolerance (the adapter scale llama.cpp may "
-                             "show away from sampler.adapter_scale, e.g. 0.25; null = no guard): rename the key")
+            raise ValueError("max_logprob_gap was replaced by sync_confidence (how clearly llama.cpp must match "
+                             "another adapter scale before the run stops, e.g. 3; null = no guard): rename the key")
         return data
 
     lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r")
@@ -63,11 +63,15 @@ class TrainerConfig(BaseModel):
         "forward a group's shared prompt once per micro-batch instead of once per completion (few-shot prompts "
         "dominate the cost otherwise); off with gradient_checkpointing"))
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
-    sync_tolerance: float | None = Field(
-        0.25, gt=0, description="stop the run when the adapter scale llama.cpp shows on the probe texts is "
-        "further than this from sampler.adapter_scale, after one reload of the adapter from the trainer's "
-        "state (minisir/sync.py): a missing, half-loaded, mis-scaled or other run's adapter. Calibrated in "
-        "README, 'Sync guard'. null = never")
+    sync_tolerance: float = Field(0.25, gt=0, description=(
+        "the sync guard's second test: the adapter scale llama.cpp shows (a least-squares slope on the "
+        "trainer's adapter effect) may lie this far from 1 before it counts (README, 'Sync guard')"))
+    sync_confidence: float | None = Field(
+        3.0, gt=0, description="before each step, stop when llama.cpp's log-probs on the probe texts match the "
+        "trainer's adapter at another scale (none, half, double) better than at sampler.adapter_scale by this "
+        "paired z, or show a scale outside sync_tolerance by this many standard errors, also after one reload "
+        "of the adapter from the trainer's state (minisir/sync.py): a missing, half-loaded, mis-scaled or other "
+        "run's adapter. Calibrated in README, 'Sync guard'. null = never")
     seed: int = Field(0, ge=0, description="LoRA init and dropout seed (a run sets it from run.seed)")
     device: str | None = Field(None, description="torch device; null = cuda if available else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")

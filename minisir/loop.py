@@ -34,7 +34,7 @@ from .prompting import ChatFn, choose_style
 from .recipe import Recipe, current_defaults
 from .sampler import Sampler
 from .signals import handling
-from .sync import SyncReading, fit_scale, probe_text, verdict
+from .sync import HYPOTHESES, SyncReading, probe_text, read, verdict
 from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
@@ -418,40 +418,41 @@ class Runner:
         """
         if self._sync_floor is None:
             self._sync_floor = self._base_probe_gap()
-        tolerance = self.recipe.trainer.sync_tolerance
+        confidence = self.recipe.trainer.sync_confidence
         expected = self.recipe.sampler.adapter_scale
         reading = self._read_sync()
-        problem = verdict(reading, expected, tolerance) if tolerance is not None else None
+        tolerance = self.recipe.trainer.sync_tolerance
+        problem = verdict(reading, expected, tolerance, confidence) if confidence is not None else None
         if problem is None:
             return reading.metrics()
         adapter = self._reload_adapter()
         again = self._read_sync()
-        still = verdict(again, expected, tolerance)
+        still = verdict(again, expected, tolerance, confidence)
         where = f"step {step}" if step is not None else "the next step"
         if still is None:
-            tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes "
-                       f"({again.scale:.2f}); {where} goes on")
+            tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes; "
+                       f"{where} goes on")
             return {**again.metrics(), "sync_recovered": 1.0}
         held = self.sampler.adapter_path or "none (the base model)"
         raise MinisirError(
             f"{where} not committed: {still}, also after reloading the adapter from the trainer's state; the "
             f"sampler's adapter is {held}. Check sampler.adapter_scale and that llama.cpp loads this model's "
-            "adapters, then rerun the same command to resume (trainer.sync_tolerance: null turns the guard off)")
+            "adapters, then rerun the same command to resume (trainer.sync_confidence: null turns the guard off)")
 
     def _read_sync(self) -> SyncReading:
-        """Score the probe texts in both engines (trainer with and without its LoRA) and fit the scale."""
+        """Score the probe texts in llama.cpp and in the trainer under each hypothesis (sync.HYPOTHESES)."""
         from .grpo import Sample
 
         if self._sync_probe is None:
             self._sync_probe = (self.sampler.tokenize(SYNC_PROBE[0]),
                                 self.sampler.tokenize(SYNC_PROBE[1], add_bos=False))
         texts = [self._sync_probe, *self._sync_texts]
-        lp_sampler = [self.sampler.score(p, c, stepwise=False) for p, c in texts]
+        lp_sampler = np.concatenate([self.sampler.score(p, c, stepwise=False) for p, c in texts])
         probes = [Sample(p, c, [], 0.0, "probe") for p, c in texts]
-        lp_lora = self.trainer.logprobs(probes)
-        lp_base = self.trainer.logprobs(probes, base=True)
-        flat = [np.concatenate([np.asarray(x, dtype=np.float64) for x in xs]) for xs in (lp_sampler, lp_lora, lp_base)]
-        return fit_scale(*flat)
+        expected = self.recipe.sampler.adapter_scale
+        trainer = {k: np.concatenate(self.trainer.logprobs(probes, base=k == 0.0, scale=k * expected))
+                   for k in HYPOTHESES}
+        return read(lp_sampler, trainer)
 
     def _reload_adapter(self) -> str:
         """Rewrite the latest committed adapter from the trainer's state (rank 0) and load it again."""

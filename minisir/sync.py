@@ -1,20 +1,22 @@
-"""Is llama.cpp sampling with the adapter the trainer holds? A fitted-scale check.
+"""Is llama.cpp sampling with the adapter the trainer holds? Which adapter scale it matches.
 
-Both engines score the same probe texts three ways: the sampler as it stands (its adapter at
-its scale), the trainer with its LoRA, and the trainer with the LoRA off. Per token,
+Both engines score the same probe texts: llama.cpp as it stands, and the trainer with its LoRA
+at the scale the sampler should use (`expected`, the recipe's sampler.adapter_scale) and at the
+alternatives a fault would give: none (0), half and double. Per token, the absolute log-prob
+error against each hypothesis says which one llama.cpp matches. In sync, it matches `expected`
+best. A missing, half-loaded, mis-scaled or other run's adapter matches another scale better,
+and a paired test on the per-token errors says whether the probe measured that beyond the
+engines' own numeric disagreement (quantised activations, bf16).
 
-    effect = trainer(LoRA) - trainer(base)      what the adapter should do
-    seen   = sampler       - trainer(base)      what the sampler's adapter does
+A second test fits the slope of llama.cpp's change from the base on the trainer's change (the
+adapter scale it shows, `scale`): exact near 1, where a half-loaded adapter sits (0.64 +- 0.03,
+between the hypotheses), but log-probs saturate further out (a doubled adapter of a trained run
+showed 1.54 +- 0.13), which is where the hypotheses take over.
 
-and the least-squares slope of `seen` on `effect` is the adapter scale the sampler shows: 1
-when it holds this run's adapter, 0 when it holds none, 0.5 at half scale, about 0 for another
-run's adapter (uncorrelated), between for a partly loaded one. The engines' own numeric
-disagreement (quantised activations, bf16) is noise around that slope, uncorrelated with the
-adapter's effect, so it widens the slope's standard error instead of moving it.
-
-Why not a mean |sampler - trainer| gap (the first guard): that gap grows with the noise as
-the model sharpens, on texts it now finds unlikely, while the slope does not. The first guard
-stopped a healthy run at step 18 (issue 27); see README, "Sync guard".
+Why not one gap: the first guard compared the mean gap with a limit; that gap grows with the
+engines' noise as the model sharpens, on texts it finds unlikely, and it stopped a healthy run
+at step 18 (issue 27). Both tests here compare the engines token by token, so that noise widens
+their errors instead of moving them. README, "Sync guard", has the calibration.
 
 Torch-free: the numbers come in as arrays.
 """
@@ -22,15 +24,16 @@ Torch-free: the numbers come in as arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-
 
 # A probe text from a sampled completion keeps BOS and the prompt's last PROMPT_TAIL tokens (the
 # few-shot head adds cost, not signal) and at most COMPLETION_MAX completion tokens.
 PROMPT_TAIL = 48
 COMPLETION_MAX = 96
+# The adapter scales a check compares, as multiples of the expected one (1 = in sync).
+HYPOTHESES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 
 
 def probe_text(prompt_ids: list[int], completion_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -43,52 +46,79 @@ def probe_text(prompt_ids: list[int], completion_ids: list[int]) -> tuple[list[i
 
 @dataclass(frozen=True)
 class SyncReading:
-    """One check's numbers (all per probe token)."""
+    """One check's numbers (per probe token)."""
 
     tokens: int
-    gap: float  # mean |sampler - trainer(LoRA)|: the first guard's figure, kept for comparison
-    effect: float  # rms of the adapter's effect on the probe (trainer LoRA vs base)
-    scale: float  # fitted adapter scale the sampler shows (nan: no effect to fit against)
-    scale_se: float  # standard error of `scale` (inf: no effect to fit against)
+    errors: dict[float, float]  # hypothesis (multiple of the expected scale) -> mean |sampler - trainer|
+    best: float  # the hypothesis llama.cpp matches best
+    z: float  # how far (paired z) it matches `best` better than 1; 0 when best is 1
+    effect: float  # rms of the adapter's effect on the probe (trainer at 1 vs base)
+    scale: float = math.nan  # least-squares slope of llama.cpp's change on the trainer's (diagnostic)
+    scale_se: float = math.inf
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        """Mean |sampler - trainer| at the expected scale: the first guard's figure."""
+        return self.errors[1.0]
 
     def metrics(self) -> dict[str, float]:
         """The step metrics a run stores (sync_*)."""
-        out = {"sync_gap": round(self.gap, 5), "sync_effect": round(self.effect, 5), "sync_tokens": float(self.tokens)}
+        out = {"sync_gap": round(self.gap, 5), "sync_effect": round(self.effect, 5), "sync_tokens": float(self.tokens),
+               "sync_match": self.best, "sync_z": round(self.z, 3)}
         if math.isfinite(self.scale):
             out.update(sync_scale=round(self.scale, 4), sync_scale_se=round(self.scale_se, 4))
         return out
 
 
-def fit_scale(sampler_lp: np.ndarray, lora_lp: np.ndarray, base_lp: np.ndarray) -> SyncReading:
-    """The adapter scale the sampler's log-probs show, fitted through the origin, with its error."""
-    s, t, b = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (sampler_lp, lora_lp, base_lp))
-    if not (s.shape == t.shape == b.shape) or s.size == 0:
-        raise ValueError(f"fit_scale needs three equal, non-empty arrays (got {s.shape}, {t.shape}, {b.shape})")
-    effect, seen = t - b, s - b
-    gap = float(np.mean(np.abs(s - t)))
+def slope(sampler_lp: np.ndarray, lora_lp: np.ndarray, base_lp: np.ndarray) -> tuple[float, float]:
+    """(slope, standard error) of llama.cpp's change from the base on the trainer's, through the origin."""
+    effect, seen = lora_lp - base_lp, sampler_lp - base_lp
     ss = float(effect @ effect)
-    rms_effect = math.sqrt(ss / effect.size)
-    if ss == 0.0:  # a fresh LoRA (B = 0) changes nothing: there is nothing to fit
-        return SyncReading(effect.size, gap, 0.0, math.nan, math.inf)
-    scale = float(effect @ seen) / ss
-    resid = seen - scale * effect
-    dof = max(effect.size - 1, 1)
-    se = math.sqrt(float(resid @ resid) / dof / ss)
-    return SyncReading(effect.size, gap, rms_effect, scale, se)
+    if ss == 0.0:
+        return math.nan, math.inf
+    k = float(effect @ seen) / ss
+    resid = seen - k * effect
+    return k, math.sqrt(float(resid @ resid) / max(effect.size - 1, 1) / ss)
+
+
+def read(sampler_lp, trainer_lp: dict[float, np.ndarray]) -> SyncReading:
+    """Compare llama.cpp's log-probs with the trainer's under each hypothesis (HYPOTHESES keys)."""
+    s = np.asarray(sampler_lp, dtype=np.float64).reshape(-1)
+    t = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in trainer_lp.items()}
+    if s.size == 0 or any(v.shape != s.shape for v in t.values()) or set(t) != set(HYPOTHESES):
+        raise ValueError(f"sync.read needs non-empty equal arrays for the hypotheses {HYPOTHESES}")
+    err = {k: np.abs(s - v) for k, v in t.items()}
+    errors = {k: float(e.mean()) for k, e in err.items()}
+    best = min(HYPOTHESES, key=lambda k: (errors[k], k != 1.0))
+    z = 0.0
+    if best != 1.0:
+        diff = err[1.0] - err[best]
+        sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+        z = math.inf if sd == 0.0 else float(diff.mean()) / (sd / math.sqrt(diff.size))
+    effect = float(np.sqrt(np.mean((t[1.0] - t[0.0]) ** 2)))
+    k, se = slope(s, t[1.0], t[0.0])
+    return SyncReading(s.size, errors, best, z, effect, k, se)
 
 
 def verdict(reading: SyncReading, expected: float, tolerance: float, confidence: float = 3.0) -> str | None:
-    """None when the sampler is in sync (or the probe cannot tell), else one clause saying what is off.
+    """None when llama.cpp is in sync with the trainer (or the probe cannot tell), else one clause
+    saying what it matches instead. Two tests, either of which calls a fault:
 
-    Out of sync means: the fitted scale lies further than `tolerance` from `expected` (the
-    recipe's sampler.adapter_scale) by more than `confidence` standard errors, so the probe
-    measured it outside the band, not merely near its edge. An adapter whose effect on the
-    probe is still below the engines' noise (the first steps) cannot be told from none, and
-    cannot matter yet either.
+    - near 1, the slope: further than `tolerance` from 1 by more than `confidence` standard errors
+      (a half-loaded adapter shows 0.64 +- 0.03);
+    - far from 1, where log-probs saturate and the slope understates the fault: another
+      hypothesis (none, half, double) beats the expected scale by a paired z of `confidence`.
+
+    While the adapter's effect on the probe is below the engines' noise (the first steps) neither
+    test can call anything, and no fault can matter much yet either.
     """
-    if not math.isfinite(reading.scale):
-        return None
-    if abs(reading.scale - expected) - tolerance <= confidence * reading.scale_se:
-        return None
-    return (f"the sampler's adapter acts at scale {reading.scale:.2f} +- {reading.scale_se:.2f} on the probe "
-            f"texts, expected {expected:g} (tolerance {tolerance:g})")
+    if reading.best != 1.0 and reading.z >= confidence:
+        what = "no adapter" if reading.best == 0.0 else f"the adapter at {reading.best * expected:g}x"
+        return (f"llama.cpp's log-probs match the trainer with {what} (mean error "
+                f"{reading.errors[reading.best]:.3f} nats/token) better than with its adapter at {expected:g}x "
+                f"({reading.gap:.3f}; z {reading.z:.1f})")
+    if math.isfinite(reading.scale) and abs(reading.scale - 1.0) - tolerance > confidence * reading.scale_se:
+        return (f"the sampler's adapter acts at {reading.scale:.2f} +- {reading.scale_se:.2f} of the trainer's "
+                f"(tolerance {tolerance:g})")
+    return None

@@ -356,8 +356,11 @@ class GRPOTrainer:
         return torch.where(in_prompt, h_prompt[mb.cols.clamp(max=p - 1)], h_comp[mb.rows, (mb.cols - p).clamp(min=0)])
 
     @torch.no_grad()
-    def logprobs(self, samples: list[Sample], base: bool = False) -> list[list[float]]:
-        """Trainer log-probs of every completion token (no dropout; `base`: LoRA off); for diagnostics and tests."""
+    def logprobs(self, samples: list[Sample], base: bool = False, scale: float = 1.0) -> list[list[float]]:
+        """Trainer log-probs of every completion token (no dropout; `base`: LoRA off; `scale`: the
+        LoRA at that multiple of its scale, PEFT's rescale_adapter_scale); for the sync guard and tests."""
+        from peft.helpers import rescale_adapter_scale
+
         _validate(samples, self.vocab_size)
         rows = []
         for s in samples:
@@ -373,7 +376,8 @@ class GRPOTrainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.model.disable_adapter() if base else contextlib.nullcontext():
+            with (self.model.disable_adapter() if base else rescale_adapter_scale(self.model, scale) if scale != 1.0
+                  else contextlib.nullcontext()):
                 for group in groups:
                     (mb,) = _pack(group, 1 << 62, self._pad_id, self.device)
                     flat = self._token_logprobs(mb)[0].tolist()

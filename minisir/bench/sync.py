@@ -4,9 +4,10 @@ The guard (minisir/sync.py) must pass every healthy step and stop every real fau
 measures both on one committed run: the trainer loads the run's latest state, llama.cpp
 holds, in turn, that step's adapter (healthy), the oldest adapter still kept (stale), the
 same adapter at half and double scale, no adapter, the adapter with its upper half of layers
-dropped (half-loaded), and optionally another run's adapter. Each row gives the fitted scale,
-its error, whether the recipe's tolerance calls it, and what the first guard (a mean gap on
-one probe text, limit 0.05 nats above the no-adapter gap) would have said.
+dropped (half-loaded), and optionally another run's adapter. Each row gives the adapter scale
+llama.cpp matches best with its paired z, the least-squares slope, whether the recipe's
+sync_confidence calls it, and what the first guard (a mean gap on one probe text, limit 0.05
+nats above the no-adapter gap) would have said.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _stored_recipe(run_dir: Path):
     if not info:
         raise MinisirError(f"{path} holds no run yet: run `minisir run` first")
     data = info["recipe"]
-    data.get("trainer", {}).pop("max_logprob_gap", None)  # the first guard's knob
+    for old in ("max_logprob_gap",):  # the first guard's knob
+        data.get("trainer", {}).pop(old, None)
     data.setdefault("run", {})["dir"] = str(run_dir)
     return parse_recipe(data, str(path))
 
@@ -84,7 +86,7 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
     from ..sync import verdict
 
     recipe = _stored_recipe(Path(run_dir))
-    tolerance = recipe.trainer.sync_tolerance or 0.25
+    confidence, tolerance = recipe.trainer.sync_confidence or 3.0, recipe.trainer.sync_tolerance
     runner = Runner(recipe, progress=False)
     try:
         latest = runner.archive.latest_adapter()
@@ -109,9 +111,9 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
                     runner.sampler.set_adapter(path, scale)
                 reading = runner._read_sync()
                 first = runner._probe_gap(base=False) - floor
-                rows[name] = {**reading.metrics(), "called": verdict(reading, 1.0, tolerance) is not None,
+                rows[name] = {**reading.metrics(), "called": verdict(reading, 1.0, tolerance, confidence) is not None,
                               "first_guard_excess": round(first, 4), "first_guard_called": first > FIRST_GUARD_LIMIT}
-        return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "tolerance": tolerance,
+        return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "confidence": confidence, "tolerance": tolerance,
                 "no_adapter_gap": round(floor, 4), "cases": rows}
     finally:
         runner.close()
