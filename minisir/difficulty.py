@@ -20,9 +20,12 @@ import re
 from dataclasses import asdict, dataclass
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_TEXT_OP = re.compile(r"(?<=[\d)\s])\s*(?:[+\-*/×÷^]|\\times|\\div|\\cdot)\s*(?=[\d(\\])")
-_BARE = re.compile(r"^\s*(?:what\s+is|compute|calculate|evaluate|find)?\s*[\d\s+\-*/×÷^().,=]*(?:\\times|\\div|"
-                   r"\\cdot|[\d\s+\-*/×÷^().,=])*\s*\??\s*$", re.IGNORECASE)
+_TEXT_OP = re.compile(r"(?<=[\d)\s])\s*(?:[+\-*/×÷^]|\\times|\\div|\\cdot)\s*(?=[\d(\\])|(?<=\d)\s*[xX]\s*(?=\d)")
+# A question stem a bare expression may start with; what follows it must hold no word.
+_STEM = re.compile(r"^\s*(?:what\s+(?:is|are|was|'s)|how\s+much\s+is|compute|calculate|evaluate|find|solve|"
+                   r"work\s+out)\b\s*:?", re.IGNORECASE)
+_LATEX_OP = re.compile(r"\\(?:times|div|cdot)")
+_WORD = re.compile(r"[A-Za-z]{2,}")
 _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 MAX_TEXT = 4000  # longer texts are cut: a pathological proposal must not stall a report
 
@@ -60,4 +63,5 @@ def difficulty(problem: str, program: str | None = None) -> Difficulty:
         ops = len(_TEXT_OP.findall(text))
     digits = max((len(n.split(".")[0]) for n in _NUMBER.findall(text)), default=0)
     lines = sum(1 for line in (program or "").splitlines() if line.strip())
-    return Difficulty(operators=ops, digits=digits, word=not _BARE.match(text), program_lines=lines)
+    rest = _LATEX_OP.sub(" ", _STEM.sub("", text, count=1))
+    return Difficulty(operators=ops, digits=digits, word=bool(_WORD.search(rest)), program_lines=lines)

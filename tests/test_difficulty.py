@@ -16,6 +16,10 @@ from minisir.report import write_report
     ("Compute 120 / 4 - 7.", None, "bare multi-op", 2, 3),
     ("What is 3 \\times 4?", None, "bare 1-op", 1, 1),
     ("What is 8768-7828?", None, "bare 1-op", 1, 4),
+    # any question stem: "What are 10 + 1 ?" ranked as a word problem filled the first curriculum pilot
+    ("What are 10 + 1 ?", "print(10 + 1)", "bare 1-op", 1, 2),
+    ("How much is 6 x 7?", None, "bare 1-op", 1, 1),
+    ("What is the product of 36 and 64?", "print(36 * 64)", "word 1-op", 1, 2),
     ("Tom has 35 marbles and gives 12 of them to his sister. How many are left?", "print(35 - 12)", "word 1-op", 1, 2),
     # the program, not the wording, says how many operations the answer takes
     ("A box holds 6 eggs and 4 more are added. How many eggs are in 5 boxes?", "x = (6 + 4) * 5\nprint(x)",
