@@ -63,7 +63,7 @@ class TrainerConfig(BaseModel):
         "forward a group's shared prompt once per micro-batch instead of once per completion (few-shot prompts "
         "dominate the cost otherwise); off with gradient_checkpointing"))
     updates_per_step: int = Field(1, ge=1, le=64, description="optimizer updates over each step's samples")
-    sync_tolerance: float = Field(0.15, gt=0, description=(
+    sync_tolerance: float = Field(0.2, gt=0, description=(
         "the sync guard's second test: the adapter scale llama.cpp shows (a least-squares slope on the "
         "trainer's adapter effect) may lie this far from 1 before it counts (README, 'Sync guard')"))
     sync_confidence: float | None = Field(
