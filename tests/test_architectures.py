@@ -64,7 +64,7 @@ def test_trainer_from_gguf_and_hf_dir_scores_as_llama_cpp_and_its_adapter_moves_
         ll, built, tmp_path, monkeypatch):
     arch, hf_dir, gguf = built
     monkeypatch.setenv("MINISIR_CACHE", str(tmp_path / "cache"))  # a fresh conversion of this GGUF
-    cfg = TrainerConfig(lora_rank=4, lora_alpha=8, learning_rate=0.05, is_cap=None, sync_tolerance=None)
+    cfg = TrainerConfig(lora_rank=4, lora_alpha=8, learning_rate=0.05, is_cap=None, sync_confidence=None)
     sample = Sample(IDS[:PROMPT], IDS[PROMPT:], [], 0.0, "probe")
     ref = _llama_cpp_scores(ll, gguf)
     assert ref.std() > 0.5  # spread: a wrong convention cannot hide
