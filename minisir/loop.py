@@ -443,10 +443,7 @@ class Runner:
         """Score the probe texts in llama.cpp and in the trainer under each hypothesis (sync.HYPOTHESES)."""
         from .grpo import Sample
 
-        if self._sync_probe is None:
-            self._sync_probe = (self.sampler.tokenize(SYNC_PROBE[0]),
-                                self.sampler.tokenize(SYNC_PROBE[1], add_bos=False))
-        texts = [self._sync_probe, *self._sync_texts]
+        texts = [self._probe_ids(), *self._sync_texts]
         lp_sampler = np.concatenate([self.sampler.score(p, c, stepwise=False) for p, c in texts])
         probes = [Sample(p, c, [], 0.0, "probe") for p, c in texts]
         expected = self.recipe.sampler.adapter_scale
@@ -469,6 +466,13 @@ class Runner:
         self.sampler.set_adapter(path, self.recipe.sampler.adapter_scale)
         return str(path)
 
+    def _probe_ids(self) -> tuple[list[int], list[int]]:
+        """SYNC_PROBE as (prompt, completion) ids, tokenized once."""
+        if self._sync_probe is None:
+            self._sync_probe = (self.sampler.tokenize(SYNC_PROBE[0]),
+                                self.sampler.tokenize(SYNC_PROBE[1], add_bos=False))
+        return self._sync_probe
+
     def _remember_sync_texts(self, samples: list) -> None:
         """Keep a few of this step's completions (one per group) as the next checks' probe texts:
         the adapter moves most what the policy itself writes."""
@@ -486,8 +490,7 @@ class Runner:
         """Mean |trainer - sampler| token log-prob of SYNC_PROBE (`base`: the trainer's LoRA off)."""
         from .grpo import Sample
 
-        prompt_ids = self.sampler.tokenize(SYNC_PROBE[0])
-        completion = self.sampler.tokenize(SYNC_PROBE[1], add_bos=False)
+        prompt_ids, completion = self._probe_ids()
         lp_sampler = np.array(self.sampler.score(prompt_ids, completion, stepwise=False))
         probe = Sample(prompt_ids, completion, [], 0.0, "probe")
         lp_trainer = np.array(self.trainer.logprobs([probe], base=base)[0])

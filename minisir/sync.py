@@ -24,7 +24,7 @@ Torch-free: the numbers come in as arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,7 +55,6 @@ class SyncReading:
     effect: float  # rms of the adapter's effect on the probe (trainer at 1 vs base)
     scale: float = math.nan  # least-squares slope of llama.cpp's change on the trainer's (diagnostic)
     scale_se: float = math.inf
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def gap(self) -> float:

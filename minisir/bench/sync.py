@@ -36,8 +36,7 @@ def _stored_recipe(run_dir: Path):
     if not info:
         raise MinisirError(f"{path} holds no run yet: run `minisir run` first")
     data = info["recipe"]
-    for old in ("max_logprob_gap",):  # the first guard's knob
-        data.get("trainer", {}).pop(old, None)
+    data.get("trainer", {}).pop("max_logprob_gap", None)  # the first guard's knob
     data.setdefault("run", {})["dir"] = str(run_dir)
     return parse_recipe(data, str(path))
 
@@ -113,7 +112,7 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
                 first = runner._probe_gap(base=False) - floor
                 rows[name] = {**reading.metrics(), "called": verdict(reading, 1.0, tolerance, confidence) is not None,
                               "first_guard_excess": round(first, 4), "first_guard_called": first > FIRST_GUARD_LIMIT}
-        return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "confidence": confidence, "tolerance": tolerance,
-                "no_adapter_gap": round(floor, 4), "cases": rows}
+        return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "confidence": confidence,
+                "tolerance": tolerance, "no_adapter_gap": round(floor, 4), "cases": rows}
     finally:
         runner.close()
