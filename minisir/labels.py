@@ -10,7 +10,9 @@ problem's numbers, and minisir runs it:
 - anything else runs in the sandbox (minisir.sandbox); the last number it prints is the answer
   (printed_number: "The answer is 42" gives 42, a float such as 0.30000000000000004 that lies
   within 1e-9 of a fraction with a small denominator gives that fraction, 3/10).
-A program that fails, times out or prints no number gives no label, with the reason.
+A program that fails, times out or prints no number gives no label, with the reason. So does a
+program that leaves a number of its problem unused (unused_numbers): "What is the remainder when
+5 * 4 is divided by 3?" with `print(5 * 4)` labels a sum the words do not ask for.
 
 `method.labels` then decides what the label is (LabelMode).
 """
@@ -114,6 +116,51 @@ def printed_number(stdout: str) -> tuple[str | None, str | None]:
     return format_number(value), None
 
 
+_TEXT_NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_TEXT_FRACTION = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d+)(?![\d.])")
+
+
+def _literals(program: str) -> set | None:
+    """The numeric constants a program writes, as Fractions; None when it does not parse."""
+    import ast
+    from fractions import Fraction
+
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return None
+    return {abs(Fraction(repr(node.value))) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and type(node.value) in (int, float)
+            and node.value == node.value and abs(node.value) != float("inf")}
+
+
+def unused_numbers(problem: str, program: str) -> list[str]:
+    """The numbers of a problem's text that its program never writes.
+
+    A number counts as used when the program holds it as a constant, as a percentage (15% as
+    0.15), or as the value of a fraction the text writes (1/2 as 0.5). Numbers spelt in words
+    are not read. An empty list when the program does not parse: running it reports that.
+    """
+    from fractions import Fraction
+
+    literals = _literals(program)
+    if literals is None:
+        return []
+    fractions = {}
+    for m in _TEXT_FRACTION.finditer(problem):
+        if int(m.group(2)):
+            value = Fraction(int(m.group(1)), int(m.group(2)))
+            fractions[m.start(1)] = fractions[m.start(2)] = value
+    unused = []
+    for m in _TEXT_NUMBER.finditer(problem):
+        value = Fraction(m.group().replace(",", ""))
+        if value in literals or value / 100 in literals or fractions.get(m.start()) in literals:
+            continue
+        if m.group() not in unused:
+            unused.append(m.group())
+    return unused
+
+
 def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None) -> list[Executed]:
     """Labels for many problems at once; programs that need Python share one sandbox pool.
 
@@ -130,6 +177,10 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
             value = exact_value(expr) if expr else None
             out[i] = Executed(value, "expression", None) if value is not None else Executed(
                 None, None, "no program, and the problem is not a bare expression")
+            continue
+        unused = unused_numbers(problem or "", program)
+        if unused:
+            out[i] = Executed(None, None, f"program leaves {', '.join(unused[:3])} of the problem unused")
             continue
         expr = _program_expression(program)
         value = exact_value(expr) if expr else None

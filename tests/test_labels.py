@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from minisir.answers import matches
-from minisir.labels import audit, bare_expression, exact_value, execute, printed_number
+from minisir.labels import audit, bare_expression, exact_value, execute, printed_number, unused_numbers
 from minisir.sandbox import SandboxConfig
 
 
@@ -55,6 +55,27 @@ def test_failing_programs_are_refused_with_their_reason():
     assert "timeout" in out[1].reason
     assert out[2].reason == "program printed no number"
     assert out[3].reason == "program printed no number"
+
+
+@pytest.mark.parametrize("problem, program, unused", [
+    ("What is the remainder when 5 * 4 is divided by 3 ?", "print(5 * 4)", ["3"]),
+    ("What is -11 * -3?", "print(9 * - 11)", ["3"]),
+    ("Tom has 35 marbles and gives 12 away. How many are left?", "left = 35 - 12\nprint(left)", []),
+    ("A shop sells 1,200 pens and 15% are blue. How many are blue?", "print(1200 * 0.15)", []),
+    ("What is 1/2 + 1/3?", "print(0.5 + 1/3)", []),
+    ("What is 2.5 * 4?", "print(2.5 * 4)", []),
+    ("Ann has 3 pens, 3 pencils and 7 books. How many pens and pencils?", "print(3 + 3)", ["7"]),
+    ("What is 6 * 7?", "print(6 *", []),  # does not parse: running it says so
+])
+def test_unused_numbers_are_the_problems_numbers_the_program_never_writes(problem, program, unused):
+    assert unused_numbers(problem, program) == unused
+
+
+def test_a_program_that_ignores_a_number_of_its_problem_gives_no_label():
+    out = execute(["What is the remainder when 5 * 4 is divided by 3 ?", "What is the remainder when 5 * 4 is divided by 3 ?"],
+                  ["print(5 * 4)", "print(5 * 4 % 3)"])
+    assert (out[0].answer, out[0].reason) == (None, "program leaves 3 of the problem unused")
+    assert out[1].answer == "2"
 
 
 def test_audit_compares_by_value():

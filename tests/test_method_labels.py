@@ -180,9 +180,9 @@ def test_sqlm_step_with_executed_labels(tmp_path, monkeypatch):
     forced = [
         f"{WORD}\n</problem>\n<program>\nleft = 35 - 12\nprint(left)\n",
         "Sara has 14 apples and eats some of them. How many apples are left now?\n</problem>\n"
-        "<program>\nprint(apples_left)\n",
+        "<program>\nprint(14 - apples_eaten)\n",
         "A bag holds 24 sweets in all, shared by 6 kids. How many sweets does the bag hold?\n</problem>\n"
-        "<program>\nprint(24)\n",
+        "<program>\nkids = 6\nprint(24 // kids * kids)\n",
         "What is 7 * 6?\n</problem>\n",
     ]
     real = Sampler.generate
