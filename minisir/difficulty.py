@@ -11,6 +11,11 @@ they existed, since they are computed from what the archive already holds.
 - word: the problem is more than a bare expression ("What is 27 * 8?" is bare).
 - program_lines: non-empty lines of the program (0 without one).
 - kind: "bare" or "word", then "1-op" or "multi-op" (or "0-op" for none found).
+
+`computation` ranks problems for a curriculum from what an executor verifies only: the
+operations and operand sizes of the program (or of a bare problem's own expression). The words
+around it are never read there: a proposer that learns which words rank high can write them around
+a one-operator sum (RESULTS.md, the first curriculum pilot).
 """
 
 from __future__ import annotations
@@ -53,6 +58,30 @@ def _program_operators(program: str) -> int | None:
     except (SyntaxError, ValueError):
         return None
     return sum(isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS) for node in ast.walk(tree))
+
+
+def _operand_digits(program: str) -> int:
+    """Digits of the integer part of the largest numeric constant a program writes (0 for none)."""
+    try:
+        tree = ast.parse(program[:MAX_TEXT])
+    except (SyntaxError, ValueError):
+        return 0
+    values = [abs(node.value) for node in ast.walk(tree)
+              if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == node.value]
+    return max((len(str(int(v))) for v in values if v < 1e18), default=0)
+
+
+def computation(problem: str, program: str | None = None) -> tuple[int, int]:
+    """(operations, largest operand's digits) of the computation that labels a problem.
+
+    The program when there is one, else the problem's own bare expression; (0, 0) for neither.
+    """
+    from .labels import bare_expression
+
+    code = program if program and program.strip() else bare_expression(problem or "")
+    if not code:
+        return 0, 0
+    return _program_operators(code) or 0, _operand_digits(code)
 
 
 def difficulty(problem: str, program: str | None = None) -> Difficulty:

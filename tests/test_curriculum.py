@@ -47,6 +47,17 @@ def test_pool_holds_the_hardest_rewarded_problems_of_the_window(tmp_path):
     assert curriculum_pool(_archive(tmp_path / "b"), 4, _cfg(curriculum_examples=0), True) == []
 
 
+def test_rank_reads_the_labelling_computation_never_the_words():
+    from minisir.difficulty import computation
+
+    dressed = computation("What is the remainder when 4 + 3 is divided by a number of your choice?", "print(4 + 3)")
+    assert dressed == (1, 1)  # words around a one-operator sum rank as that sum
+    assert computation("What is 12 + 30 - 5?") == (2, 2)  # a bare problem is its own program
+    assert computation("What is 12 + 30 - 5?") > dressed
+    assert computation("What is 7 * 8?") < computation("What is 70 * 8?")  # then operand size
+    assert computation("Tom has some pens.") == (0, 0)
+
+
 def test_frontier_takes_the_last_few_shot_places(tmp_path):
     archive = _archive(tmp_path)
     try:

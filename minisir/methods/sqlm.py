@@ -815,11 +815,12 @@ def eval_stop(chat: bool) -> list[str]:
 def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
     """The hardest problems of the last curriculum_window steps that earned the proposer a reward.
 
-    Hardest by (operators, word problem, digits) of minisir/difficulty.py. With program labels
-    only problems with a program (or bare expressions, which are their own) qualify, so every
-    example still shows how its answer is computed.
+    Hardest by the computation that labels them (difficulty.computation: operations, then operand
+    digits), never by their wording, which nothing verifies. With program labels only problems
+    with a program (or bare expressions, which are their own) qualify, so every example still shows
+    how its answer is computed.
     """
-    from ..difficulty import difficulty
+    from ..difficulty import computation
 
     if not cfg.curriculum_examples:
         return []
@@ -828,8 +829,7 @@ def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> 
         shot = {"problem": row["text"], "program": row["program"]} if row["program"] else row["text"]
         if program and example_parts(shot)[1] is None:
             continue
-        d = difficulty(row["text"], row["program"])
-        pool.append(((d.operators, d.word, d.digits), row["step"], shot))
+        pool.append((computation(row["text"], row["program"]), row["step"], shot))
     pool.sort(key=lambda x: (x[0], x[1]), reverse=True)  # hardest first; among equals, the newest
     return [shot for _, _, shot in pool[: cfg.curriculum_pool]]
 
