@@ -35,7 +35,7 @@ class EvalConfig(BaseModel):
     k: int = Field(4, ge=1, le=256, description="samples per question for pass@1 and maj@k")
     temperature: float = Field(0.6, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int = Field(384, ge=1, description="longest answer sampled; `minisir eval --max-tokens` has the same default")
     seed: int = Field(0, ge=0)
     greedy: bool = Field(True, description="also decode each question once greedily (temperature 0)")
 
