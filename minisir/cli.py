@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -330,12 +329,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _eval_cache() -> Path | None:
-    """Where identical evaluations are reused (MINISIR_EVAL_CACHE; "off" disables)."""
-    where = os.environ.get("MINISIR_EVAL_CACHE", str(Path.home() / ".cache" / "minisir" / "evals"))
-    return None if where.lower() in ("", "0", "off", "none") else Path(where)
-
-
 @main.command("eval")
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
@@ -373,7 +366,7 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
 
     from .archive import ARCHIVE_NAME, Archive
     from .assets import resolve_gguf
-    from .evaluate import EvalConfig, compare as diff, format_compare, format_table, run_eval
+    from .evaluate import EvalConfig, compare as diff, eval_cache_dir, format_compare, format_table, run_eval
     from .pooled import by_kind, format_by_kind, question_kinds
     from .prompting import choose_style
     from .sampler import Sampler
@@ -413,7 +406,7 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
                     chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
                     prompt, stop = _method_prompt(recipe, chat)
                     results = [run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat, label=label,
-                                        prompt=prompt, stop=stop, cache_dir=_eval_cache())
+                                        prompt=prompt, stop=stop, cache_dir=eval_cache_dir())
                                for label, target in targets]
                     runs.append((run_dir, targets, results))
     kinds = question_kinds(benchmark, n_questions, seed) if compare else {}

@@ -313,6 +313,8 @@ class Runner:
             tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
         if not self.trackers.started:
             self.trackers.start(RunInfo(self.run_dir, self.recipe.resolved(), last, self.archive))
+        if self.recipe.run.eval_every and self.ranks.is_main and not self._base_evaluated():
+            tqdm.write(self._evaluate(None)[0])
         done = 0
         with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
                                    disable=not self.progress) as bar:
@@ -512,20 +514,34 @@ class Runner:
                 "model.hf_dir at the GGUF's own checkpoint, or leave it empty to train the dequantised GGUF")
         return floor
 
-    def _evaluate(self, step: int) -> tuple[str, dict[str, float]]:
-        """Held-out accuracy of the current adapter, stored in the archive (outside the step's commit);
-        returns its table and its values for the trackers."""
-        from .evaluate import format_table, run_eval
+    def _base_evaluated(self) -> bool:
+        """Whether the archive holds the base model's in-run eval with today's eval settings."""
+        settings = self.recipe.eval.model_dump()
+        for row in self.archive.evals():
+            config = (row.get("metrics") or {}).get("config") or {}
+            if row["step"] is None and all(config.get(k) == v for k, v in settings.items()):
+                return True
+        return False
 
-        adapter = self.sampler.adapter_path
+    def _evaluate(self, step: int | None) -> tuple[str, dict[str, float]]:
+        """Held-out accuracy of the current adapter (step None: the base model, the start of the
+        held-out curve), stored in the archive (outside the step's commit); returns its table and
+        its values for the trackers."""
+        from .evaluate import eval_cache_dir, format_table, run_eval
+
+        current = self.sampler.adapter_path
+        adapter = current if step is not None else None
         method = method_module(self.recipe.method.name)
         # No step has trained yet: the model is still the base, which has no step adapter to look up.
+        # The base model's eval is the same for every seed of a recipe: it comes from the eval cache.
         result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=None,
-                          sampler=self.sampler, chat=self.chat, progress=self.progress, label=f"step {step}",
-                          prompt=method.eval_prompt, stop=method.eval_stop(self.chat is not None))
+                          sampler=self.sampler, chat=self.chat, progress=self.progress,
+                          label="base" if step is None else f"step {step}",
+                          prompt=method.eval_prompt, stop=method.eval_stop(self.chat is not None),
+                          cache_dir=eval_cache_dir() if step is None else None)
         self.archive.add_eval(step, self.recipe.eval.benchmark, result.to_archive())
-        if adapter is not None:  # run_eval activates at scale 1; restore the recipe's scale
-            self.sampler.set_adapter(adapter, self.recipe.sampler.adapter_scale)
+        if current is not None:  # run_eval activates at scale 1 (or clears it); restore the recipe's
+            self.sampler.set_adapter(current, self.recipe.sampler.adapter_scale)
         return format_table([result]), eval_scalars(self.recipe.eval.benchmark, result.metrics)
 
     def _save_state(self, step: int) -> None:

@@ -149,13 +149,30 @@ def _eval_points(archive: Archive) -> dict[tuple[str, str], list[tuple[int | Non
     return out
 
 
-def _plot_evals(path: Path, points: dict) -> Path:
+def step_minutes(steps: list[dict]) -> dict[int, float]:
+    """Step -> minutes of step time spent up to the end of that step (phase-0 steps included):
+    the x axis that compares methods by what they cost, not by how many steps they took."""
+    out, total = {}, 0.0
+    for row in sorted(steps, key=lambda r: r["step"]):
+        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        seconds = m.get("seconds_step")
+        total += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        out[row["step"]] = total / 60
+    return out
+
+
+def _plot_evals(path: Path, points: dict, minutes: dict[int, float] | None = None) -> Path:
+    """Accuracy against step (base dashed), or with `minutes` against minutes of step time (base at 0)."""
     fig, ax = _figure()
     for i, ((bench, metric), pts) in enumerate(sorted(points.items())):
         stepped = sorted((s, v, ci) for s, v, ci in pts if s is not None)
         base = [(v, ci) for s, v, ci in pts if s is None]
         label = f"{bench} {metric}"
         color = f"C{i % 10}"
+        if minutes is not None:
+            stepped = [(minutes[s], v, ci) for s, v, ci in stepped if s in minutes]
+            stepped = ([(0.0, *base[-1])] if base else []) + stepped
+            base = []
         if stepped:
             xs = [s for s, _, _ in stepped]
             ys = [100 * v for _, v, _ in stepped]
@@ -167,9 +184,11 @@ def _plot_evals(path: Path, points: dict) -> Path:
             ax.axhline(100 * v, linestyle="--", color=color, alpha=0.8, label=f"{label}, base model")
             if ci and ci[0] == ci[0]:
                 ax.axhspan(100 * ci[0], 100 * ci[1], color=color, alpha=0.1)
-    _integer_steps(ax)
-    ax.set_title("Benchmark accuracy")
-    ax.set_xlabel("training step (dashed: base model)")
+    if minutes is None:
+        _integer_steps(ax)
+    ax.set_title("Benchmark accuracy" if minutes is None else "Benchmark accuracy against cost")
+    ax.set_xlabel("training step (dashed: base model)" if minutes is None
+                  else "minutes of step time (0: base model)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -392,13 +411,17 @@ def _write(archive: Archive, out: Path) -> Path:
     if points:
         _plot_evals(out / "eval_accuracy.png", points)
         md += ["![Benchmark accuracy](eval_accuracy.png)", ""]
+        minutes = step_minutes(steps)
+        if any(s is not None and s in minutes for pts in points.values() for s, _, _ in pts):
+            _plot_evals(out / "eval_minutes.png", points, minutes)
+            md += ["![Benchmark accuracy against minutes of step time](eval_minutes.png)", ""]
         rows = {}
         for i, row in enumerate(archive.evals()):
             m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
             m = dict(m)
             m.setdefault("config", {})
             m["config"] = {**m["config"], "benchmark": row["benchmark"]}
-            name = "base" if row["step"] is None else f"step {row['step']}"
+            name = "base" if row["step"] is None else f"step {row['step']}, {minutes.get(row['step'], 0):.1f} min"
             rows[f"{name} (#{i + 1})"] = m
         md += [format_table(rows), ""]
     else:

@@ -104,7 +104,9 @@ def test_archive_holds_what_the_recipe_implies(finished_run):
             f = finished_run / s["adapter_path"]
             assert sha256(f) == s["adapter_sha256"]
         evals = arc.evals()
-        assert [(e["step"], e["benchmark"]) for e in evals] == [(1, "arithmetic")], "eval_every=2 -> after step 1"
+        # the base model first (the held-out curve's start), then eval_every=2 -> after step 1
+        assert [(e["step"], e["benchmark"]) for e in evals] == [(None, "arithmetic"), (1, "arithmetic")]
+        assert evals[0]["metrics"]["config"]["adapter"] is None and evals[1]["metrics"]["config"]["adapter"]
         run = arc.run_info()
         assert run["recipe"]["method"]["teacher_samples"] == 3
         assert run["recipe"]["trainer"]["learning_rate"] > 0, "defaults are resolved and stored"
@@ -176,6 +178,7 @@ def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
         assert after[: len(before)] == before, "committed problems survive untouched"
         steps = arc.steps()
         assert steps[0]["adapter_sha256"] == adapter0
+        assert [e["step"] for e in arc.evals()] == [None, 1], "the base model is evaluated once, not on resume"
         for s in steps:
             assert sha256(run_dir / s["adapter_path"]) == s["adapter_sha256"]
         assert [p["step"] for p in arc.problems(limit=1000) if p["text"] == FORCED["opensir"][0] and p["valid"]] \

@@ -40,7 +40,7 @@ def _populate(run_dir) -> Archive:
         # the loop's per-step metrics: some stored, others left to the table fallback;
         # diversity is neither stored nor present in the tables -> skipped with a note.
         metrics = {"step": step, "teacher_reward_mean": 0.1 * step, "valid_rate": 1.0 if step % 2 == 0 else 0.5,
-                   "loss": 0.5 - step * 0.01}
+                   "loss": 0.5 - step * 0.01, "seconds_step": 30.0}
         ids = archive.commit_step(metrics, problems, solutions,
                                   {"path": str(run_dir / f"adapter-{step}.gguf"), "sha256": "x"})
         parent = ids["p"]
@@ -72,6 +72,10 @@ def test_report_writes_markdown_and_plots(run_dir, tmp_path):
         assert png.is_file() and png.stat().st_size > 5000, name
         assert png.read_bytes()[:8] == PNG_MAGIC
         assert f"]({name})" in md
+    # held-out accuracy against minutes of step time: step 5 ends after six 30 s steps
+    png = out / "eval_minutes.png"
+    assert png.is_file() and png.read_bytes()[:8] == PNG_MAGIC and "](eval_minutes.png)" in md
+    assert "step 5, 3.0 min" in md and "step 2, 1.5 min" in md
     # no diversity anywhere: plot skipped, with a note, not an error
     assert not (out / "diversity.png").exists()
     assert "diversity_mean" in md and "plot skipped" in md

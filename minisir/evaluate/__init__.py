@@ -32,7 +32,7 @@ from .gsm import (GSM_INSTALL, GSM_PACKAGE, Template, _Funcs, _gsm_files, _gsm_r
                   load_gsm8k, load_gsm_symbolic, parse_template, sample_variant)
 from .questions import Question, _subset, is_correct, reference_answer
 from .run import (EvalConfig, PromptFn, _cache_key, _cached, _file_digest, _prompt_name, _store, adapter_for_step,
-                  evaluate, run_eval, save_records)
+                  eval_cache_dir, evaluate, run_eval, save_records)
 from .safe_eval import SafeEval, TemplateError, _as_value, _fmt_decimal, _is_int, format_number
 from .stats import (ALPHA, METRICS, PERM_EXACT_MAX, PERM_SAMPLES, Z95, EvalResult, _binom_two_sided_exact, _clip01,
                     _p, _pct, _scores_of, aggregate, compare, format_compare, format_table, mean_ci, permutation_test,
@@ -42,5 +42,5 @@ __all__ = [
     "BENCHMARKS", "EvalConfig", "EvalResult", "Question", "adapter_for_step", "aggregate", "compare",
     "evaluate", "format_compare", "format_table", "is_correct", "load_arithmetic", "load_benchmark",
     "load_gsm8k", "load_gsm_symbolic", "load_jsonl", "mean_ci", "permutation_test", "reference_answer",
-    "run_eval", "save_records", "score_question", "sign_test",
+    "eval_cache_dir", "run_eval", "save_records", "score_question", "sign_test",
 ]

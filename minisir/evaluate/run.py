@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -199,6 +200,12 @@ def run_eval(
     if archive is not None:
         archive.add_eval(step, cfg.benchmark, result.to_archive())
     return result
+
+
+def eval_cache_dir() -> Path | None:
+    """Where identical evaluations are reused (MINISIR_EVAL_CACHE; "off" disables)."""
+    where = os.environ.get("MINISIR_EVAL_CACHE", str(Path.home() / ".cache" / "minisir" / "evals"))
+    return None if where.lower() in ("", "0", "off", "none") else Path(where)
 
 
 def _file_digest(path: str | Path) -> str:
