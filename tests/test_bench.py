@@ -179,6 +179,25 @@ def test_roofline_fields(tmp_path):
                                                                 rel=0.02)
 
 
+@pytest.mark.parametrize("untied", [False, True])
+def test_matmul_flops_count_the_output_layer_once(tmp_path, untied):
+    import gguf
+
+    path = tmp_path / "w.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((10, 4), dtype=np.float32))  # vocab 10, width 4
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_norm.weight", np.zeros(4, dtype=np.float32))  # 1-D: no matmul
+    if untied:
+        writer.add_tensor("output.weight", np.zeros((10, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    flops, share = bench.matmul_flops_per_token(path)
+    assert flops == 2 * (16 + 40) and share == pytest.approx(40 / 56)
+
+
 def test_cli_archive_json(tmp_path):
     res = CliRunner().invoke(main, ["bench", "archive", "--sizes", "50,500", "--repeats", "1", "--json"])
     assert res.exit_code == 0, res.output

@@ -23,3 +23,12 @@ def test_bench_sampler_reports_its_split_and_ratio():
     assert r["speedup_vs_sequential"] == pytest.approx(r["batched_tokens_per_s"] / r["sequential_tokens_per_s"],
                                                        rel=0.02)
     assert 0 < r["batched_tokens"] <= 2 * 2 * 8 and (r["temperature"], r["top_p"]) == (0.6, 0.95)
+    # the compute roofline is measured in the same run, and the fractions are of it
+    assert r["flops_per_token"] > 0 and 0 < r["output_layer_flops_share"] < 1
+    assert r["compute_roofline_tokens_per_s"] > 0 and r["logits_tokens_per_s_at_parallel"] > 0
+    assert r["batched_fraction_of_compute_roofline"] == pytest.approx(
+        r["batched_tokens_per_s"] / r["compute_roofline_tokens_per_s"], rel=0.02)
+    assert r["compute_roofline_speedup_over_sequential"] == pytest.approx(
+        r["compute_roofline_tokens_per_s"] / r["sequential_tokens_per_s"], rel=0.02)
+    assert r["compute_roofline_gflops"] == pytest.approx(
+        r["compute_roofline_tokens_per_s"] * r["flops_per_token"] / 1e9, rel=0.02)

@@ -5,7 +5,7 @@ measured in the same process on the same inputs, and the ratio is the headline.
 
 One module per concern (`minisir bench SUBCOMMAND` in brackets; see BENCHMARKS.md):
 
-    system.py     memory (RSS, CUDA peak), device name, spawned isolation, memory bandwidth, roofline
+    system.py     memory (RSS, CUDA peak), device name, spawned isolation, memory bandwidth, rooflines
     sampling.py   batched sampler vs a sequential loop [sampler]; server vs in-process [server]
     reference.py  full_logits_grpo_step: the plain full-logits GRPO step, the oracle the trainer is checked against
     training.py   synthetic GRPO samples; chunked trainer vs the reference step [train]
@@ -27,12 +27,13 @@ from .reference import full_logits_grpo_step
 from .sampling import BENCH_PROMPTS, _bench_texts, _in_process, _timed_generate, bench_sampler, bench_server
 from .step import _sample_dict, bench_step
 from .system import (_cuda, _isolated, _ratio, _reset_gpu_peak, _set_threads, _sig, _status_mb, _sync, _touch,
-                     device_name, gpu_peak_mb, high_water_mb, memory_bandwidth_gbs, peak_rss_mb, roofline, rss_mb,
-                     weight_bytes)
+                     compute_roofline, device_name, gpu_peak_mb, high_water_mb, logits_throughput,
+                     matmul_flops_per_token, memory_bandwidth_gbs, peak_rss_mb, roofline, rss_mb, weight_bytes)
 from .training import _train_worker, bench_train, synthetic_samples
 
 __all__ = [
-    "BENCH_PROMPTS", "bench_archive", "bench_sampler", "bench_server", "bench_step", "bench_train", "device_name",
+    "BENCH_PROMPTS", "bench_archive", "bench_sampler", "bench_server", "bench_step", "bench_train",
+    "compute_roofline", "device_name", "logits_throughput", "matmul_flops_per_token",
     "full_logits_grpo_step", "gpu_peak_mb", "hf_generate", "hf_tokenizer", "high_water_mb", "memory_bandwidth_gbs",
     "peak_rss_mb", "peft_update", "roofline", "rss_mb", "synthetic_samples", "trl_update", "weight_bytes",
 ]

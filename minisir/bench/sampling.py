@@ -1,7 +1,7 @@
 """Sampling benchmarks: `minisir bench sampler` and `minisir bench server`.
 
 bench_sampler: the batched llama.cpp sampler vs a one-sequence-at-a-time `Llama.__call__`
-loop, with the memory-bandwidth roofline. bench_server: an OpenAI-compatible server
+loop, with the memory-bandwidth and compute rooflines. bench_server: an OpenAI-compatible server
 (`sampler.backend: openai`) vs the in-process batched sampler on the same prompts and n.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .system import device_name, high_water_mb, roofline
+from .system import compute_roofline, device_name, high_water_mb, roofline
 
 BENCH_PROMPTS = [
     "Question: A farmer has 12 cows and buys 7 more. How many cows does he have?\nAnswer:",
@@ -92,6 +92,7 @@ def bench_sampler(
         "top_p": top_p,
     }
     result.update(roofline(model, batched_tps, seq_tps, min(n_parallel, total)))
+    result.update(compute_roofline(model, batched_tps, seq_tps, min(n_parallel, total), n_threads))
     result["peak_rss_mb"] = round(high_water_mb(), 1)
     result["gpu_peak_mb"] = None  # llama.cpp allocates outside torch; see nvidia-smi on a GPU
     return result

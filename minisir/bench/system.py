@@ -2,7 +2,9 @@
 
 Every benchmark reports memory with these (peak RSS from /proc, torch's CUDA peak) and
 runs each compared path in its own spawned process (_isolated) so each peak is its own.
-The roofline is the memory-bound ceiling of batch-1 decoding on this machine.
+The roofline is the memory-bound ceiling of batch-1 decoding on this machine; the compute
+roofline is llama.cpp's own throughput on a batch that needs every token's logits, which is what a
+batched decode step costs once it is compute-bound.
 """
 
 from __future__ import annotations
@@ -180,4 +182,75 @@ def roofline(model: Path, batched_tps: float, sequential_tps: float, parallel: i
         "sequential_fraction_of_roofline": _sig(sequential_tps / ceiling),
         "batched_fraction_of_batch1_roofline": _sig(batched_tps / ceiling),
         "batched_weight_pass_fraction": _sig(batched_tps / max(parallel, 1) / ceiling),
+    }
+
+
+def matmul_flops_per_token(model: Path) -> tuple[float, float]:
+    """(FLOPs of one token's forward matmuls, the output layer's share of them), from a GGUF's shapes.
+
+    Every 2-D weight is one matmul of 2 * rows * cols FLOPs per token, except the token embedding,
+    which is a lookup; a model with tied embeddings (no output.weight) multiplies by it once more as
+    its output layer. Attention over the KV cache is left out: small at these lengths.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(model))
+    shapes = {t.name: [int(x) for x in t.shape] for t in reader.tensors}
+    matmul = sum(math.prod(dims) for name, dims in shapes.items()
+                 if len(dims) == 2 and name != "token_embd.weight")
+    output = math.prod(shapes["output.weight"]) if "output.weight" in shapes else math.prod(
+        shapes.get("token_embd.weight", [0]))
+    if "output.weight" not in shapes:
+        matmul += output
+    return 2.0 * matmul, output / matmul if matmul else 0.0
+
+
+def logits_throughput(model: Path, batch: int, n_threads: int | None = None, repeats: int = 3) -> float:
+    """Tokens/s of one llama_decode over `batch` tokens that all need logits (best of `repeats`).
+
+    A batched decode step of B sequences runs the same kernels over B tokens, each with its logits,
+    so at batch = B this is that step's ceiling without sampling or Python; at a large batch it is
+    the machine's compute ceiling for this model.
+    """
+    from llama_cpp import Llama
+
+    from ..sampler import amx_safe_defaults
+
+    with amx_safe_defaults():
+        llm = Llama(str(model), n_ctx=batch + 16, n_batch=batch, n_ubatch=batch, logits_all=True,
+                    n_threads=n_threads or os.cpu_count(), verbose=False)
+    try:
+        ids = llm.tokenize(("The sum of 12 and 30 is 42. " * batch).encode())[:batch]
+        llm.eval(ids)  # warm-up
+        best = math.inf
+        for _ in range(repeats):
+            llm.reset()
+            t0 = time.perf_counter()
+            llm.eval(ids)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        llm.close()
+    return len(ids) / best
+
+
+def compute_roofline(model: Path, batched_tps: float, sequential_tps: float, parallel: int,
+                     n_threads: int | None = None, large_batch: int = 256) -> dict:
+    """The compute ceiling of batched decoding, measured in this run, and how close the sampler gets.
+
+    Reported at the sampler's own batch (`parallel` tokens a step) and at `large_batch`; the
+    speedup over sequential that the compute ceiling allows is large-batch / sequential.
+    """
+    flops, output_share = matmul_flops_per_token(model)
+    same = logits_throughput(model, parallel, n_threads)
+    large = logits_throughput(model, large_batch, n_threads)
+    return {
+        "flops_per_token": round(flops),
+        "output_layer_flops_share": round(output_share, 3),
+        "logits_tokens_per_s_at_parallel": round(same, 1),
+        "compute_roofline_batch": large_batch,
+        "compute_roofline_tokens_per_s": round(large, 1),
+        "compute_roofline_gflops": round(large * flops / 1e9, 2),
+        "batched_fraction_of_compute_roofline": _sig(batched_tps / large),
+        "batched_fraction_of_same_batch_ceiling": _sig(batched_tps / same),
+        "compute_roofline_speedup_over_sequential": round(large / sequential_tps, 2),
     }
