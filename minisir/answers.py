@@ -235,13 +235,19 @@ def _is_final_number(s: str) -> bool:
     return den > 1 and math.gcd(num, den) == 1
 
 
-_ARITH_TOKEN_RE = re.compile(r"\\frac\{[-+]?\d+\}\{[-+]?\d+\}|\\times|\\cdot|\\div|\d+(?:\.\d+)?|[-+*/×÷·()]")
-_ARITH_OP_RE = re.compile(r"[+*/×÷·]|\\times|\\cdot|\\div|\\frac|(?<=[\d)])-")
+_ARITH_TOKEN_RE = re.compile(r"\\[dt]?frac|\\sqrt|\\times|\\cdot|\\div|\\left|\\right|\d+(?:\.\d+)?|"
+                             r"[-+*/×÷·^!()\[\]{}]")
+_ARITH_OP_RE = re.compile(r"[+*/×÷·^!]|\\times|\\cdot|\\div|\\[dt]?frac|\\sqrt|(?<=[\d)}])-")
+_SQRT_ARG_RE = re.compile(r"\\sqrt\{([^{}]*)\}")
+_ROOT_EXPONENT_RE = re.compile(r"\^\s*\{[^{}]*(?:/|\\[dt]?frac)|\^\s*\(?\s*\d+\s*/")
+
+
+MAX_RESTATED_CHARS = 2000  # longer answers are not read as sums (and no real answer is this long)
 
 
 def is_unevaluated(answer: str | None) -> bool:
-    """Whether an answer is a sum still to be done ("27*8", "69 + 37", "60/12", "\\frac{60}{12}"):
-    numbers and arithmetic operators only, and not itself a final number.
+    """Whether an answer is a sum still to be done ("27*8", "69 + 37", "60/12", "\\frac{60}{12}",
+    "2^{10}+5", "5!", "\\sqrt{16}", "{69+37}"): numbers and arithmetic only, not itself a final number.
 
     Such an answer restates its question, whatever it evaluates to. Symbolic answers ("x+1",
     "2\\sqrt{3}") are not sums of this kind, so algebra topics are untouched. Never raises."""
@@ -254,10 +260,22 @@ def is_unevaluated(answer: str | None) -> bool:
 
 
 def _is_unevaluated_norm(s: str) -> bool:
-    """`is_unevaluated` of an answer already normalised (the vote has done it once)."""
-    if not s or _is_final_number(s) or not _ARITH_OP_RE.search(s):
+    """`is_unevaluated` of an answer already normalised (the vote has done it once).
+
+    Numbers with operators, powers, factorials, braces and \\frac of sums all restate a value. A
+    root is an exact final form ("2\\sqrt{3}") unless it is one of a perfect square or of a sum
+    ("\\sqrt{16}", "\\sqrt{9+7}"); so is a fractional power ("2^{1/2}").
+    """
+    if not s or len(s) > MAX_RESTATED_CHARS or _is_final_number(s) or not _ARITH_OP_RE.search(s):
         return False
-    return _ARITH_TOKEN_RE.sub("", s) == "" and any(c.isdigit() for c in s)
+    if _ARITH_TOKEN_RE.sub("", s) != "" or not any(c.isdigit() for c in s):
+        return False
+    if _ROOT_EXPONENT_RE.search(s):
+        return False
+    if "\\sqrt" in s:
+        args = _SQRT_ARG_RE.findall(s)
+        return any(not a.strip().isdigit() or math.isqrt(int(a)) ** 2 == int(a) for a in args)
+    return True
 
 
 def matches(answer: str | None, reference: str | None) -> bool:

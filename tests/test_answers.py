@@ -118,13 +118,16 @@ def test_symbolic_answers_still_vote():
 
 
 @pytest.mark.parametrize("answer", ["27 * 8", "27 \\times 8", "69 + 37", "98 - 93", "60/12", "\\frac{60}{12}",
-                                    "12 \\div 4", "(3+4)*2", "x = 27*8", "3.5*2"])
+                                    "12 \\div 4", "(3+4)*2", "x = 27*8", "3.5*2", "2^{10}+5", "2^{10}", "3^2",
+                                    "{69+37}", "\\frac{69+37}{1}", "\\dfrac{60}{12}", "5!", "\\sqrt{16}",
+                                    "\\sqrt{9+7}", "\\left(3+4\\right)", "[3+4]"])
 def test_is_unevaluated_sums(answer):
     assert is_unevaluated(answer)
 
 
 @pytest.mark.parametrize("answer", ["216", "-5", "3/4", "-3/4", "\\frac{3}{4}", "1,000", "3.5", "1e3", "(5)",
-                                    "x+1", "2\\sqrt{3}", "1+\\sqrt{2}", "2^{10}", "", None, "forty"])
+                                    "x+1", "2\\sqrt{3}", "1+\\sqrt{2}", "2^{1/2}", "{106}", "", None, "forty",
+                                    "1" + "+1" * 5000])
 def test_is_unevaluated_leaves_final_and_symbolic_answers(answer):
     assert not is_unevaluated(answer)
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from minisir.answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from minisir.answers import equivalent, extract_boxed, is_unevaluated, majority_vote, normalize_answer
 from minisir.methods import opensir, sqlm
 
 # The default profile (conftest: "ci") is derandomised with no deadline, so the suite gives the same
@@ -246,3 +246,46 @@ def test_huge_inputs_take_linear_time(name):
     t_small = max(min(_seconds(_all_parsers, small) for _ in range(3)), 0.005)
     t_big = min(_seconds(_all_parsers, big) for _ in range(3))
     assert t_big < 10 * t_small, f"{name}: {t_big:.3f}s at 1 MB vs {t_small:.3f}s at 256 KB"
+
+
+_LEAF = st.integers(0, 999).map(str)
+
+
+def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """One more operation around restated parts, in the notations a model boxes them in."""
+    two = st.tuples(children, children)
+    return st.one_of(
+        two.map(lambda ab: f"{ab[0]}+{ab[1]}"), two.map(lambda ab: f"{ab[0]} - {ab[1]}"),
+        two.map(lambda ab: f"{ab[0]} \\times {ab[1]}"), two.map(lambda ab: f"{ab[0]}*{ab[1]}"),
+        two.map(lambda ab: f"\\frac{{{ab[0]}}}{{{ab[1]}}}"), two.map(lambda ab: f"{ab[0]} \\div {ab[1]}"),
+        st.tuples(children, st.integers(2, 9)).map(lambda ae: f"{{{ae[0]}}}^{{{ae[1]}}}"),
+        children.map(lambda a: f"({a})!"), children.map(lambda a: f"{{{a}}}"),
+        children.map(lambda a: f"\\left({a}\\right)"),
+        st.integers(1, 99).map(lambda k: f"\\sqrt{{{k * k}}}"),
+    )
+
+
+RESTATED = st.recursive(_LEAF, _combine, max_leaves=6).filter(  # at least one operation, not a bracketed number
+    lambda e: any(op in e for op in ("+", "-", "*", "^", "!", "\\times", "\\div", "\\frac", "\\sqrt"))
+    and not _final_fraction(e))
+
+
+def _final_fraction(e: str) -> bool:
+    """\\frac{3}{4} of two numbers in lowest terms is a final answer, not a restatement."""
+    import math
+    import re
+
+    m = re.fullmatch(r"\\frac\{(\d+)\}\{(\d+)\}", e)
+    return bool(m) and int(m.group(2)) > 1 and math.gcd(int(m.group(1)), int(m.group(2))) == 1
+
+
+@FAST
+@given(RESTATED)
+@example("2^{10}+5")
+@example("\\frac{69+37}{1}")
+def test_a_restated_question_never_votes(expr):
+    """Whatever notation a policy boxes its question's arithmetic in, it is a sum still to be done:
+    it never forms a class, so it can never become a majority label."""
+    assert is_unevaluated(expr), expr
+    vote = majority_vote([expr, expr, expr])
+    assert vote.answer is None and vote.n_parsed == 0
