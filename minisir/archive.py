@@ -32,6 +32,10 @@ ARCHIVE_NAME = "archive.sqlite"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Recipe sections that must match on resume (the rest, e.g. trainer or run.steps, may change).
 RESUME_KEYS = ("model", "method")
+# Single settings that change what a run's saved state means: the random streams (seed), rlvr's
+# question index (rounds), the saved LoRA's shape and scale. Refused on resume unless forced.
+STATE_KEYS = ("run.seed", "run.rounds_per_step", "trainer.lora_rank", "trainer.lora_alpha",
+              "trainer.target_modules")
 
 PROBLEM_COLUMNS = (
     "key", "text", "concepts", "parent_id", "step", "role", "method", "valid",
@@ -277,8 +281,9 @@ class Archive:
 
     # ------------------------------------------------------------------ run identity
     def ensure_run(self, resolved_recipe: dict, versions: dict, seed: int,
-                   upgrade: Callable[[str, Any], Any] | None = None) -> None:
-        """First call stores the recipe; later calls refuse a different model/method.
+                   upgrade: Callable[[str, Any], Any] | None = None, force: bool = False) -> None:
+        """First call stores the recipe; later calls refuse a different model/method, and a changed
+        STATE_KEYS setting unless `force` (then it is logged and the run goes on).
 
         upgrade(section, stored) re-reads a stored section with today's defaults, so a field
         minisir added since the run started does not count as a change (recipe.current_defaults).
@@ -303,8 +308,19 @@ class Archive:
                 f"archive {self.path} belongs to a run with a different recipe ({shown} differ); "
                 f"{_fix(self.path)}"
             )
-        if row[1] is not None and int(row[1]) != int(seed):
-            log.warning("resuming with seed %s; the run was started with seed %s", seed, row[1])
+        for key in STATE_KEYS:
+            section, name = key.split(".")
+            then = (stored.get(section) or {}).get(name, row[1] if key == "run.seed" else None)
+            now = (recipe.get(section) or {}).get(name, seed if key == "run.seed" else None)
+            if then is None or now is None or _canon(then) == _canon(now):
+                continue
+            if force:
+                log.warning("resuming with %s=%s; the run was started with %s (--force-config)", key, now, then)
+                continue
+            raise ArchiveError(
+                f"archive {self.path} was started with {key}={then} and this recipe has {now}; that changes what "
+                f"the saved state means. Resume with {key}={then}, pass --force-config to resume anyway, or "
+                f"{_fix(self.path)}")
 
     def meta(self, key: str) -> str | None:
         """A value of the meta table (bookkeeping such as a tracker's run id), None when unset."""

@@ -88,13 +88,16 @@ def _stop_on_signals() -> Iterator[None]:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--steps", type=int, default=None, help="Run at most this many more steps.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
+@click.option("--force-config", is_flag=True, help=(
+    "Resume although run.seed, run.rounds_per_step or the LoRA's rank, alpha or targets changed "
+    "(refused otherwise: they change what the saved state means)."))
 @_friendly
-def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
+def run(recipe: Path, steps: int | None, sets: tuple[str, ...], force_config: bool) -> None:
     """Run (or resume) the self-play loop described by RECIPE."""
     import shlex
 
     # The hint repeats the --set overrides: without e.g. run.dir a "resume" would start afresh.
-    argv = ["minisir", "run", str(recipe)] + [x for s in sets for x in ("--set", s)]
+    argv = ["minisir", "run", str(recipe)] + [x for s in sets for x in ("--set", s)] + ["--force-config"] * force_config
     again = " ".join(shlex.quote(a) for a in argv)
     try:
         with _stop_on_signals():
@@ -102,7 +105,7 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...]) -> None:
             from .recipe import load_recipe
 
             cfg = load_recipe(recipe, _parse_sets(sets))
-            runner = Runner(cfg)
+            runner = Runner(cfg, force_config=force_config)
             try:
                 done = runner.run(steps)
             except StopRequested:

@@ -129,8 +129,9 @@ class Runner:
     its share of each step; rank 0 alone writes the archive, adapters and trainer state.
     """
 
-    def __init__(self, recipe: Recipe, progress: bool = True):
+    def __init__(self, recipe: Recipe, progress: bool = True, force_config: bool = False):
         self.recipe = recipe
+        self.force_config = force_config  # resume despite a changed archive.STATE_KEYS setting
         self.ranks = Ranks.from_env()
         self.progress = progress and self.ranks.is_main
         self.run_dir = recipe.run_dir
@@ -178,7 +179,8 @@ class Runner:
         archive = None
         try:
             archive = Archive.open(path)
-            archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed, upgrade=current_defaults)
+            archive.ensure_run(self.recipe.resolved(), versions(), self.recipe.run.seed, upgrade=current_defaults,
+                               force=self.force_config)
         except BaseException as exc:
             if archive is not None:  # closed, so SQLite leaves no -wal/-shm files by a refused archive
                 archive.close()
@@ -290,6 +292,11 @@ class Runner:
             if not path.is_file():
                 raise MinisirError(f"adapter {path} of committed step {latest['step']} is missing; "
                                    "restore it or start a fresh run directory")
+            if sha256_file(path) != latest["sha256"]:
+                tqdm.write(f"adapter {path} is not the file step {latest['step']} committed (sha256 differs); "
+                           "rewriting it from the trainer's state")
+                self._reload_adapter()
+                return
             self.sampler.set_adapter(path, self.recipe.sampler.adapter_scale)
 
     # ------------------------------------------------------------------ run

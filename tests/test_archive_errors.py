@@ -205,3 +205,34 @@ def test_a_run_started_before_a_knob_existed_still_resumes(tmp_path):
             arc.ensure_run(changed.resolved(), {"minisir": "new"}, seed=0, upgrade=current_defaults)
     finally:
         arc.close()
+
+
+@pytest.mark.parametrize("key, change", [
+    ("run.seed", {"run": {"seed": 8}}),
+    ("run.rounds_per_step", {"run": {"rounds_per_step": 3}}),
+    ("trainer.lora_alpha", {"trainer": {"lora_alpha": 64}}),
+    ("trainer.lora_rank", {"trainer": {"lora_rank": 8}}),
+])
+def test_resume_refuses_a_change_to_what_the_saved_state_means(tmp_path, key, change, caplog):
+    """A changed seed re-draws every random stream, rounds shift rlvr's question index, and a changed
+    LoRA alpha silently rescales the saved adapter: refused with one line naming the key, unless forced."""
+    from minisir.archive import Archive
+    from minisir.errors import ArchiveError
+    from minisir.recipe import current_defaults, parse_recipe
+
+    base = {"method": {"name": "sqlm", "labels": "program", "topic": "arithmetic"},
+            "run": {"seed": 7, "rounds_per_step": 2}, "trainer": {"lora_rank": 16, "lora_alpha": 32}}
+    edited = {k: {**v, **change.get(k, {})} if isinstance(v, dict) else v for k, v in base.items()}
+    then, now = parse_recipe(base), parse_recipe(edited)
+    arc = Archive.open(tmp_path / "run")
+    try:
+        arc.ensure_run(then.resolved(), {}, seed=7)
+        arc.ensure_run(then.resolved(), {}, seed=7, upgrade=current_defaults)  # unchanged: resumes
+        with pytest.raises(ArchiveError, match=key.replace(".", r"\.")) as err:
+            arc.ensure_run(now.resolved(), {}, seed=now.run.seed, upgrade=current_defaults)
+        assert "--force-config" in str(err.value) and "\n" not in str(err.value)
+        with caplog.at_level("WARNING"):
+            arc.ensure_run(now.resolved(), {}, seed=now.run.seed, upgrade=current_defaults, force=True)
+        assert key in caplog.text
+    finally:
+        arc.close()

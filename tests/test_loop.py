@@ -124,6 +124,27 @@ def test_rerunning_a_finished_run_adds_nothing(finished_run, tmp_path):
         runner.close()
 
 
+def test_resume_rewrites_an_adapter_that_is_not_the_committed_file(finished_run, tmp_path):
+    """The adapter on disk is checked against the sha256 its step committed before it is loaded; a
+    damaged one is rewritten from the trainer's state, byte for byte what was committed."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    with Archive.open(run_dir, readonly=True) as arc:
+        latest = arc.latest_adapter()
+    path = run_dir / latest["path"]
+    path.write_bytes(path.read_bytes()[:-64] + b"\0" * 64)  # damaged in place, same size
+    assert sha256(path) != latest["sha256"]
+    runner = Runner(load_recipe(write_recipe(tmp_path / "r.yaml", run_dir)), progress=False)
+    try:
+        assert runner.run() == 0
+        assert runner.sampler.adapter_path == path
+    finally:
+        runner.close()
+    assert sha256(path) == latest["sha256"]
+
+
 def test_cli_refuses_a_recipe_that_conflicts_with_the_archive(finished_run, tmp_path):
     from click.testing import CliRunner
 
@@ -135,6 +156,20 @@ def test_cli_refuses_a_recipe_that_conflicts_with_the_archive(finished_run, tmp_
     assert result.exit_code == 2
     assert "method.teacher_samples" in result.output and "start fresh" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_refuses_a_changed_lora_alpha_on_resume_unless_forced(finished_run, tmp_path):
+    from click.testing import CliRunner
+
+    path = write_recipe(tmp_path / "r.yaml", finished_run)
+    data = yaml.safe_load(path.read_text())
+    data["trainer"]["lora_alpha"] = 16  # would silently halve the saved adapter's scale
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "trainer.lora_alpha=8" in result.output and "--force-config" in result.output
+    forced = CliRunner().invoke(main, ["run", str(path), "--force-config"])
+    assert forced.exit_code == 0, forced.output  # the run is already finished: nothing more to do
 
 
 def _committed_steps(archive: Path) -> list[int]:
