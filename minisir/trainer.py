@@ -81,6 +81,18 @@ class _MicroBatch:
     shared_prompt: int = 0  # > 0: every row starts with the same this-many prompt tokens
 
 
+def _rng_state() -> tuple:
+    """Torch's CPU and CUDA generator states: where the next dropout masks come from."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _set_rng_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _validate(samples: list[Sample], vocab_size: int) -> None:
     for n, s in enumerate(samples):
         m = len(s.completion_ids)
@@ -401,7 +413,7 @@ class GRPOTrainer:
             "grad_norm": 0.0, "tokens": float(n_tokens), "sequences": float(len(rows)), "samples": float(len(samples)),
             "reward_mean": sum(float(s.reward) for s in samples) / max(len(samples), 1),
             "adv_abs_mean": 0.0, "clip_frac": 0.0, "is_weight_mean": 1.0, "is_capped_frac": 0.0,
-            "kl": 0.0, "entropy": 0.0, "updates": 0.0,
+            "kl": 0.0, "entropy": 0.0, "updates": 0.0, "ratio_dev": 0.0,
         }
         self.step_count += 1
         if not rows:  # nothing to learn from: leave parameters and optimizer state untouched
@@ -419,11 +431,12 @@ class GRPOTrainer:
 
         old_lp: list[torch.Tensor | None] = [None] * len(batches)
         ref_lp: list[torch.Tensor | None] = [None] * len(batches)
+        # With LoRA dropout, lp_old and every update draw the same dropout masks (the RNG is rewound
+        # to here), so the first update's ratio is exactly 1 and later ones move only with the weights.
+        masks = _rng_state() if cfg.lora_dropout > 0 else None
         with torch.no_grad():
             if cfg.updates_per_step > 1:  # the policy moves between updates: freeze lp_old first
-                self.model.eval()
                 old_lp = [self._token_logprobs(mb)[0] for mb in batches]
-                self.model.train()
             if cfg.kl_coef > 0:
                 self.model.eval()
                 with self.model.disable_adapter():
@@ -432,6 +445,8 @@ class GRPOTrainer:
 
         sums: dict[str, float] = defaultdict(float)
         for update in range(cfg.updates_per_step):
+            if masks is not None:
+                _set_rng_state(masks)
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = 0.0
             for k, mb in enumerate(batches):
@@ -459,6 +474,7 @@ class GRPOTrainer:
                     sums["clip"] += clipped.float().sum().item()
                 if update == 0:
                     with torch.no_grad():
+                        sums["ratio_dev"] = max(sums["ratio_dev"], (ratio - 1).abs().max().item())
                         sums["gap"] += (old - mb.sampler_lp)[known].abs().sum().item()
                         sums["known"] += known.sum().item()
                         sums["w"] += w.sum().item()
@@ -494,6 +510,7 @@ class GRPOTrainer:
             entropy=sums["entropy"] / n_tokens,
             adv_abs_mean=sums["adv"] / n_tokens,
             kl=sums["kl"] / n_tokens,
+            ratio_dev=sums["ratio_dev"],  # max |ratio - 1| of the first update: 0 when lp_old is consistent
             time_s=time.perf_counter() - t0,
         )
         return metrics

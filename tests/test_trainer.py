@@ -549,3 +549,14 @@ def test_noise_floor_is_relative_to_the_reward_scale():
     assert group_advantages(real, scale_std=True, min_reward_std=0.02)[1] == 1
     assert not has_signal([1.0]) and not has_signal([2.0, 2.0]) and has_signal([0.0, 1.0], 0.4)
     assert not has_signal([0.0, 1.0], 0.6)  # std 0.5
+
+
+@pytest.mark.parametrize("updates", [1, 3])
+def test_with_lora_dropout_the_first_update_has_ratio_one(models, updates):
+    """lp_old and the update see the same dropout masks: the first update's importance ratio is
+    exactly 1 (it was not when lp_old was taken without dropout), and training still moves."""
+    tr = _trainer(models(), updates_per_step=updates, lora_dropout=0.3, learning_rate=0.05)
+    before = {k: v.clone() for k, v in _lora(tr).items()}
+    m = tr.step(_batch(seed=21))
+    assert m["ratio_dev"] < 1e-5, m["ratio_dev"]
+    assert any(not torch.equal(before[k], v) for k, v in _lora(tr).items())
