@@ -83,15 +83,22 @@ def pooled_compare(pairs: Sequence[Pair], seed: int = 0) -> dict[str, Any]:
 
 
 def question_kinds(benchmark: str, n: int | None = None, seed: int = 0) -> dict[str, str]:
-    """Question id -> kind for benchmarks whose questions have kinds (the arithmetic levels), else {}.
+    """Question id -> kind for benchmarks whose questions have kinds, else {}: the arithmetic levels,
+    and a JSONL file whose rows carry "kind" (or else "category").
 
-    Why regenerate: eval records (and cached or archived results) keep only ids and scores;
-    the seeded generator gives the same ids with their kinds again, in milliseconds. Other
-    benchmarks have no kinds, so they are not loaded at all.
+    Why reload: eval records (and cached or archived results) keep only ids and scores; the
+    seeded generator or the file gives the same ids with their kinds again, in milliseconds. The
+    named benchmarks without kinds are not loaded at all.
     """
-    if str(benchmark) not in BENCHMARKS or not str(benchmark).startswith("arithmetic"):
+    name = str(benchmark)
+    if name in BENCHMARKS and not name.startswith("arithmetic"):
         return {}
-    return {q.id: str(q.meta["kind"]) for q in load_benchmark(benchmark, n, seed) if "kind" in q.meta}
+    kinds = {}
+    for q in load_benchmark(benchmark, n, seed):
+        kind = q.meta.get("kind", q.meta.get("category"))
+        if isinstance(kind, (str, int, float)) and not isinstance(kind, bool):
+            kinds[q.id] = str(kind)
+    return kinds
 
 
 def _record_kinds(res: Result) -> dict[str, str]:

@@ -286,12 +286,14 @@ def test_arithmetic_easy_numbers_below_100_and_medium_shapes():
 # ------------------------------------------------------------------ JSONL
 def test_jsonl_good_file(tmp_path):
     path = tmp_path / "mine.jsonl"
-    rows = [{"question": "2+2?", "answer": 4}, {"id": "x", "question": "Big?", "answer": "It is\n#### 1,200"},
+    rows = [{"question": "2+2?", "answer": 4, "kind": "add", "level": 1},
+            {"id": "x", "question": "Big?", "answer": "It is\n#### 1,200"},
             {"question": "Half?", "answer": "\\boxed{\\frac{1}{2}}"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     qs = E.load_benchmark(str(path))
     assert [q.answer for q in qs] == ["4", "1200", "\\frac{1}{2}"]
     assert qs[1].id == "x" and qs[0].id == "mine-1"
+    assert qs[0].meta == {"kind": "add", "level": 1} and qs[1].meta == {}  # extra fields are kept
     assert E.is_correct("\\boxed{0.5}", qs[2].answer)
 
 

@@ -106,7 +106,21 @@ def test_question_kinds_of_arithmetic_and_none_elsewhere():
     kinds = question_kinds("arithmetic-easy", 10, 0)
     assert len(kinds) == 10 and set(kinds.values()) == set(E.EASY_KINDS)
     assert kinds == {q.id: q.meta["kind"] for q in E.load_benchmark("arithmetic-easy", 10, 0)}
-    assert question_kinds("gsm8k-100", 10, 0) == {} and question_kinds("mine.jsonl") == {}
+    assert question_kinds("gsm8k-100", 10, 0) == {}
+
+
+def test_question_kinds_of_a_users_jsonl(tmp_path):
+    import json
+
+    rows = [{"id": "a", "question": "1+1?", "answer": 2, "kind": "add"},
+            {"id": "b", "question": "Units?", "answer": 3, "category": "units", "level": 2},
+            {"id": "c", "question": "3*3?", "answer": 9}]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert question_kinds(str(path)) == {"a": "add", "b": "units"}  # "kind", else "category"; none: no kind
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "1+1?", "answer": 2}))
+    assert question_kinds(str(plain)) == {}
 
 
 def test_pooled_refuses_runs_without_shared_questions_or_results():

@@ -20,7 +20,10 @@ BENCHMARKS = ("gsm8k-100", "gsm-symbolic", "arithmetic", "arithmetic-easy", "ari
 
 
 def load_jsonl(path: str | Path, n: int | None = None, seed: int = 0) -> list[Question]:
-    """User questions: one JSON object per line with "question" and "answer" (id optional)."""
+    """User questions: one JSON object per line with "question" and "answer" (id optional).
+
+    Every other field ("kind", "category", "level", ...) is kept in the question's meta: a "kind" or
+    "category" gives `minisir eval --compare` its per-kind table."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MinisirError(f"benchmark file {path} does not exist; pass {', '.join(BENCHMARKS)} or a JSONL file")
@@ -40,7 +43,8 @@ def load_jsonl(path: str | Path, n: int | None = None, seed: int = 0) -> list[Qu
                 raise MinisirError(f"{path} line {lineno}: field 'question' missing or not a non-empty string")
             if a is None or isinstance(a, (dict, list, bool)) or not reference_answer(a):
                 raise MinisirError(f"{path} line {lineno}: field 'answer' missing or empty (use a number or text)")
-            out.append(Question(str(row.get("id", f"{path.stem}-{lineno}")), q.strip(), reference_answer(a)))
+            meta = {k: v for k, v in row.items() if k not in ("id", "question", "answer")}
+            out.append(Question(str(row.get("id", f"{path.stem}-{lineno}")), q.strip(), reference_answer(a), meta))
     if not out:
         raise MinisirError(f"benchmark file {path} has no questions")
     return _subset(out, n, seed)

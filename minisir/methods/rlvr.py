@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..archive import PROBLEM_COLUMNS
 from ..prompting import ChatFn
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
                      mean_or_none, temperature_field, to_sample, top_p_field)
@@ -133,11 +134,15 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
             vote = majority_vote(answers)
             if vote.answer is not None:
                 agree_with_truth.append(reward(f"\\boxed{{{vote.answer}}}", q.answer) > 0)
-            problems.append({
+            row = {
                 "key": key, "text": q.question, "role": "question", "method": "rlvr", "valid": True,
                 "majority_answer": vote.answer, "solve_rate": sum(rewards) / len(rewards), "n_samples": len(group),
-                "label": q.answer, "label_source": "known", "question_id": q.id, **q.meta,
-            })
+                "label": q.answer, "label_source": "known", "question_id": q.id,
+            }
+            # a question's own fields (a generator's kind, a user's JSONL extras) go to the row's extra;
+            # one named like an archive column or one of the fields above is left out
+            row.update({k: v for k, v in q.meta.items() if k not in row and k not in PROBLEM_COLUMNS})
+            problems.append(row)
             for c, ans, r in zip(group, answers, rewards):
                 solutions.append({"problem_key": key, **completion_fields(c), "answer": ans, "agrees": r > 0,
                                   "reward": r})
