@@ -536,18 +536,27 @@ class GRPOTrainer:
 
         return write_lora_gguf(self.model, Path(path))
 
+    def _save_embeddings(self) -> bool | str:
+        """PEFT's save_embedding_layers: False unless an embedding layer is a LoRA target. PEFT's "auto"
+        otherwise probes the base model's config (a warning per save for a model built from a GGUF, and
+        a hub lookup) only to learn whether the vocabulary grew, which training here never does."""
+        from peft.utils.constants import EMBEDDING_LAYER_NAMES
+
+        targeted = any(name in EMBEDDING_LAYER_NAMES for name in self.cfg.target_modules)
+        return "auto" if targeted else False
+
     def export_peft_adapter(self, directory: Path) -> Path:
         """Write the LoRA in PEFT format (adapter_config.json + safetensors), as servers such as
         vLLM load it at runtime; written to a hidden temp dir, then renamed into place."""
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
-            self.model.save_pretrained(str(tmp))
+            self.model.save_pretrained(str(tmp), save_embedding_layers=self._save_embeddings())
         return directory
 
     def save_state(self, directory: Path) -> None:
         """Adapter weights (PEFT format) + optimizer + step + RNG, written atomically, for exact resume."""
         with atomic_dir(Path(directory)) as tmp:
-            self.model.save_pretrained(str(tmp / _ADAPTER_DIR))
+            self.model.save_pretrained(str(tmp / _ADAPTER_DIR), save_embedding_layers=self._save_embeddings())
             state = {
                 "format": _STATE_FORMAT,
                 "step": self.step_count,

@@ -560,3 +560,18 @@ def test_with_lora_dropout_the_first_update_has_ratio_one(models, updates):
     m = tr.step(_batch(seed=21))
     assert m["ratio_dev"] < 1e-5, m["ratio_dev"]
     assert any(not torch.equal(before[k], v) for k, v in _lora(tr).items())
+
+
+def test_saving_the_adapter_does_not_probe_the_base_models_vocabulary(models, tmp_path):
+    """PEFT's default probes the base model's config.json (a hub lookup when it is not on disk, as for a
+    model built from a GGUF) and warned on every step's save; the LoRA never trains embeddings."""
+    import warnings
+
+    tr = _trainer(models())
+    tr.model.peft_config["default"].base_model_name_or_path = str(tmp_path / "a-gguf-dir")  # no config.json
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.save_state(tmp_path / "state")
+        tr.export_peft_adapter(tmp_path / "peft")
+    assert not [w for w in caught if "config file" in str(w.message)], [str(w.message) for w in caught]
+    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
