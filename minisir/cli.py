@@ -117,6 +117,24 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...], force_config: bo
         sys.exit(130)
     if runner.ranks.is_main:  # one line per run, not one per data-parallel rank
         click.echo(f"{done} step(s) committed to {runner.archive.path}")
+        click.echo(next_commands(cfg))
+
+
+def next_commands(recipe: Any) -> str:
+    """What a user does after a run: look at it, measure it, browse it (and the recipe's own hint)."""
+    import shlex
+
+    where = shlex.quote(str(recipe.run_dir))
+    lines = [
+        "next:",
+        f"  minisir report {where}                      # plots and tables of the run",
+        f"  minisir eval {where} --compare base,latest --benchmark {recipe.eval.benchmark} --n 100"
+        "   # held-out accuracy, base against trained, paired",
+        f"  minisir archive browse {where}              # the problems, answers and rewards",
+    ]
+    if recipe.run.next_command:
+        lines.append(f"  {recipe.run.next_command}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- doctor
@@ -604,7 +622,7 @@ def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens
 
 
 @bench.command("step")
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), default="recipes/quickstart.yaml")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), default="recipes/opensir-tiny.yaml")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
 @click.option("--baseline", type=click.Choice(["auto", "trl", "peft"]), default="auto", show_default=True,
               help="auto: TRL when installed (pip install 'minisir[bench]'), else PEFT full logits.")

@@ -644,8 +644,11 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
     tag = " [pool]" if m.get("phase") == "pool" else ""
     return (
         f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
-        f"solve {f('solve_rate_mean')} valid {f('valid_rate')} div {f('diversity_mean')} "
-        f"sol_tok {f('solution_tokens_mean', '{:.0f}')} loss {f('train_loss', '{:.4f}')} "
+        f"solve {f('solve_rate_mean')} valid {f('valid_rate')} "
+        + (f"labelled {f('labelled_rate')} " if m.get("labelled_rate") is not None else "")
+        + f"div {f('diversity_mean')} "
+        f"sol_tok {f('solution_tokens_mean', '{:.0f}')} trained {f('train_samples', '{:.0f}')} "
+        f"loss {f('train_loss', '{:.4f}')} "
         f"gap {f('train_logprob_gap', '{:.3f}')} sync {f('sync_scale')} {f('seconds_step', '{:.0f}')}s"
         + (f" vote right {f('label_precision')} of {m['label_audited']}" if m.get("label_audited") else "")
     )

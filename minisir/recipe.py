@@ -96,6 +96,9 @@ class RunConfig(BaseModel):
     dir: str = Field("runs/default", min_length=1, description="run directory: archive, adapters, state")
     keep_adapters: int = Field(0, ge=0, description="GGUF adapters kept on disk; 0 = all")
     eval_every: int = Field(0, ge=0, description="evaluate on the `eval` section every N steps; 0 = never")
+    next_command: str | None = Field(None, max_length=500, description=(
+        "a command printed when the run ends, after the report/eval/browse hints: the quickstart names the "
+        "recipe to run for real"))
     rounds_per_step: int = Field(1, ge=1, le=1024, description=(
         "sampling rounds pooled into one optimizer step (gradient accumulation): more groups per update, "
         "less noisy gradients; the recipes say how this compares with the papers' batch sizes"))

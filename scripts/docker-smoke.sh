@@ -27,7 +27,7 @@ echo "[smoke] the bundled model assembles and loads in llama.cpp"
 minisir generate "1+1=" --max-tokens 4 >/dev/null
 if [ "${RUN_STEP:-0}" = 1 ]; then
   echo "[smoke] one quickstart step in /runs-like dir, twice (the second resumes and adds nothing)"
-  minisir run recipes/quickstart.yaml --steps 1 --set run.dir="$TMP/runs/quick" --set run.steps=1
-  minisir run recipes/quickstart.yaml --steps 1 --set run.dir="$TMP/runs/quick" --set run.steps=1
+  minisir run recipes/opensir-tiny.yaml --steps 1 --set run.dir="$TMP/runs/quick" --set run.steps=1
+  minisir run recipes/opensir-tiny.yaml --steps 1 --set run.dir="$TMP/runs/quick" --set run.steps=1
 fi
 echo "[smoke] ok"

@@ -27,7 +27,7 @@
 #   CUDA_ARCHITECTURES  llama.cpp's CUDA targets (default native: the GPU present)
 #   BENCH_MODELS     more GGUF files to bench (sampler and train), space separated
 #   BENCH_HF_DIR     an HF checkpoint directory to bench train on as well
-#   BENCH_RECIPE     recipe of `bench step` (default recipes/quickstart.yaml)
+#   BENCH_RECIPE     recipe of `bench step` (default recipes/opensir-tiny.yaml)
 #   BENCH_SAMPLER_ARGS / BENCH_TRAIN_ARGS / BENCH_STEP_ARGS  extra options, e.g. "--parallel 64"
 #   FULL_SUITE=1     run the whole default test suite too, not only `-m cuda`
 set -euo pipefail
@@ -201,7 +201,7 @@ stage_bench() {
   if [ -n "${BENCH_HF_DIR:-}" ]; then
     bench "train-$(basename "$BENCH_HF_DIR")" train --hf-dir "$BENCH_HF_DIR" "${train_args[@]}"
   fi
-  bench step step "${BENCH_RECIPE:-recipes/quickstart.yaml}" "${step_args[@]}"
+  bench step step "${BENCH_RECIPE:-recipes/opensir-tiny.yaml}" "${step_args[@]}"
   summary
 }
 

@@ -57,7 +57,7 @@ def image(tmp_path_factory) -> str:
 
 def _run_args(name: str, volume: Path, image: str, steps: int) -> list[str]:
     return ["docker", "run", "--name", name, "--network", "none", "-v", f"{volume}:/runs", image,
-            "run", "recipes/quickstart.yaml", "--set", "run.dir=/runs/quick", "--set", f"run.steps={steps}"]
+            "run", "recipes/opensir-tiny.yaml", "--set", "run.dir=/runs/quick", "--set", f"run.steps={steps}"]
 
 
 def _committed_steps(run_dir: Path) -> int:

@@ -91,3 +91,13 @@ def test_every_recipe_snippet_in_readme_is_a_valid_recipe(block):
     from minisir.recipe import parse_recipe
 
     parse_recipe(yaml.safe_load(block), "README")  # raises, naming the key, on anything unknown
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_recipe_is_valid(path):
+    import yaml
+
+    from minisir.recipe import parse_recipe
+
+    parse_recipe(yaml.safe_load(path.read_text()), str(path))

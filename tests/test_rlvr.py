@@ -59,12 +59,16 @@ def test_rlvr_run_commits_questions_with_known_labels(tmp_path):
         "method": {"name": "rlvr", "questions": "arithmetic-easy", "questions_per_step": 2, "samples": 4,
                    "max_tokens": 24},
         "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
-        "run": {"steps": 2, "seed": 0, "dir": str(run_dir)},
+        "run": {"steps": 2, "seed": 0, "dir": str(run_dir), "next_command": "minisir run recipes/rlvr-arithmetic.yaml"},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     result = CliRunner().invoke(main, ["run", str(path)])
     assert result.exit_code == 0, result.output
+    # the run ends with what to do next: report, a paired eval on the recipe's benchmark, browse, its own hint
+    tail = result.output[result.output.index("step(s) committed"):]
+    assert f"minisir report {run_dir}" in tail and f"minisir eval {run_dir} --compare base,latest" in tail
+    assert f"minisir archive browse {run_dir}" in tail and "minisir run recipes/rlvr-arithmetic.yaml" in tail
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     try:
         rows = conn.execute("SELECT key, text, extra FROM problems ORDER BY id").fetchall()
