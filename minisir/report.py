@@ -320,6 +320,11 @@ def _time_section(steps: list[dict]) -> list[str]:
     if not rl or not phases:
         return []
 
+    # derived (so archives written before it existed get it too), on copies: other sections read these
+    rl = [{**m, "train_tokens_per_s": m["train_tokens"] / m["seconds_train"]}
+          if isinstance(m.get("train_tokens"), (int, float)) and m["train_tokens"] > 0 and m.get("seconds_train")
+          else m for m in rl]
+
     def mean(key: str) -> float | None:
         values = [float(m[key]) for m in rl if isinstance(m.get(key), (int, float))]
         return float(np.mean(values)) if values else None
@@ -332,6 +337,7 @@ def _time_section(steps: list[dict]) -> list[str]:
         ("student / solver sampling, tokens/s", "student_tokens_per_s"),
         ("completion tokens sampled per step", "sampled_tokens"),
         ("tokens trained per step", "train_tokens"),
+        ("training, tokens/s (trained tokens / train phase)", "train_tokens_per_s"),
         ("share of sampled tokens trained", "trained_token_share"))]
     if any(v is not None for _, v in rates):
         md += ["", "| quantity | mean per step |", "|---|---|"]

@@ -124,10 +124,12 @@ def test_report_says_where_a_step_s_time_goes(tmp_path):
     archive.commit_step({"step": 0, "phase": "pool", "seconds_solver": 100.0, "seconds_step": 100.0}, [], [])
     for step, solver in ((1, 20.0), (2, 30.0)):
         archive.commit_step({"step": step, "seconds_solver": solver, "seconds_train": 10.0, "seconds_step": solver + 10,
-                             "student_tokens_per_s": 90.0, "trained_token_share": 0.1 * step}, [], [])
+                             "student_tokens_per_s": 90.0, "trained_token_share": 0.1 * step,
+                             "train_tokens": 100.0 * step}, [], [])
     archive.close()
     md = write_report(run).read_text()
     section = md.split("## Where a step's time goes")[1]
     assert "Means over 2 RL steps." in section
     assert "| solver | 25.00 |" in section and "| train | 10.00 |" in section and "| **step** | 35.000 |" in section
     assert "| share of sampled tokens trained | 0.150 |" in section
+    assert "| training, tokens/s (trained tokens / train phase) | 15.000 |" in section  # mean of 10 and 20
