@@ -458,7 +458,8 @@ class Runner:
         expected = self.recipe.sampler.adapter_scale
         trainer = {k: np.concatenate(self.trainer.logprobs(probes, base=k == 0.0, scale=k * expected))
                    for k in HYPOTHESES}
-        return read(lp_sampler, trainer)
+        fixed = len(texts[0][1])  # the fixed text's completion tokens come first
+        return read(lp_sampler, trainer, own_from=fixed if len(texts) > 1 else None)
 
     def _reload_adapter(self) -> str:
         """Rewrite the latest committed adapter from the trainer's state (rank 0) and load it again."""

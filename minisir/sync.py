@@ -55,6 +55,7 @@ class SyncReading:
     effect: float  # rms of the adapter's effect on the probe (trainer at 1 vs base)
     scale: float = math.nan  # least-squares slope of llama.cpp's change on the trainer's (diagnostic)
     scale_se: float = math.inf
+    own_gap: float = math.nan  # the gap on the run's own completions only (no fixed text): a third test's candidate
 
     @property
     def gap(self) -> float:
@@ -67,6 +68,8 @@ class SyncReading:
                "sync_match": self.best, "sync_z": round(self.z, 3)}
         if math.isfinite(self.scale):
             out.update(sync_scale=round(self.scale, 4), sync_scale_se=round(self.scale_se, 4))
+        if math.isfinite(self.own_gap):
+            out["sync_gap_own"] = round(self.own_gap, 5)
         return out
 
 
@@ -81,8 +84,11 @@ def slope(sampler_lp: np.ndarray, lora_lp: np.ndarray, base_lp: np.ndarray) -> t
     return k, math.sqrt(float(resid @ resid) / max(effect.size - 1, 1) / ss)
 
 
-def read(sampler_lp, trainer_lp: dict[float, np.ndarray]) -> SyncReading:
-    """Compare llama.cpp's log-probs with the trainer's under each hypothesis (HYPOTHESES keys)."""
+def read(sampler_lp, trainer_lp: dict[float, np.ndarray], own_from: int | None = None) -> SyncReading:
+    """Compare llama.cpp's log-probs with the trainer's under each hypothesis (HYPOTHESES keys).
+
+    own_from: where the run's own completions start in the arrays (after the fixed text), for own_gap.
+    """
     s = np.asarray(sampler_lp, dtype=np.float64).reshape(-1)
     t = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in trainer_lp.items()}
     if s.size == 0 or any(v.shape != s.shape for v in t.values()) or set(t) != set(HYPOTHESES):
@@ -97,7 +103,8 @@ def read(sampler_lp, trainer_lp: dict[float, np.ndarray]) -> SyncReading:
         z = math.inf if sd == 0.0 else float(diff.mean()) / (sd / math.sqrt(diff.size))
     effect = float(np.sqrt(np.mean((t[1.0] - t[0.0]) ** 2)))
     k, se = slope(s, t[1.0], t[0.0])
-    return SyncReading(s.size, errors, best, z, effect, k, se)
+    own = err[1.0][own_from:] if own_from is not None else np.empty(0)
+    return SyncReading(s.size, errors, best, z, effect, k, se, float(own.mean()) if own.size else math.nan)
 
 
 def verdict(reading: SyncReading, expected: float, tolerance: float, confidence: float = 3.0) -> str | None:

@@ -88,3 +88,15 @@ def test_read_refuses_mismatched_arrays():
         read(sampler[:-1], trainer)
     with pytest.raises(ValueError, match="equal arrays"):
         read(sampler, {k: v for k, v in trainer.items() if k != 2.0})
+
+
+def test_own_gap_reads_only_the_runs_own_completions():
+    """A fixed text the model finds unlikely can drift while the run's own completions agree (issue 27):
+    own_gap leaves the first `own_from` tokens out."""
+    sampler, trainer = _engines(1.0, effect_rms=0.3, noise=0.0, n=100)
+    sampler = sampler.copy()
+    sampler[:40] += 0.5  # the fixed text: far apart; the rest: identical
+    reading = read(sampler, trainer, own_from=40)
+    assert reading.own_gap == pytest.approx(0.0, abs=1e-12) and reading.gap == pytest.approx(0.2)
+    assert reading.metrics()["sync_gap_own"] == 0.0
+    assert math.isnan(read(sampler, trainer).own_gap) and "sync_gap_own" not in read(sampler, trainer).metrics()
