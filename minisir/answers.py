@@ -134,6 +134,24 @@ _SLASH_RE = re.compile(r"^([-+]?\d+)/(\d+)$")
 MAX_EXPONENT = 400
 
 
+_TOWER_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?\s*-?\d+\s*\)?\s*\^|\*\*[^*]*\*\*")
+_POWER_RE = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*-?(\d+)")
+_FACTORIAL_RE = re.compile(r"(\d+)\s*!")
+MAX_FACTORIAL = 1000
+
+
+def _costly(s: str) -> bool:
+    """An expression sympy could spend minutes (or all memory) building: a power tower, a power
+    with an exponent over MAX_EXPONENT, or a factorial over MAX_FACTORIAL. Such answers are never
+    compared ("9^{9^{9^{9}}}" took 4.5 s against "1" under math-verify's timeouts, and has no
+    timeout outside the main thread)."""
+    if _TOWER_RE.search(s):
+        return True
+    if any(len(e) > 6 or int(e) > MAX_EXPONENT for e in _POWER_RE.findall(s)):
+        return True
+    return any(len(n) > 6 or int(n) > MAX_FACTORIAL for n in _FACTORIAL_RE.findall(s))
+
+
 def _huge_exponent(s: str) -> bool:
     """A plain number written with an exponent too large (or small) to build exactly."""
     _, e, exp = s.lower().partition("e")
@@ -198,8 +216,8 @@ def _equivalent_norm(a: str, b: str) -> bool:
         return na == nb
     if len(a) > MAX_VERIFY_CHARS or len(b) > MAX_VERIFY_CHARS:
         return False
-    if any(_PLAIN_NUM_RE.match(x) and _huge_exponent(x) for x in (a, b)):
-        return False  # a plain number too large to build: sympy would build it too
+    if any(_PLAIN_NUM_RE.match(x) and _huge_exponent(x) for x in (a, b)) or _costly(a) or _costly(b):
+        return False  # too large to build: sympy would build it too
     try:
         return _math_verify_equal(a, b)
     except Exception as exc:  # noqa: BLE001 - model output must never crash a step
