@@ -319,8 +319,12 @@ def _method_prompt(recipe: dict, chat: Any) -> tuple[Any, Any]:
 
 
 def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
-    """("base" | "latest" | step number) -> (label, step or None for the base model)."""
+    """("base" | "latest" | step number) -> (label, step or None for the base model).
+
+    Each step's adapter is looked up here, so a missing step or adapter file fails at once, before
+    any sampling (a base model sampled for minutes, then "no step 19", was the old order)."""
     from .errors import MinisirError
+    from .evaluate import run as evaluation
 
     out = []
     for name in names:
@@ -336,6 +340,8 @@ def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
             out.append((f"step {name}", int(name)))
         else:
             raise MinisirError(f"--step/--compare: {name!r} is not base, latest or a step number")
+        if out[-1][1] is not None:
+            evaluation.adapter_for_step(arc, out[-1][1])  # one line: no such step, no adapter, file missing
     return out
 
 

@@ -141,3 +141,19 @@ def test_method_prompt_hook(monkeypatch):
     assert _method_prompt({"method": {"name": "fakemethod"}}, lambda m: "")[1] == []
     assert _method_prompt({"method": {"name": "no-such-method"}}, None) == (None, None)
     assert _method_prompt({}, None) == (None, None)
+
+
+@pytest.mark.parametrize("target, needle", [("5", "has no step 5 (last step 0)"), ("0", "is missing")])
+def test_every_target_is_checked_before_any_sampling(tmp_path, monkeypatch, target, needle):
+    """A missing step or adapter file fails in one line before a sampler exists (the base model was
+    sampled for minutes before "no step 19")."""
+    started = []
+    monkeypatch.setattr(minisir.sampler, "Sampler", lambda *a, **k: started.append(a) or FakeSampler(*a, **k))
+    monkeypatch.setattr(minisir.assets, "resolve_gguf", lambda spec: tmp_path / "model.gguf")
+    d = tmp_path / "run"
+    with Archive.open(d) as arc:
+        arc.ensure_run({"model": {"gguf": "model.gguf"}, "method": {"name": "sqlm"}}, {}, 0)
+        arc.commit_step({"step": 0}, [], [], {"path": "adapters/step-000000.gguf", "sha256": "ab" * 32})
+    res = CliRunner().invoke(main, ["eval", str(d), "--compare", f"base,{target}", "--n", "2"])
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    assert started == []
