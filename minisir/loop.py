@@ -311,6 +311,11 @@ class Runner:
             self._clean_uncommitted(last)
         self.ranks.barrier("waiting for rank 0 to clean up an interrupted step")
         self._restore_adapter()
+        if self.recipe.run.eval_every and self.ranks.is_main:
+            if not self._evaluated(None):
+                tqdm.write(self._evaluate(None)[0])
+            if last >= 0 and (last + 1) % self.recipe.run.eval_every == 0 and not self._evaluated(last):
+                tqdm.write(self._evaluate(last)[0])  # a kill during the last step's eval: redo it
         target = self.recipe.run.steps
         rl_done = last + 1 - self.archive.phase_totals("pool")["steps"]
         if rl_done >= target or steps == 0:
@@ -320,8 +325,6 @@ class Runner:
             tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
         if not self.trackers.started:
             self.trackers.start(RunInfo(self.run_dir, self.recipe.resolved(), last, self.archive))
-        if self.recipe.run.eval_every and self.ranks.is_main and not self._base_evaluated():
-            tqdm.write(self._evaluate(None)[0])
         done = 0
         with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
                                    disable=not self.progress) as bar:
@@ -522,12 +525,13 @@ class Runner:
                 "model.hf_dir at the GGUF's own checkpoint, or leave it empty to train the dequantised GGUF")
         return floor
 
-    def _base_evaluated(self) -> bool:
-        """Whether the archive holds the base model's in-run eval with today's eval settings."""
+    def _evaluated(self, step: int | None) -> bool:
+        """Whether the archive holds the in-run eval of `step` (None: the base model) with today's
+        eval settings."""
         settings = self.recipe.eval.model_dump()
         for row in self.archive.evals():
             config = (row.get("metrics") or {}).get("config") or {}
-            if row["step"] is None and all(config.get(k) == v for k, v in settings.items()):
+            if row["step"] == step and all(config.get(k) == v for k, v in settings.items()):
                 return True
         return False
 
@@ -595,7 +599,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
-_SUMMED = ("teacher_samples", "proposals", "label_audited")
+_SUMMED = ("teacher_samples", "proposals", "label_audited", "admitted")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.
 SYNC_FLOOR_LIMIT = 0.5
@@ -635,6 +639,18 @@ def merge_rounds(rounds: list[StepResult]) -> StepResult:
                       [s for r in rounds for s in r.samples], metrics)
 
 
+def pool_progress(m: dict[str, Any]) -> str:
+    """A phase-0 step's progress: problems admitted to the pool against the target, and teacher
+    samples spent against the budget, with a plain word when the budget ran out first."""
+    admitted = int(m.get("pool_admitted_before", 0) + m.get("admitted", 0))
+    spent = int(m.get("pool_samples_before", 0) + m.get("teacher_samples", 0))
+    target, budget = int(m["pool_target"]), int(m.get("pool_budget", 0))
+    text = f"{admitted}/{target} admitted, {spent}/{budget} samples"
+    if admitted < target and budget and spent >= budget:
+        text += f"; budget spent, RL starts from a pool of {admitted}"
+    return text
+
+
 def summary_line(step: int, m: dict[str, Any]) -> str:
     """One human line per step."""
 
@@ -643,6 +659,8 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
         return "-" if value is None else fmt.format(value)
 
     tag = " [pool]" if m.get("phase") == "pool" else ""
+    if m.get("phase") == "pool" and m.get("pool_target"):
+        tag = f" [pool {pool_progress(m)}]"
     return (
         f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
         f"solve {f('solve_rate_mean')} valid {f('valid_rate')} "

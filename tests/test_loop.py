@@ -145,6 +145,24 @@ def test_resume_rewrites_an_adapter_that_is_not_the_committed_file(finished_run,
     assert sha256(path) == latest["sha256"]
 
 
+def test_an_eval_lost_to_a_kill_after_the_commit_is_redone_on_resume(finished_run, tmp_path):
+    """The in-run eval runs after its step commits; a kill in between leaves the step without its eval.
+    Forced here by deleting the eval row, which is the archive such a kill leaves behind."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    with sqlite3.connect(run_dir / "archive.sqlite") as conn:
+        conn.execute("DELETE FROM evals WHERE step = 1")
+    runner = Runner(load_recipe(write_recipe(tmp_path / "r.yaml", run_dir)), progress=False)
+    try:
+        assert runner.run() == 0  # the run is finished: nothing to train, but the eval is owed
+    finally:
+        runner.close()
+    with Archive.open(run_dir, readonly=True) as arc:
+        assert [e["step"] for e in arc.evals()] == [None, 1]
+
+
 def test_cli_refuses_a_recipe_that_conflicts_with_the_archive(finished_run, tmp_path):
     from click.testing import CliRunner
 

@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from minisir.errors import MinisirError
-from minisir.loop import Runner
+from minisir.loop import Runner, summary_line
 from minisir.recipe import parse_recipe
 
 from test_sampler import _write_adapter
@@ -48,6 +48,13 @@ def test_initial_pool_is_phase_zero_then_rl_steps_count(tmp_path):
     metrics = _metrics(run_dir)
     assert [m["phase"] for m in metrics] == ["pool", "rl"]
     assert metrics[0]["teacher_groups_trained"] == 0 and metrics[0]["student_groups_trained"] == 0
+    # the pool step reports its progress against the target and the budget, in the archive and the line
+    pool = metrics[0]
+    assert (pool["pool_target"], pool["pool_budget"], pool["pool_samples_before"]) == (1, 2, 0)
+    assert pool["admitted"] == round(pool["valid_rate"] * pool["teacher_samples"])
+    line = summary_line(0, pool)
+    assert f"{pool['admitted']}/1 admitted, 2/2 samples" in line
+    assert ("budget spent" in line) == (pool["admitted"] == 0)
     info = read_run(run_dir)
     assert all(step != 0 for step, _, _ in info["adapters"]), "phase 0 must not train"
     assert not (run_dir / "state" / "step-000000").exists()

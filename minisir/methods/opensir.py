@@ -663,8 +663,16 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     scores = [st["score"] for st in stats.values()]
     audits = [st["audit"] for st in stats.values() if st["audit"] is not None]
     teacher_rewards = [p["teacher_reward"] for p in problems if p.get("role") == "teacher"]
+    pool = {}
+    if pool_phase:  # progress towards initial_pool (loop.pool_progress puts it in the step line)
+        totals = runner.archive.phase_totals("pool")
+        pool = {"pool_target": cfg.initial_pool, "pool_budget": int(cfg.initial_pool * cfg.initial_pool_overgen),
+                "pool_admitted_before": max(0, runner.archive.count_valid() - len(cfg.seeds)),
+                "pool_samples_before": totals["teacher_samples"]}
     metrics = {
         "phase": "pool" if pool_phase else "rl",
+        **pool,
+        "admitted": sum(1 for st in stats.values() if st["admitted"]),
         "teacher_samples": len(cands),
         "parse_rate": len(parsed) / len(cands) if cands else 0.0,
         "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / len(cands) if cands else 0.0,
