@@ -66,6 +66,10 @@ class TrainerConfig(BaseModel):
     sync_tolerance: float = Field(0.2, gt=0, description=(
         "the sync guard's second test: the adapter scale llama.cpp shows (a least-squares slope on the "
         "trainer's adapter effect) may lie this far from 1 before it counts (README, 'Sync guard')"))
+    sync_gap_ratio: float | None = Field(3.0, gt=1, description=(
+        "the sync guard's third test: llama.cpp and the trainer may disagree on the run's own completions by "
+        "at most this many times their no-adapter gap (and at least 0.1 nats/token) before it counts; it calls "
+        "another run's trained adapter, which the other two tests miss (README, 'Sync guard'). null = off"))
     sync_confidence: float | None = Field(
         3.0, gt=0, description="before each step, stop when llama.cpp's log-probs on the probe texts match the "
         "trainer's adapter at another scale (none, half, double) better than at sampler.adapter_scale by this "

@@ -34,7 +34,7 @@ from .prompting import ChatFn, choose_style
 from .recipe import Recipe, current_defaults
 from .sampler import Sampler
 from .signals import handling
-from .sync import HYPOTHESES, SyncReading, gross, probe_text, read, verdict
+from .sync import HYPOTHESES, SyncReading, gap_limit, gross, probe_text, read, verdict
 from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
@@ -427,8 +427,8 @@ class Runner:
         the sampler (other RL stacks have silently trained on one) is caught before anything of
         the step is sampled. A failed check first reloads the adapter, re-exported from the
         trainer's state, and checks again; only a second failure stops the run, with one line
-        naming the adapter and how to resume. A failure of the slope test alone (sync.gross is
-        false) stops it only when the previous step's check failed too: one such reading can be the
+        naming the adapter and how to resume. A failure of the slope or gap test alone (sync.gross
+        is false) stops it only when the previous step's check failed too: one such reading can be the
         probe's noise, a real fault shows on the next step's probe texts as well. minisir/sync.py
         says what is measured and why.
         """
@@ -438,13 +438,14 @@ class Runner:
         expected = self.recipe.sampler.adapter_scale
         reading = self._read_sync()
         tolerance = self.recipe.trainer.sync_tolerance
-        problem = verdict(reading, expected, tolerance, confidence) if confidence is not None else None
+        max_gap = gap_limit(self._sync_floor, self.recipe.trainer.sync_gap_ratio)
+        problem = verdict(reading, expected, tolerance, confidence, max_gap) if confidence is not None else None
         if problem is None:
             self._sync_strike = False
             return reading.metrics()
         adapter = self._reload_adapter()
         again = self._read_sync()
-        still = verdict(again, expected, tolerance, confidence)
+        still = verdict(again, expected, tolerance, confidence, max_gap)
         where = f"step {step}" if step is not None else "the next step"
         if still is None:
             self._sync_strike = False
@@ -453,7 +454,7 @@ class Runner:
             return {**again.metrics(), "sync_recovered": 1.0}
         if not gross(again, confidence) and not self._sync_strike:
             self._sync_strike = True
-            tqdm.write(f"sync: {still}, also after reloading {adapter}; one such slope can be the probe's noise, "
+            tqdm.write(f"sync: {still}, also after reloading {adapter}; one such reading can be the probe's noise, "
                        f"so {where} goes on, and a second check in a row that shows it stops the run")
             return {**again.metrics(), "sync_strike": 1.0}
         held = self.sampler.adapter_path or "none (the base model)"

@@ -34,6 +34,8 @@ PROMPT_TAIL = 48
 COMPLETION_MAX = 96
 # The adapter scales a check compares, as multiples of the expected one (1 = in sync).
 HYPOTHESES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+# The gap test's floor in nats/token (gap_limit): 2.5x the bundled Q4_K_M model's no-adapter gap.
+GAP_MIN = 0.1
 
 
 def probe_text(prompt_ids: list[int], completion_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -115,14 +117,25 @@ def gross(reading: SyncReading, confidence: float = 3.0) -> bool:
     return reading.best != 1.0 and reading.z >= confidence
 
 
-def verdict(reading: SyncReading, expected: float, tolerance: float, confidence: float = 3.0) -> str | None:
+def gap_limit(floor: float, ratio: float | None) -> float | None:
+    """The largest own-completion gap a healthy check may show: `ratio` times the engines'
+    no-adapter gap, and never below GAP_MIN (engines that agree closely, as on a GPU, still differ
+    by more than nothing once an adapter acts). None when the gap test is off."""
+    return None if ratio is None else max(ratio * floor, GAP_MIN)
+
+
+def verdict(reading: SyncReading, expected: float, tolerance: float, confidence: float = 3.0,
+            max_gap: float | None = None) -> str | None:
     """None when llama.cpp is in sync with the trainer (or the probe cannot tell), else one clause
-    saying what it matches instead. Two tests, either of which calls a fault:
+    saying what it matches instead. Three tests, any of which calls a fault:
 
     - near 1, the slope: further than `tolerance` from 1 by more than `confidence` standard errors
       (a half-loaded adapter shows 0.64 +- 0.03);
     - far from 1, where log-probs saturate and the slope understates the fault: another
-      hypothesis (none, half, double) beats the expected scale by a paired z of `confidence`.
+      hypothesis (none, half, double) beats the expected scale by a paired z of `confidence`;
+    - the gap on the run's own completions (`own_gap`) above `max_gap` (gap_limit): another run's
+      trained adapter, which acts at about the expected scale but elsewhere, shows here (0.22
+      nats/token against a healthy 0.03, with the engines' no-adapter gap at 0.04).
 
     While the adapter's effect on the probe is below the engines' noise (the first steps) neither
     test can call anything, and no fault can matter much yet either.
@@ -135,4 +148,7 @@ def verdict(reading: SyncReading, expected: float, tolerance: float, confidence:
     if math.isfinite(reading.scale) and abs(reading.scale - 1.0) - tolerance > confidence * reading.scale_se:
         return (f"the sampler's adapter acts at {reading.scale:.2f} +- {reading.scale_se:.2f} of the trainer's "
                 f"(tolerance {tolerance:g})")
+    if max_gap is not None and math.isfinite(reading.own_gap) and reading.own_gap > max_gap:
+        return (f"llama.cpp and the trainer disagree by {reading.own_gap:.3f} nats/token on the run's own "
+                f"completions (limit {max_gap:.3f}: trainer.sync_gap_ratio times their no-adapter gap)")
     return None

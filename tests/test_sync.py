@@ -100,3 +100,19 @@ def test_own_gap_reads_only_the_runs_own_completions():
     assert reading.own_gap == pytest.approx(0.0, abs=1e-12) and reading.gap == pytest.approx(0.2)
     assert reading.metrics()["sync_gap_own"] == 0.0
     assert math.isnan(read(sampler, trainer).own_gap) and "sync_gap_own" not in read(sampler, trainer).metrics()
+
+
+def test_the_gap_test_calls_an_adapter_that_acts_at_the_right_scale_but_elsewhere():
+    """Another run's trained adapter: the slope reads about 1 and the expected scale matches best, so
+    only the gap on the run's own completions can tell (bench sync: 0.22 against a healthy 0.03)."""
+    from minisir.sync import GAP_MIN, gap_limit
+
+    rng = np.random.default_rng(3)
+    sampler, trainer = _engines(1.0, effect_rms=0.3, noise=0.02, n=300)
+    elsewhere = sampler + rng.normal(0.0, 0.35, sampler.size)  # same size of effect, other directions
+    healthy, other = read(sampler, trainer, own_from=50), read(elsewhere, trainer, own_from=50)
+    limit = gap_limit(0.04, 3.0)
+    assert limit == pytest.approx(0.12) and gap_limit(0.01, 3.0) == GAP_MIN and gap_limit(0.04, None) is None
+    assert verdict(healthy, 1.0, 0.2, 3.0, limit) is None
+    assert other.best == 1.0 and verdict(other, 1.0, 0.2, 3.0) is None  # the other two tests miss it
+    assert "own completions" in verdict(other, 1.0, 0.2, 3.0, limit)

@@ -82,7 +82,7 @@ def _probe_texts(runner, count: int) -> list[tuple[list[int], list[int]]]:
 def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict:
     """Readings for the healthy adapter and each forced fault; JSON-ready."""
     from ..loop import Runner
-    from ..sync import verdict
+    from ..sync import gap_limit, verdict
 
     recipe = _stored_recipe(Path(run_dir))
     confidence, tolerance = recipe.trainer.sync_confidence or 3.0, recipe.trainer.sync_tolerance
@@ -95,6 +95,7 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
         healthy = runner.run_dir / latest["path"]
         runner._sync_texts = _probe_texts(runner, texts)
         floor = runner._base_probe_gap()
+        max_gap = gap_limit(floor, recipe.trainer.sync_gap_ratio)
         with tempfile.TemporaryDirectory() as tmp:
             cases = {"healthy": (healthy, 1.0), "half scale": (healthy, 0.5), "double scale": (healthy, 2.0),
                      "missing": (None, 0.0), "half-loaded": (write_half_loaded(healthy, Path(tmp) / "half.gguf"), 1.0)}
@@ -110,9 +111,11 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
                     runner.sampler.set_adapter(path, scale)
                 reading = runner._read_sync()
                 first = runner._probe_gap(base=False) - floor
-                rows[name] = {**reading.metrics(), "called": verdict(reading, 1.0, tolerance, confidence) is not None,
+                called = verdict(reading, 1.0, tolerance, confidence, max_gap) is not None
+                rows[name] = {**reading.metrics(), "called": called,
                               "first_guard_excess": round(first, 4), "first_guard_called": first > FIRST_GUARD_LIMIT}
         return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "confidence": confidence,
-                "tolerance": tolerance, "no_adapter_gap": round(floor, 4), "cases": rows}
+                "tolerance": tolerance, "no_adapter_gap": round(floor, 4),
+                "gap_limit": None if max_gap is None else round(max_gap, 4), "cases": rows}
     finally:
         runner.close()
