@@ -73,7 +73,7 @@ def test_stop_inside_the_loop_gives_the_same_message_and_closes_the_runner(tmp_p
     closed = []
 
     class StoppingRunner:
-        def __init__(self, cfg):
+        def __init__(self, cfg, **options):
             self.archive = None
 
         def run(self, steps):

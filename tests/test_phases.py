@@ -191,26 +191,32 @@ def test_sync_guard_stops_with_one_line_when_reloading_does_not_help(synced, mon
     runner.sampler.set_adapter(path, 1.0)
 
 
-def test_a_slope_only_fault_must_show_on_two_checks_in_a_row_to_stop_the_run(synced, monkeypatch):
-    """A loader that always loads the half-loaded adapter: the slope test alone calls it (a reading the
-    probe's noise came within 0.05 of on a healthy run), so the first failed check warns and the step
-    goes on; the next check fails again and stops the run. A passing check in between clears it."""
+def test_a_milder_fault_must_show_on_two_checks_in_a_row_to_stop_the_run(synced, monkeypatch):
+    """A loader that always loads the half-loaded adapter. With sync_confidence raised out of reach, only
+    the gap test can call it (own-completion gap about 0.3 against a limit near 0.12), which makes it a
+    milder fault (sync.gross is false) whatever the hypotheses' z reads on this CPU: the first failed
+    check warns and the step goes on; the next one fails again and stops the run. A pass clears it."""
     from minisir.sampler import Sampler
-    from minisir.sync import gross, verdict
+    from minisir.sync import gap_limit, gross, verdict
 
     runner, path, half, _ = synced
+    monkeypatch.setattr(runner.recipe.trainer, "sync_confidence", 100.0)
     confidence, tolerance = runner.recipe.trainer.sync_confidence, runner.recipe.trainer.sync_tolerance
+    if runner._sync_floor is None:  # measured once per runner, before any fault is forced
+        runner._sync_floor = runner._base_probe_gap()
+    limit = gap_limit(runner._sync_floor, runner.recipe.trainer.sync_gap_ratio)
     monkeypatch.setattr(runner.sampler, "set_adapter",
                         lambda p, scale=1.0: Sampler.set_adapter(runner.sampler, half, scale))
     runner.sampler.set_adapter(path, 1.0)
     reading = runner._read_sync()
-    assert verdict(reading, 1.0, tolerance, confidence) and not gross(reading, confidence), "must be slope-only"
+    assert not gross(reading, confidence) and verdict(reading, 1.0, tolerance, confidence) is None
+    assert reading.own_gap > 2 * limit, "the gap test must call it with room to spare"
     assert runner.check_sync(5)["sync_strike"] == 1.0
     with pytest.raises(MinisirError) as err:
         runner.check_sync(6)
     assert str(err.value).startswith("step 6 not committed") and "\n" not in str(err.value)
+    assert "own completions" in str(err.value)
     monkeypatch.undo()
-    runner.sampler.set_adapter(half, 1.0)
     runner._sync_strike = True
     runner.sampler.set_adapter(path, 1.0)
     assert "sync_strike" not in runner.check_sync(7) and runner._sync_strike is False  # a pass clears it

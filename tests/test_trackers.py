@@ -100,7 +100,8 @@ def archive_steps(run_dir: Path) -> dict[int, dict]:
     conn = sqlite3.connect(f"{(run_dir / 'archive.sqlite').resolve().as_uri()}?mode=ro", uri=True)
     try:
         steps = {s: json.loads(m) for s, m in conn.execute("SELECT step, metrics FROM steps ORDER BY step")}
-        for step, bench, metrics in conn.execute("SELECT step, benchmark, metrics FROM evals"):
+        # the base model's eval (step NULL) starts the held-out curve; it is no step's and goes to no tracker
+        for step, bench, metrics in conn.execute("SELECT step, benchmark, metrics FROM evals WHERE step IS NOT NULL"):
             # an in-run eval's numbers go out as eval/BENCHMARK/METRIC, @ spelled _at_ (MLflow allows no @)
             steps[step].update({f"eval/{bench}/{k.replace('@', '_at_')}": v for k, v in json.loads(metrics).items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("_ci")})
