@@ -62,13 +62,10 @@ def _program_operators(program: str) -> int | None:
 
 def _operand_digits(program: str) -> int:
     """Digits of the integer part of the largest numeric constant a program writes (0 for none)."""
-    try:
-        tree = ast.parse(program[:MAX_TEXT])
-    except (SyntaxError, ValueError):
-        return 0
-    values = [abs(node.value) for node in ast.walk(tree)
-              if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == node.value]
-    return max((len(str(int(v))) for v in values if v < 1e18), default=0)
+    from .labels import program_constants
+
+    values = program_constants(program[:MAX_TEXT]) or set()
+    return max((len(str(int(v))) for v in values if v < 10**18), default=0)
 
 
 def computation(problem: str, program: str | None = None) -> tuple[int, int]:

@@ -120,8 +120,8 @@ _TEXT_NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _TEXT_FRACTION = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d+)(?![\d.])")
 
 
-def _literals(program: str) -> set | None:
-    """The numeric constants a program writes, as Fractions; None when it does not parse."""
+def program_constants(program: str) -> set | None:
+    """The numeric constants a program writes, as absolute Fractions; None when it does not parse."""
     import ast
     from fractions import Fraction
 
@@ -143,7 +143,7 @@ def unused_numbers(problem: str, program: str) -> list[str]:
     """
     from fractions import Fraction
 
-    literals = _literals(program)
+    literals = program_constants(program)
     if literals is None:
         return []
     fractions = {}

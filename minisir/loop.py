@@ -165,7 +165,7 @@ class Runner:
         self._embedder = None
         self._trainer = None
         self._sync_floor: float | None = None  # check_sync's no-adapter gap, measured once
-        self._sync_strike = False  # the previous check failed the slope test alone (check_sync)
+        self._sync_strike = False  # the previous check failed the slope or gap test alone (check_sync)
         self._sync_probe: tuple[list[int], list[int]] | None = None  # SYNC_PROBE's ids, tokenized once
         self._sync_texts: list[tuple[list[int], list[int]]] = []  # recent completions (_remember_sync_texts)
         self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
