@@ -611,7 +611,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
-_SUMMED = ("teacher_samples", "proposals", "label_audited", "admitted")
+_SUMMED = ("teacher_samples", "proposals", "label_audited", "admitted", "stretch_problems", "stretch_solved")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.
 SYNC_FLOOR_LIMIT = 0.5

@@ -109,7 +109,7 @@ def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
     return "\n".join(parts)
 
 
-ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5}
+ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5, "stretch": 6}
 
 
 class Context(Protocol):

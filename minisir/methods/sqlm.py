@@ -120,6 +120,13 @@ class SQLMConfig(BaseModel):
         "curriculum_examples come from the problems of the last this many steps"))
     curriculum_pool: int = Field(8, ge=1, le=1024, description=(
         "curriculum_examples are drawn at random from this many of the hardest rewarded problems"))
+    stretch_samples: int = Field(0, ge=0, le=256, description=(
+        "labels program: extra solver samples for a stretch problem, one harder than most of its round "
+        "(difficulty.computation above the round's median) that none of its first solver_samples solved. With "
+        "any extra sample right it pays the proposer (just outside the band, where the band alone never pays "
+        "for what the solvers cannot yet do) and trains its solvers on the whole group; 0 = off"))
+    stretch_max: int = Field(2, ge=1, le=64, description=(
+        "stretch problems sampled again per round at most, the hardest first (bounds the extra sampling)"))
     temperature: float = temperature_field(1.0, "the proposer (and solvers)")
     top_p: float = top_p_field(1.0, "the proposer (and solvers)")
     solver_temperature: float | None = own_temperature_field("solvers")
@@ -154,6 +161,9 @@ class SQLMConfig(BaseModel):
                              f"proposals_per_prompt ({self.proposals_per_prompt})")
         if self.topic not in TOPICS and self.answer_kind is None:
             raise ValueError(f"topic {self.topic[:40]!r} is your own: set answer_kind to number or program")
+        if self.stretch_samples and self.labels != "program":
+            raise ValueError(f"stretch_samples needs labels: program (an executed label says which rare answer "
+                             f"is right; a vote of mostly wrong answers cannot), not labels: {self.labels}")
         if self.labels != "majority":
             if self.kind() == "program":
                 raise ValueError(f"labels: {self.labels} is for number answers; coding is labelled by its tests")
@@ -839,6 +849,50 @@ def pick_frontier(pool: list, k: int, seed: int) -> list:
     return random.Random(seed).sample(pool, min(k, len(pool)))
 
 
+def stretch_picks(hardness: dict[int, tuple[int, int]], solved: dict[int, int], k: int) -> list[int]:
+    """The round's stretch problems: none of the first samples solved them, and they take more
+    computation than the round's median labelled problem; hardest first, at most k.
+
+    hardness: problem index -> difficulty.computation for every labelled problem of the round;
+    solved: index -> how many first samples matched the label. Why the median: "harder" must move
+    with the proposer (a fixed "two operations" stops meaning hard once most problems take two),
+    and it must never pick from the easy half, whose misses are mostly slips, not reach.
+    """
+    if not hardness:
+        return []
+    ranked = sorted(hardness.values())
+    median = ranked[(len(ranked) - 1) // 2]
+    picks = [i for i, h in hardness.items() if h > median and solved.get(i, 0) == 0]
+    return sorted(picks, key=lambda i: (hardness[i], -i), reverse=True)[:k]
+
+
+def stretch_reward(m: int) -> float:
+    """A stretch problem pays its proposer 1 when any of its samples matched the label: then its
+    solvers have a right answer to learn from, which is what a problem is worth."""
+    return 1.0 if m > 0 else 0.0
+
+
+def _sample_stretch(runner: "Context", cfg: SQLMConfig, problems: dict[int, str], labels: dict[int, str | None],
+                    solved: dict[int, list], seed: int) -> list[int]:
+    """Sample stretch_samples more answers for the round's stretch problems, into `solved`; their indices."""
+    from ..answers import extract_boxed, matches
+    from ..difficulty import computation
+
+    programs = {i: getattr(p, "program", None) for i, p in problems.items()}
+    hardness = {i: computation(problems[i].problem, programs[i]) for i in solved}
+    right = {i: sum(1 for c in group if (a := extract_boxed(c.text)) is not None and labels[i] is not None
+                    and matches(a, labels[i])) for i, group in solved.items()}
+    picks = stretch_picks(hardness, right, cfg.stretch_max)
+    if picks:
+        more = runner.sampler.generate(
+            [solver_prompt(problems[i].problem, cfg.topic, runner.chat, cfg.kind()) for i in picks],
+            n=cfg.stretch_samples, **cfg.solver_sampling().kwargs(), seed=seed,
+            stop=solver_stop(cfg.topic, runner.chat is not None, cfg.kind()))
+        for i, group in zip(picks, more):
+            solved[i] = list(solved[i]) + list(group)
+    return picks
+
+
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
     from .common import StepResult, step_seed, tokens_per_s
@@ -885,12 +939,24 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
             stop=solver_stop(topic, chat, kind)) if solve else []
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
 
+    stretched: list[int] = []
+    if cfg.stretch_samples and solve:
+        with phase("stretch"):
+            groups_of = dict(zip(solve, solved))
+            stretched = _sample_stretch(runner, cfg, {i: parsed[i] for i in solve},
+                                        {i: executed[i].answer for i in solve}, groups_of,
+                                        step_seed(seed, step, "stretch", round_))
+            solved = [groups_of[i] for i in solve]
+
     with phase("rewards"):
         texts = [[c.text for c in group] for group in solved]
         if kind == "program":
             scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, solve)], cfg)
         else:
             scores = [score_math(tx, cfg, executed[i].answer) for tx, i in zip(texts, solve)]
+            for i, score in zip(solve, scores):
+                if i in stretched:
+                    score.proposer_reward = stretch_reward(score.majority_size)
         by_index = dict(zip(solve, zip(scores, solved)))
         no_label: dict[int, str] = {}
         invalid: dict[int, str] = {i: r for i, r in refused.items() if r}
@@ -932,6 +998,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
                             "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size,
                             "label": score.label, "label_source": "majority" if cfg.labels == "majority" else
                             "executed"})
+                if i in stretched:
+                    row["stretch"] = True
                 answers, agrees = score.answers, [r > 0 for r in score.solver_rewards]
                 if (ok := audit(score.vote_answer, executed[i].answer)) is not None:
                     row["majority_correct"] = ok
@@ -961,6 +1029,9 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         "proposer_groups_trained": len(set(plan.proposer_groups.values())),
         "solver_groups_trained": len(plan.solver_groups),
         "curriculum_pool": len(pool),
+        "stretch_problems": len(stretched) if cfg.stretch_samples else None,
+        "stretch_solved": (sum(1 for i in stretched if by_index[i][0].majority_size > 0)
+                           if cfg.stretch_samples else None),
         "teacher_tokens_per_s": proposer_tps,
         "student_tokens_per_s": solver_tps,
     }
