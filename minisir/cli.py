@@ -500,12 +500,14 @@ def _print_pooled(runs: list[tuple[Path, list, list]], names: list[str], kinds: 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default RUN_DIR/report).")
+@click.option("--beside", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Another run whose held-out curve is drawn with this one's against minutes of step time (repeatable).")
 @_friendly
-def report(run_dir: Path, out: Path | None) -> None:
+def report(run_dir: Path, out: Path | None, beside: tuple[Path, ...]) -> None:
     """Write a Markdown summary and PNG plots of a run."""
     from .report import write_report
 
-    click.echo(f"report written to {write_report(run_dir, out)}")
+    click.echo(f"report written to {write_report(run_dir, out, list(beside))}")
 
 
 @main.command()

@@ -196,6 +196,74 @@ def _plot_evals(path: Path, points: dict, minutes: dict[int, float] | None = Non
     return _save(fig, path)
 
 
+PROTOCOL = ("benchmark", "n_questions", "k", "max_tokens", "temperature", "top_p", "seed")
+
+
+def run_curves(archive: Archive, metric: str = "pass@1") -> dict[tuple, list[tuple[float, float]]]:
+    """Per eval protocol (PROTOCOL's settings), (minutes of step time, accuracy) of a run's evaluations,
+    the newest base row at 0 minutes; only steps whose minutes are known count. Sorted by minutes.
+
+    Keyed by protocol because one archive holds evals of different sizes (a small in-run eval and a
+    200-question one), whose accuracies must not join one line."""
+    minutes = step_minutes(archive.steps())
+    rows: dict[tuple, dict] = {}
+    for row in archive.evals():
+        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        config = {**(m.get("config") or {}), "benchmark": row["benchmark"]}
+        if not isinstance(m.get(metric), (int, float)):
+            continue
+        key = tuple(json.dumps(config.get(k), sort_keys=True) for k in PROTOCOL)
+        got = rows.setdefault(key, {"base": None, "steps": {}})
+        if row["step"] is None:
+            got["base"] = float(m[metric])
+        elif row["step"] in minutes:
+            got["steps"][row["step"]] = float(m[metric])
+    return {key: sorted(([(0.0, r["base"])] if r["base"] is not None else [])
+                        + [(minutes[s], v) for s, v in r["steps"].items()])
+            for key, r in rows.items() if r["steps"]}
+
+
+def plot_runs(path: Path, curves: dict[str, list[tuple[float, float]]], benchmark: str, metric: str) -> Path:
+    """Several runs' held-out accuracy against minutes of step time in one plot: what a method
+    buys per CPU-minute, beside another method on the same eval."""
+    fig, ax = _figure()
+    for i, (name, pts) in enumerate(curves.items()):
+        ax.plot([m for m, _ in pts], [100 * v for _, v in pts], marker="o", color=f"C{i % 10}", label=name)
+    ax.set_title(f"{benchmark} {metric} against cost")
+    ax.set_xlabel("minutes of step time (0: base model)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def _beside_section(archive: Archive, out: Path, beside: list[Path]) -> list[str]:
+    """This run's held-out curve and the `beside` runs', on the eval protocol they all share with
+    the most points, in one plot against minutes of step time, and a table."""
+    names = [archive.path.parent.name] + [Path(b).name for b in beside]
+    archives = [archive] + [Archive.open(b, readonly=True) for b in beside]
+    try:
+        all_curves = [run_curves(a) for a in archives]
+        methods = [(a.run_info() or {}).get("recipe", {}).get("method", {}).get("name", "?") for a in archives]
+    finally:
+        for other in archives[1:]:
+            other.close()
+    shared = set(all_curves[0]).intersection(*all_curves[1:])
+    md = ["## Beside other runs", ""]
+    if not shared:
+        return md + ["No eval protocol (benchmark, questions, samples, max tokens, temperature, top-p, seed) "
+                     "is in every run's evals; nothing to compare.", ""]
+    key = max(sorted(shared), key=lambda k: sum(len(c[k]) for c in all_curves))
+    protocol = dict(zip(PROTOCOL, (json.loads(v) for v in key)))
+    curves = {f"{n} ({m})": c[key] for n, m, c in zip(names, methods, all_curves)}
+    plot_runs(out / "beside_minutes.png", curves, protocol["benchmark"], "pass@1")
+    md += [f"![{protocol['benchmark']} pass@1 against minutes](beside_minutes.png)", "",
+           "Protocol: " + ", ".join(f"{k} {v}" for k, v in protocol.items()), "",
+           "| run | minutes: pass@1 % |", "|---|---|"]
+    md += [f"| {n} | {', '.join(f'{m:.1f}: {100 * v:.1f}' for m, v in pts)} |" for n, pts in curves.items()]
+    return md + [""]
+
+
 def lineage_depths(archive: Archive) -> dict[int, int]:
     """Problem id -> generations from its root (a problem with no parent is depth 0)."""
     parent = dict(archive.db.conn.execute("SELECT id, parent_id FROM problems").fetchall())
@@ -345,19 +413,22 @@ def _time_section(steps: list[dict]) -> list[str]:
     return md + [""]
 
 
-def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write report.md and its PNG plots into out_dir (default <run dir>/report); return report.md."""
+def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None = None,
+                 beside: list[Path] = ()) -> Path:
+    """Write report.md and its PNG plots into out_dir (default <run dir>/report); return report.md.
+
+    beside: other run directories whose held-out curves are drawn with this run's against minutes."""
     src = Path(archive_path_or_run_dir).expanduser()
     archive = Archive.open(src, readonly=True)
     try:
         out = Path(out_dir) if out_dir is not None else archive.path.parent / "report"
         out.mkdir(parents=True, exist_ok=True)
-        return _write(archive, out)
+        return _write(archive, out, list(beside))
     finally:
         archive.close()
 
 
-def _write(archive: Archive, out: Path) -> Path:
+def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
     from .evaluate import format_table
 
     steps = archive.steps()
@@ -474,6 +545,8 @@ def _write(archive: Archive, out: Path) -> Path:
                    f"(depth = generations from a root problem such as the seed).", ""]
     md += _difficulty_section(archive, out, _phases([int(s["step"]) for s in steps]))
     md += _time_section(steps)
+    if beside:
+        md += _beside_section(archive, out, beside)
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     log.info("report written to %s", path)

@@ -133,3 +133,41 @@ def test_report_says_where_a_step_s_time_goes(tmp_path):
     assert "| solver | 25.00 |" in section and "| train | 10.00 |" in section and "| **step** | 35.000 |" in section
     assert "| share of sampled tokens trained | 0.150 |" in section
     assert "| training, tokens/s (trained tokens / train phase) | 15.000 |" in section  # mean of 10 and 20
+
+
+def _curve_run(path, method: str, seconds: float, accuracy: dict) -> None:
+    """A run whose steps take `seconds` each, with a base eval and step evals of a small protocol,
+    and one 200-question eval that must stay off the small protocol's line."""
+    path.mkdir()
+    archive = Archive.open(path)
+    archive.ensure_run({"model": {"gguf": "bundled"}, "method": {"name": method}}, {"minisir": "0"}, 0)
+    for step in range(4):
+        archive.commit_step({"step": step, "seconds_step": seconds}, [], [])
+    small = {"n_questions": 50, "k": 2, "max_tokens": 192, "temperature": 0.6, "top_p": 0.95, "seed": 0}
+    for step, value in accuracy.items():
+        archive.add_eval(step, "arithmetic-easy", {"pass@1": value, "config": small})
+    archive.add_eval(3, "arithmetic-easy", {"pass@1": 0.99, "config": {**small, "n_questions": 200, "k": 4}})
+    archive.close()
+
+
+def test_report_draws_other_runs_beside_it_against_minutes(tmp_path):
+    """`minisir report A --beside B`: both runs' held-out accuracy against minutes of step time, on
+    the eval protocol they share; another protocol's rows (the 200-question eval) join no line."""
+    _curve_run(tmp_path / "sqlm-run", "sqlm", 60.0, {None: 0.10, 1: 0.20, 3: 0.30})
+    _curve_run(tmp_path / "rlvr-run", "rlvr", 30.0, {None: 0.10, 3: 0.40})
+    md = write_report(tmp_path / "sqlm-run", tmp_path / "out", beside=[tmp_path / "rlvr-run"]).read_text()
+    section = md.split("## Beside other runs")[1]
+    assert "n_questions 50, k 2" in section
+    # steps end at 1, 2, 3, 4 minutes (60 s each) and at 0.5 ... 2 minutes (30 s each)
+    assert "| sqlm-run (sqlm) | 0.0: 10.0, 2.0: 20.0, 4.0: 30.0 |" in section
+    assert "| rlvr-run (rlvr) | 0.0: 10.0, 2.0: 40.0 |" in section
+    assert (tmp_path / "out" / "beside_minutes.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_beside_a_run_with_no_shared_eval_says_so(tmp_path):
+    _curve_run(tmp_path / "a", "sqlm", 60.0, {None: 0.10, 1: 0.20})
+    (tmp_path / "b").mkdir()
+    Archive.open(tmp_path / "b").close()
+    md = write_report(tmp_path / "a", tmp_path / "out", beside=[tmp_path / "b"]).read_text()
+    assert "nothing to compare" in md.split("## Beside other runs")[1]
+    assert not (tmp_path / "out" / "beside_minutes.png").exists()
