@@ -599,6 +599,10 @@ class Archive:
             (int(limit), int(offset)),
         )
 
+    def step_problems(self, step: int) -> list[dict]:
+        """One step's problems in id order (what the step's trackers' table is drawn from)."""
+        return self._rows(f"SELECT {self._LIST_COLS} FROM problems WHERE step = ? ORDER BY id", (int(step),))
+
     def problem(self, id: int) -> dict:
         """One problem with its solutions and lineage (parent, grandparent, ... root)."""
         rows = self._rows("SELECT * FROM problems WHERE id = ?", (int(id),))

@@ -324,8 +324,7 @@ class Runner:
             return 0
         if last >= 0 and self.ranks.is_main:
             tqdm.write(f"resuming {self.run_dir} at step {last + 1} ({rl_done} of {target} RL steps done)")
-        if not self.trackers.started:
-            self.trackers.start(RunInfo(self.run_dir, self.recipe.resolved(), last, self.archive))
+        self._start_trackers(last)
         done = 0
         with self._signals(), tqdm(total=target, initial=rl_done, desc="steps", unit="step",
                                    disable=not self.progress) as bar:
@@ -417,8 +416,38 @@ class Runner:
             table, evaluated = self._evaluate(step)
             line += "\n" + table
             values.update(evaluated)
-        self.trackers.log_step(step, values, result.problems)  # only committed steps; never raises
+        self._send(step, values, result.problems)
         return line, str(metrics.get("phase", "rl"))
+
+    def _send(self, step: int, values: dict[str, float], problems: list[dict]) -> None:
+        """Send a committed step to the trackers (never raises) and note it in the archive, so a
+        kill between the commit and this send is made good on resume (_start_trackers)."""
+        if not self.trackers.active:
+            return
+        self.trackers.log_step(step, values, problems)
+        self.archive.set_meta(TRACKERS_SENT, str(step))
+
+    def _start_trackers(self, last: int) -> None:
+        """Start the trackers, then send the committed steps they never got: a kill after a step's
+        commit (during its eval, say) left them one step short. They start as of the last step they
+        got, so TensorBoard purges whatever of the missed step a killed process had half-written."""
+        if self.trackers.started or not self.trackers.active:
+            return
+        noted = self.archive.meta(TRACKERS_SENT)
+        sent = min(last, int(noted)) if noted is not None else last  # trackers new to this run: from now on
+        self.archive.set_meta(TRACKERS_SENT, str(sent))
+        self.trackers.start(RunInfo(self.run_dir, self.recipe.resolved(), sent, self.archive))
+        missed = [row for row in self.archive.steps() if row["step"] > sent]
+        if not missed:
+            return
+        tqdm.write(f"sending steps {missed[0]['step']}-{missed[-1]['step']} to the trackers: "
+                   "a kill came between their commit and their send")
+        evals = [row for row in self.archive.evals() if row["step"] is not None]
+        for row in missed:
+            values = scalars(row.get("metrics") or {})
+            for ev in (e for e in evals if e["step"] == row["step"]):
+                values.update(eval_scalars(ev["benchmark"], ev.get("metrics") or {}))
+            self._send(row["step"], values, self.archive.step_problems(row["step"]))
 
     def check_sync(self, step: int | None = None) -> dict[str, float]:
         """Check that llama.cpp samples with the trainer's adapter; returns the sync_* metrics.
@@ -611,6 +640,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
+TRACKERS_SENT = "trackers_sent_step"  # archive meta: the last step the live trackers were sent
 _SUMMED = ("teacher_samples", "proposals", "label_audited", "admitted", "stretch_problems", "stretch_solved")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.

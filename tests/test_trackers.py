@@ -423,3 +423,42 @@ def test_full_disk_drops_only_that_tracker(tmp_path, monkeypatch, caplog, capfd)
     assert "Traceback" not in capfd.readouterr().err
     history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "train_loss")
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 1.5), (2, 2.5)]
+
+
+def test_a_kill_between_a_commit_and_its_send_is_made_good_on_resume(tmp_path, monkeypatch):
+    """The process dies after step 0's commit, inside its TensorBoard write (SystemExit passes
+    Trackers' net as a kill would): the archive has step 0, TensorBoard nothing. The resumed run
+    sends step 0 from the archive before step 1, each once, with the archive's values."""
+    from minisir.loop import TRACKERS_SENT, Runner
+    from minisir.recipe import parse_recipe
+    from minisir.trackers import TensorBoardTracker
+
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["run"].update({"dir": str(tmp_path / "run"), "steps": 1, "report_to": ["tensorboard"]})
+    real = TensorBoardTracker.log_step
+
+    def killed(self, step, values):
+        raise SystemExit("killed between the commit and the send")
+
+    monkeypatch.setattr(TensorBoardTracker, "log_step", killed)
+    runner = Runner(parse_recipe(data), progress=False)
+    with pytest.raises(SystemExit):
+        runner.run()
+    runner.close(failed=True)
+    assert sorted(archive_steps(tmp_path / "run")) == [0]
+    assert archive_meta(tmp_path / "run", TRACKERS_SENT) == "-1"  # the trackers started; step 0 never got there
+
+    monkeypatch.setattr(TensorBoardTracker, "log_step", real)
+    data["run"]["steps"] = 2
+    runner = Runner(parse_recipe(data), progress=False)
+    try:
+        assert runner.run() == 1
+    finally:
+        runner.close()
+    steps = archive_steps(tmp_path / "run")
+    assert sorted(steps) == [0, 1] and archive_meta(tmp_path / "run", TRACKERS_SENT) == "1"
+    scalars = tb_scalars(tmp_path / "run" / "tb")
+    assert [s for s, _ in scalars["seconds_step"]] == [0, 1]
+    for tag, points in scalars.items():
+        for step, value in points:
+            assert value == pytest.approx(numeric(steps[step])[tag], rel=1e-6, abs=1e-6), (tag, step)
