@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from .prompting import one_line
+
+if TYPE_CHECKING:
+    from .answers import Vote
 
 LabelMode = Literal["majority", "program", "agree"]
 LABEL_MODES: tuple[str, ...] = ("majority", "program", "agree")
@@ -199,6 +202,37 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
             value, why = printed_number(res.stdout)
             out[i] = Executed(value, "program") if value is not None else Executed(None, None, why)
     return [e if e is not None else Executed(None, None, "not executed") for e in out]
+
+
+@dataclass
+class Verdicts:
+    """What the labelling path says of one problem's N solutions (judge)."""
+
+    answers: list[str | None]  # each solution's last \\boxed{} answer
+    correct: list[bool]  # each answer against the label (all False without one)
+    vote: "Vote"  # the majority vote of the answers (the references' label)
+    audit: bool | None  # whether the vote equals the label; None when either is missing
+
+    @property
+    def right(self) -> int:
+        return sum(self.correct)
+
+    @property
+    def solve_rate(self) -> float:
+        """Share of all N samples judged right (unparsed ones count as wrong)."""
+        return self.right / len(self.correct) if self.correct else 0.0
+
+
+def judge(texts: Sequence[str], label: str | None) -> Verdicts:
+    """Every method's one verdict on a problem's solutions: each boxed answer against `label`
+    (an executed or known answer; answers.matches: a value, not the sum restated), the vote, and
+    the vote's audit against the label. SQLM, OpenSIR and rlvr all judge through here."""
+    from .answers import extract_boxed, majority_vote, matches
+
+    answers = [extract_boxed(t) for t in texts]
+    correct = [label is not None and a is not None and bool(matches(a, label)) for a in answers]
+    vote = majority_vote(answers)
+    return Verdicts(answers, correct, vote, audit(vote.answer, label))
 
 
 def audit(majority: str | None, executed: str | None) -> bool | None:

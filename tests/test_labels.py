@@ -115,3 +115,21 @@ def test_executed_float_and_text_programs_match_the_right_answer():
                               "n = 6 * 7\nprint('The answer is', n)"])
     assert [e.answer for e in out] == ["0.3", "110", "42"]
     assert all(matches(student, e.answer) for student, e in zip(["0.3", "110", "42"], out))
+
+
+def test_judge_gives_each_solution_a_verdict_the_vote_and_its_audit():
+    """The one verdict every method takes: answers read from the last box, matched by value
+    ("216.0" is 216; "27 * 8" restates the question and is not), unparsed ones wrong."""
+    from minisir.labels import judge
+
+    texts = ["27 * 8 = 216. \\boxed{216}", "\\boxed{216.0}", "\\boxed{27 * 8}", "no box", "\\boxed{217}"]
+    v = judge(texts, "216")
+    assert v.answers == ["216", "216.0", "27 * 8", None, "217"]
+    assert v.correct == [True, True, False, False, False]
+    assert v.right == 2 and v.solve_rate == 0.4
+    assert v.vote.count == 2 and v.audit is True
+    wrong = judge(["\\boxed{5}", "\\boxed{5}", "\\boxed{6}"], "6")
+    assert wrong.correct == [False, False, True] and wrong.audit is False  # the vote (5) is not the label
+    none = judge(["\\boxed{5}"], None)
+    assert none.correct == [False] and none.audit is None and none.solve_rate == 0.0
+    assert judge([], "3").solve_rate == 0.0

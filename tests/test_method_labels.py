@@ -58,11 +58,11 @@ def test_a_tie_pays_the_proposer_nothing_with_require_majority():
 def test_agree_labels_need_the_vote_to_match_the_program():
     cfg = _cfg(labels="agree")
     s = S.score_math(_sols(["164", "164", "164", "216"]), cfg, truth="216")
-    why = S.no_label_reason("What is 27 * 8 + 0?", s, cfg, truth="216")
+    why = S.no_label_reason("What is 27 * 8 + 0?", s, cfg)
     assert why == "majority differs from the executed answer"
     assert S.proposer_payment(s, None, why, cfg) == 0.0
     s = S.score_math(_sols(["216", "216", "216", "164"]), cfg, truth="216")
-    assert S.no_label_reason("What is 27 * 8 + 0?", s, cfg, truth="216") is None
+    assert S.no_label_reason("What is 27 * 8 + 0?", s, cfg) is None
     assert s.solver_rewards == [1.0, 1.0, 1.0, 0.0] and S.proposer_payment(s, None, None, cfg) == 1.0
 
 

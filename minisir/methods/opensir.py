@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..answers import extract_boxed, matches
+from ..answers import extract_boxed
 from ..grpo import Sample, has_signal
-from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, execute
+from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, execute, judge
 from ..sandbox import SandboxConfig
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -727,18 +727,18 @@ def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, 
     solve rate (hence solvability) is the share of all G students that did. agree: the
     vote is the label only when it equals the executed answer, else the problem earns 0.
     """
-    from .common import answer_leak_reason, has_clear_majority, vote
+    from .common import answer_leak_reason, has_clear_majority
 
-    v, answers = vote(sols)
     executed = truth.answer if truth is not None else None
+    verdicts = judge([c.text for c in sols], executed)
+    v, answers = verdicts.vote, verdicts.answers
     if cfg.labels == "program":
-        agrees = [executed is not None and a is not None and matches(a, executed) for a in answers]
-        rate, label = sum(agrees) / len(sols) if sols else 0.0, executed
+        agrees, rate, label = verdicts.correct, verdicts.solve_rate, executed
     else:
         agrees, rate, label = list(v.agrees), v.solve_rate, v.answer
     leak = answer_leak_reason(out.problem, label, cfg.min_problem_chars) if cfg.leak_filter else None
     refused = None
-    if cfg.labels == "agree" and not audit(v.answer, executed):
+    if cfg.labels == "agree" and not verdicts.audit:
         refused = "majority differs from the executed answer"
     tokens = [len(c.token_ids) for c in sols]
     ok = leak is None and refused is None
@@ -749,7 +749,7 @@ def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, 
     clear = cfg.labels == "program" or has_clear_majority(answers)
     return {"vote": v, "answers": answers, "agrees": agrees, "score": score, "rewards": rewards, "sols": sols,
             "emb": emb, "tokens": float(np.mean(tokens)) if tokens else 0.0, "leak": leak, "refused": refused,
-            "label": label, "solve_rate": rate, "audit": audit(v.answer, executed),
+            "label": label, "solve_rate": rate, "audit": verdicts.audit,
             "admitted": ok and in_window, "admitted_for_students": ok and clear}
 
 

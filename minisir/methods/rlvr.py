@@ -84,10 +84,10 @@ def training_questions(source: str, start: int, n: int, seed: int) -> list["Ques
 
 
 def reward(completion: str, answer: str) -> float:
-    """1 when the last \\boxed{} answer gives the known answer (answers.matches)."""
-    from ..evaluate import is_correct
+    """1 when the last \\boxed{} answer gives the known answer (labels.judge, every method's verdict)."""
+    from ..labels import judge
 
-    return 1.0 if is_correct(completion, answer) else 0.0
+    return 1.0 if judge([completion], answer).correct[0] else 0.0
 
 
 # --------------------------------------------------------------------------- the step
@@ -102,7 +102,7 @@ def eval_stop(chat: bool) -> list[str]:
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
-    from ..answers import extract_boxed, majority_vote
+    from ..labels import judge
     from .common import StepResult, step_seed, tokens_per_s
 
     cfg: RLVRConfig = runner.recipe.method
@@ -129,11 +129,11 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     with phase("rewards"):
         for i, (q, group) in enumerate(zip(questions, solved)):
             key = f"{prefix}-{i}"
-            answers = [extract_boxed(c.text) for c in group]
-            rewards = [reward(c.text, q.answer) for c in group]
-            vote = majority_vote(answers)
-            if vote.answer is not None:
-                agree_with_truth.append(reward(f"\\boxed{{{vote.answer}}}", q.answer) > 0)
+            verdicts = judge([c.text for c in group], q.answer)
+            answers, vote = verdicts.answers, verdicts.vote
+            rewards = [1.0 if ok else 0.0 for ok in verdicts.correct]
+            if verdicts.audit is not None:
+                agree_with_truth.append(verdicts.audit)
             row = {
                 "key": key, "text": q.question, "role": "question", "method": "rlvr", "valid": True,
                 "majority_answer": vote.answer, "solve_rate": sum(rewards) / len(rewards), "n_samples": len(group),

@@ -56,7 +56,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..grpo import has_signal
-from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, audit, bare_expression, execute
+from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, bare_expression, execute, judge
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -605,7 +605,8 @@ class MathScore:
     proposer_reward: float
     label: str | None = None  # what solvers were rewarded for matching
     tie: bool = False  # the vote's first place is shared
-    vote_answer: str | None = None  # the vote's answer whatever the label (for the label audit)
+    vote_answer: str | None = None  # the vote's answer whatever the label
+    audit: bool | None = None  # the vote against the executed answer (labels.judge); None without one
 
 
 def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = None) -> MathScore:
@@ -616,19 +617,16 @@ def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = No
     m counts them. labels agree: the majority is the label, and only when it equals `truth`
     (else no_label_reason refuses it).
     """
-    from ..answers import extract_boxed, majority_vote, matches  # lazy: math-verify import is slow
-
-    answers = [extract_boxed(s) for s in solutions]
-    vote = majority_vote(answers)
+    verdicts = judge(solutions, truth)
+    vote = verdicts.vote
     low, high = cfg.band()
     if cfg.labels == "program":
-        correct = [truth is not None and a is not None and matches(a, truth) for a in answers]
-        m = sum(correct)
-        rewards, label = [1.0 if c else 0.0 for c in correct], truth
+        m, label = verdicts.right, truth
+        rewards = [1.0 if c else 0.0 for c in verdicts.correct]
     else:
         m, rewards, label = vote.count, math_solver_rewards(vote.agrees), vote.answer
     return MathScore(
-        answers=answers,
+        answers=verdicts.answers,
         majority_answer=vote.answer,
         majority_size=m,
         solver_rewards=rewards,
@@ -636,6 +634,7 @@ def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = No
         label=label,
         tie=vote.tie,
         vote_answer=vote.answer,
+        audit=verdicts.audit,
     )
 
 
@@ -654,12 +653,12 @@ def refusal(problem: str, executed: "Executed", cfg: SQLMConfig) -> str | None:
     return None
 
 
-def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig, truth: str | None = None) -> str | None:
+def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig) -> str | None:
     """Why a solved math problem trains no solvers (and, with require_majority, pays its proposer 0).
 
     majority/agree: the majority answer is copied from the problem (a leak), or there is no
     clear majority (fewer than 2 votes, or a tie: ["5", "5", "6", "6"] is a coin flip, not a
-    label). agree: also when the majority differs from the executed answer `truth`.
+    label). agree: also when the majority differs from the executed answer (the score's audit).
     """
     from .common import answer_leak_reason, has_clear_majority
 
@@ -670,7 +669,7 @@ def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig, truth: str 
         return f"leak: {leak}"
     if cfg.require_majority and not has_clear_majority(score.answers):
         return "no clear majority"
-    if cfg.labels == "agree" and not audit(score.majority_answer, truth):
+    if cfg.labels == "agree" and not score.audit:
         return "majority differs from the executed answer"
     return None
 
@@ -875,13 +874,11 @@ def stretch_reward(m: int) -> float:
 def _sample_stretch(runner: "Context", cfg: SQLMConfig, problems: dict[int, str], labels: dict[int, str | None],
                     solved: dict[int, list], seed: int) -> list[int]:
     """Sample stretch_samples more answers for the round's stretch problems, into `solved`; their indices."""
-    from ..answers import extract_boxed, matches
     from ..difficulty import computation
 
     programs = {i: getattr(p, "program", None) for i, p in problems.items()}
     hardness = {i: computation(problems[i].problem, programs[i]) for i in solved}
-    right = {i: sum(1 for c in group if (a := extract_boxed(c.text)) is not None and labels[i] is not None
-                    and matches(a, labels[i])) for i, group in solved.items()}
+    right = {i: judge([c.text for c in group], labels[i]).right for i, group in solved.items()}
     picks = stretch_picks(hardness, right, cfg.stretch_max)
     if picks:
         more = runner.sampler.generate(
@@ -961,7 +958,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         no_label: dict[int, str] = {}
         invalid: dict[int, str] = {i: r for i, r in refused.items() if r}
         for i, (score, _) in by_index.items():
-            if kind == "number" and (why := no_label_reason(parsed[i].problem, score, cfg, executed[i].answer)):
+            if kind == "number" and (why := no_label_reason(parsed[i].problem, score, cfg)):
                 no_label[i] = why
                 if why.startswith("leak"):
                     invalid[i] = why
@@ -1001,7 +998,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
                 if i in stretched:
                     row["stretch"] = True
                 answers, agrees = score.answers, [r > 0 for r in score.solver_rewards]
-                if (ok := audit(score.vote_answer, executed[i].answer)) is not None:
+                if (ok := score.audit) is not None:
                     row["majority_correct"] = ok
                     audits.append(ok)
             for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
