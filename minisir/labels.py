@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 from .prompting import one_line
 
@@ -164,11 +165,27 @@ def unused_numbers(problem: str, program: str) -> list[str]:
     return unused
 
 
-def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None) -> list[Executed]:
+MAX_OUTPUT_LABEL = 1000  # characters of a program's output kept as a verifier's label
+
+
+def output_label(stdout: str) -> tuple[str | None, str | None]:
+    """(a program's whole output as the label, or None and why): what a method.verifier compares
+    answers with, when they need not be numbers."""
+    text = stdout.strip()
+    if not text:
+        return None, "program printed nothing"
+    if len(text) > MAX_OUTPUT_LABEL:
+        return None, f"program printed {len(text)} characters (a label holds at most {MAX_OUTPUT_LABEL})"
+    return text, None
+
+
+def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None,
+            whole_output: bool = False) -> list[Executed]:
     """Labels for many problems at once; programs that need Python share one sandbox pool.
 
     problems[i] is used when it is a bare expression and programs[i] is None; a given
-    program always wins (the proposer says how its problem is computed).
+    program always wins (the proposer says how its problem is computed). whole_output: the
+    label is all a program printed (output_label, for a method.verifier), not its last number.
     """
     from .sandbox import SandboxConfig, run_batch
 
@@ -199,7 +216,7 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
             last = (res.stderr.strip().splitlines() or ["exit code %s" % res.exit_code])[-1]
             out[i] = Executed(None, None, f"program failed: {last[:120]}")
         else:
-            value, why = printed_number(res.stdout)
+            value, why = (output_label if whole_output else printed_number)(res.stdout)
             out[i] = Executed(value, "program") if value is not None else Executed(None, None, why)
     return [e if e is not None else Executed(None, None, "not executed") for e in out]
 
@@ -223,16 +240,78 @@ class Verdicts:
         return self.right / len(self.correct) if self.correct else 0.0
 
 
-def judge(texts: Sequence[str], label: str | None) -> Verdicts:
+Check = Callable[[str], bool]
+"""One problem's verdict on one answer (a user's method.verifier bound to the problem and its label)."""
+
+
+def judge(texts: Sequence[str], label: str | None, check: Check | None = None) -> Verdicts:
     """Every method's one verdict on a problem's solutions: each boxed answer against `label`
-    (an executed or known answer; answers.matches: a value, not the sum restated), the vote, and
-    the vote's audit against the label. SQLM, OpenSIR and rlvr all judge through here."""
+    (an executed or known answer), the vote, and the vote's audit against the label. SQLM,
+    OpenSIR and rlvr all judge through here.
+
+    By value (answers.matches: a number, not the sum restated), or by `check` when the recipe names
+    its own verifier (bind_verifier)."""
     from .answers import extract_boxed, majority_vote, matches
 
+    same = check or (lambda a: bool(matches(a, label)))
     answers = [extract_boxed(t) for t in texts]
-    correct = [label is not None and a is not None and bool(matches(a, label)) for a in answers]
+    correct = [label is not None and a is not None and same(a) for a in answers]
     vote = majority_vote(answers)
-    return Verdicts(answers, correct, vote, audit(vote.answer, label))
+    audited = None if vote.answer is None or label is None else bool(same(vote.answer))
+    return Verdicts(answers, correct, vote, audited)
+
+
+VERIFIER_DESCRIPTION = (
+    "your own checker for answers that are not numbers (units, a formula, a table): 'package.module:function', "
+    "importable where minisir runs, called as function(problem, label, answer) -> bool, where label is what "
+    "the proposer's program printed (rlvr: the known answer) and answer a solver's last \\boxed{}; it replaces "
+    "the numeric match, and the program's whole output becomes the label; null = numbers, matched by value")
+_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def verifier_spec(spec: str | None) -> str | None:
+    """A recipe's method.verifier, checked for shape only (it is imported when the run starts)."""
+    if spec is not None and not _SPEC.match(spec):
+        raise ValueError(f"verifier {spec!r} must be 'package.module:function'")
+    return spec
+
+
+@lru_cache(maxsize=8)
+def load_verifier(spec: str) -> Callable[[str, str, str], bool]:
+    """The function a method.verifier names; a RecipeError naming the field when it cannot be had."""
+    import importlib
+
+    from .errors import RecipeError
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own error on import
+        raise RecipeError(f"method.verifier: cannot load {spec} ({type(exc).__name__}: {exc}); check that "
+                          f"{module} is importable (on PYTHONPATH or installed) and defines {name}") from None
+    if not callable(fn):
+        raise RecipeError(f"method.verifier: {spec} is not a function")
+    return fn
+
+
+def bind_verifier(spec: str | None, problem: str, label: str | None) -> Check | None:
+    """The recipe's verifier for one problem's answers (None without one). A verifier that raises
+    stops the step with a one-line error naming it: a bug in a checker is not a wrong answer."""
+    if spec is None or label is None:
+        return None
+    fn = load_verifier(spec)
+
+    def check(answer: str) -> bool:
+        from .errors import MinisirError
+
+        try:
+            return bool(fn(problem, label, answer))
+        except Exception as exc:
+            raise MinisirError(f"method.verifier {spec} raised {type(exc).__name__}: {exc} on answer "
+                               f"{answer[:60]!r} to {one_line(problem)[:80]!r}; fix the function and resume "
+                               "(the step was not committed)") from None
+
+    return check
 
 
 def audit(majority: str | None, executed: str | None) -> bool | None:

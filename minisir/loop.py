@@ -35,6 +35,7 @@ from .recipe import Recipe, current_defaults
 from .sampler import Sampler
 from .signals import handling
 from .sync import HYPOTHESES, SyncReading, gap_limit, gross, probe_text, read, verdict
+from .labels import load_verifier
 from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class Runner:
         self.gguf = resolve_gguf(recipe.model.gguf)
         self.hf_dir = resolve_hf_dir(recipe.model.hf_dir)
         check_installed(recipe.run.report_to)
+        if getattr(recipe.method, "verifier", None):  # a user's checker that cannot be imported
+            load_verifier(recipe.method.verifier)
         # Rank 0 alone reports to the live trackers, as it alone writes the archive.
         self.trackers = Trackers(recipe.run.report_to if self.ranks.is_main else [])
         try:

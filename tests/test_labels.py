@@ -133,3 +133,34 @@ def test_judge_gives_each_solution_a_verdict_the_vote_and_its_audit():
     none = judge(["\\boxed{5}"], None)
     assert none.correct == [False] and none.audit is None and none.solve_rate == 0.0
     assert judge([], "3").solve_rate == 0.0
+
+
+def test_a_users_verifier_judges_answers_that_are_not_numbers():
+    """method.verifier on a toy topic (formulas): the program's whole output is the label, and the
+    user's function, not the numeric match, gives each verdict."""
+    from minisir.labels import bind_verifier, execute, judge
+
+    problem = "What is the chemical formula of water?"
+    (ex,) = execute([problem], ['print("H2O")'], whole_output=True)
+    assert ex.answer == "H2O"
+    (number,) = execute([problem], ['print("H2O")'])  # without a verifier: a number is needed
+    assert number.answer is None and number.reason == "program printed no number"
+    check = bind_verifier("toy_verifier:same_formula", problem, ex.answer)
+    v = judge(["\\boxed{OH2}", "\\boxed{H2O2}", "\\boxed{H2O}", "nothing"], ex.answer, check)
+    assert v.correct == [True, False, True, False] and v.solve_rate == 0.5
+    (empty,) = execute([problem], ['print("   ")'], whole_output=True)
+    assert empty.answer is None and empty.reason == "program printed nothing"
+
+
+def test_a_verifier_that_cannot_load_or_raises_fails_in_one_line():
+    from minisir.errors import MinisirError, RecipeError
+    from minisir.labels import bind_verifier, load_verifier
+
+    with pytest.raises(RecipeError, match=r"^method.verifier: cannot load toy_verifier:nope \(AttributeError"):
+        load_verifier("toy_verifier:nope")
+    with pytest.raises(RecipeError, match=r"^method.verifier: cannot load no_such_pkg.mod:f \(ModuleNotFoundError"):
+        load_verifier("no_such_pkg.mod:f")
+    check = bind_verifier("toy_verifier:broken", "What is water?", "H2O")
+    with pytest.raises(MinisirError, match=r"^method.verifier toy_verifier:broken raised KeyError") as err:
+        check("H2O")
+    assert "\n" not in str(err.value)

@@ -212,13 +212,14 @@ def has_clear_majority(answers: list[str | None], min_size: int = 2) -> bool:
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30) -> str | None:
+def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30, numeric: bool = True) -> str | None:
     """Why a problem/majority-answer pair is not a real question (None when it is).
 
     OpenSIR's initial-pool filter, applied by minisir to the reward during RL too: a
     "problem" whose majority answer is a number copied from its text, has no digit, or is
     a short statement is how a teacher games the solvability reward (students learn to
-    copy the number and agree).
+    copy the number and agree). numeric=False (a method.verifier's answers, which need not be
+    numbers): no digit is asked for; an answer copied from the text is still a leak.
     """
     text = one_line(problem)
     if len(text) < min_chars:
@@ -227,7 +228,7 @@ def answer_leak_reason(problem: str, answer: str | None, min_chars: int = 30) ->
         return "contains a tag"
     if answer is None:
         return "no majority answer"
-    if not re.search(r"\d", answer):
+    if numeric and not re.search(r"\d", answer):
         return "majority answer has no digit"
     numbers = _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", text))
     norm = normalize_answer(answer)

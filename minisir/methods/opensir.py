@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import extract_boxed
 from ..grpo import Sample, has_signal
-from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, execute, judge
+from ..labels import LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bind_verifier, execute, judge, verifier_spec
 from ..sandbox import SandboxConfig
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -118,6 +118,7 @@ class OpenSIRConfig(BaseModel):
         "spread whenever its outputs differ in quality"))
     teacher_max_tokens: int = max_tokens_field(192, "teacher completion")
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
+    verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION + " (labels: program or agree)")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description=(
         "limits for the teacher's label programs (labels: program/agree) that need Python"))
     student_max_tokens: int = max_tokens_field(384, "student solution")
@@ -129,6 +130,10 @@ class OpenSIRConfig(BaseModel):
                 "solve_low < solve_peak < solve_high must hold, got "
                 f"solve_low={self.solve_low}, solve_peak={self.solve_peak}, solve_high={self.solve_high}"
             )
+        verifier_spec(self.verifier)
+        if self.verifier and self.labels == "majority":
+            raise ValueError("verifier needs labels: program or agree (it compares answers with what the "
+                             "teacher's program printed; a vote has no program)")
         return self
 
     def uses_think(self, chat: bool) -> bool:
@@ -609,7 +614,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
 
     with phase("execute"):  # the independent answer: the label (program/agree) or the audit's reference
         truths = execute([x[2].problem for x in parsed], [x[2].program if labelled else None for x in parsed],
-                         cfg.sandbox)
+                         cfg.sandbox, whole_output=cfg.verifier is not None)
         executed = {x[3]: ex for x, ex in zip(parsed, truths)}
         if labelled:  # no executed answer: refused before any student runs, reward 0, reason kept
             for x in parsed:
@@ -730,13 +735,14 @@ def _score_problem(out: TeacherOutput, sols: list, div: float, emb: np.ndarray, 
     from .common import answer_leak_reason, has_clear_majority
 
     executed = truth.answer if truth is not None else None
-    verdicts = judge([c.text for c in sols], executed)
+    verdicts = judge([c.text for c in sols], executed, bind_verifier(cfg.verifier, out.problem, executed))
     v, answers = verdicts.vote, verdicts.answers
     if cfg.labels == "program":
         agrees, rate, label = verdicts.correct, verdicts.solve_rate, executed
     else:
         agrees, rate, label = list(v.agrees), v.solve_rate, v.answer
-    leak = answer_leak_reason(out.problem, label, cfg.min_problem_chars) if cfg.leak_filter else None
+    leak = (answer_leak_reason(out.problem, label, cfg.min_problem_chars, cfg.verifier is None)
+            if cfg.leak_filter else None)
     refused = None
     if cfg.labels == "agree" and not verdicts.audit:
         refused = "majority differs from the executed answer"

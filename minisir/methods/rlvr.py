@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..archive import PROBLEM_COLUMNS
+from ..labels import VERIFIER_DESCRIPTION, verifier_spec
 from ..prompting import ChatFn
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
                      mean_or_none, temperature_field, to_sample, top_p_field)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
 
 GENERATORS = ("arithmetic-easy", "arithmetic-medium")
+
 
 
 class RLVRConfig(BaseModel):
@@ -49,6 +51,12 @@ class RLVRConfig(BaseModel):
     temperature: float = temperature_field(0.6, "the solutions")
     top_p: float = top_p_field(0.95, "the solutions")
     max_tokens: int = max_tokens_field(160, "solution", le=8192)
+    verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION)
+
+    @field_validator("verifier")
+    @classmethod
+    def _verifier_shape(cls, value: str | None) -> str | None:
+        return verifier_spec(value)
 
     @field_validator("questions")
     @classmethod
@@ -102,7 +110,7 @@ def eval_stop(chat: bool) -> list[str]:
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
-    from ..labels import judge
+    from ..labels import bind_verifier, judge
     from .common import StepResult, step_seed, tokens_per_s
 
     cfg: RLVRConfig = runner.recipe.method
@@ -129,7 +137,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     with phase("rewards"):
         for i, (q, group) in enumerate(zip(questions, solved)):
             key = f"{prefix}-{i}"
-            verdicts = judge([c.text for c in group], q.answer)
+            verdicts = judge([c.text for c in group], q.answer, bind_verifier(cfg.verifier, q.question, q.answer))
             answers, vote = verdicts.answers, verdicts.vote
             rewards = [1.0 if ok else 0.0 for ok in verdicts.correct]
             if verdicts.audit is not None:

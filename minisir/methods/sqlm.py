@@ -56,7 +56,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..grpo import has_signal
-from ..labels import LABELS_DESCRIPTION, Executed, LabelMode, bare_expression, execute, judge
+from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bare_expression, bind_verifier,
+                      execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -97,6 +98,7 @@ class SQLMConfig(BaseModel):
         "{problem, program} where program prints its answer (labels: program/agree need one unless the problem "
         "is a bare expression); built-in topics have their own"))
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
+    verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION + " (labels: program or agree)")
     proposals_per_step: int = Field(8, ge=1, le=1024, description="proposals per round, all prompts together")
     proposals_per_prompt: int = Field(4, ge=1, le=64, description=(
         "proposals sampled from one prompt: one proposer GRPO group, advantages taken inside it (reference 4)"))
@@ -161,6 +163,10 @@ class SQLMConfig(BaseModel):
                              f"proposals_per_prompt ({self.proposals_per_prompt})")
         if self.topic not in TOPICS and self.answer_kind is None:
             raise ValueError(f"topic {self.topic[:40]!r} is your own: set answer_kind to number or program")
+        verifier_spec(self.verifier)
+        if self.verifier and self.labels == "majority":
+            raise ValueError("verifier needs labels: program or agree (it compares answers with what the "
+                             "proposer's program printed; a vote has no program)")
         if self.stretch_samples and self.labels != "program":
             raise ValueError(f"stretch_samples needs labels: program (an executed label says which rare answer "
                              f"is right; a vote of mostly wrong answers cannot), not labels: {self.labels}")
@@ -609,7 +615,8 @@ class MathScore:
     audit: bool | None = None  # the vote against the executed answer (labels.judge); None without one
 
 
-def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = None) -> MathScore:
+def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = None,
+               problem: str = "") -> MathScore:
     """Votes and rewards for the N solutions of one math problem.
 
     labels majority: solvers earn 1 for the majority class and m is its size. labels
@@ -617,7 +624,7 @@ def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = No
     m counts them. labels agree: the majority is the label, and only when it equals `truth`
     (else no_label_reason refuses it).
     """
-    verdicts = judge(solutions, truth)
+    verdicts = judge(solutions, truth, bind_verifier(cfg.verifier, problem, truth))
     vote = verdicts.vote
     low, high = cfg.band()
     if cfg.labels == "program":
@@ -648,7 +655,7 @@ def refusal(problem: str, executed: "Executed", cfg: SQLMConfig) -> str | None:
 
     if executed.answer is None:
         return f"no label: {executed.reason}"
-    if cfg.leak_filter and (leak := answer_leak_reason(problem, executed.answer, 0)):
+    if cfg.leak_filter and (leak := answer_leak_reason(problem, executed.answer, 0, cfg.verifier is None)):
         return f"leak: {leak}"
     return None
 
@@ -664,7 +671,7 @@ def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig) -> str | No
 
     if cfg.labels == "program":
         return None  # the executed label was checked before solving (refusal)
-    leak = answer_leak_reason(problem, score.majority_answer, 0) if cfg.leak_filter else None
+    leak = answer_leak_reason(problem, score.majority_answer, 0, cfg.verifier is None) if cfg.leak_filter else None
     if leak and score.majority_answer is not None:
         return f"leak: {leak}"
     if cfg.require_majority and not has_clear_majority(score.answers):
@@ -878,7 +885,9 @@ def _sample_stretch(runner: "Context", cfg: SQLMConfig, problems: dict[int, str]
 
     programs = {i: getattr(p, "program", None) for i, p in problems.items()}
     hardness = {i: computation(problems[i].problem, programs[i]) for i in solved}
-    right = {i: judge([c.text for c in group], labels[i]).right for i, group in solved.items()}
+    right = {i: judge([c.text for c in group], labels[i], bind_verifier(cfg.verifier, problems[i].problem,
+                                                                         labels[i])).right
+             for i, group in solved.items()}
     picks = stretch_picks(hardness, right, cfg.stretch_max)
     if picks:
         more = runner.sampler.generate(
@@ -924,7 +933,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     with phase("execute"):  # number answers: the independent answer (the label, or the audit's reference)
         executed = dict(zip(valid, execute([parsed[i].problem for i in valid],
                                            [parsed[i].program if labelled else None for i in valid],
-                                           cfg.sandbox))) if kind == "number" else {}
+                                           cfg.sandbox, whole_output=cfg.verifier is not None))) if kind == "number" else {}
         refused = {i: refusal(parsed[i].problem, executed[i], cfg) for i in valid if labelled}
         solve = [i for i in valid if not refused.get(i)]
 
@@ -950,7 +959,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
         if kind == "program":
             scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, solve)], cfg)
         else:
-            scores = [score_math(tx, cfg, executed[i].answer) for tx, i in zip(texts, solve)]
+            scores = [score_math(tx, cfg, executed[i].answer, parsed[i].problem) for tx, i in zip(texts, solve)]
             for i, score in zip(solve, scores):
                 if i in stretched:
                     score.proposer_reward = stretch_reward(score.majority_size)
