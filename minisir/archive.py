@@ -37,6 +37,8 @@ RESUME_KEYS = ("model", "method")
 STATE_KEYS = ("run.seed", "run.rounds_per_step", "trainer.lora_rank", "trainer.lora_alpha",
               "trainer.target_modules")
 
+# Refusals that come after a problem has its label: the rest come before it (parsing, "no label: ...").
+_AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
 PROBLEM_COLUMNS = (
     "key", "text", "concepts", "parent_id", "step", "role", "method", "valid",
     "invalid_reason", "majority_answer", "solve_rate", "n_parsed", "n_samples",
@@ -641,6 +643,25 @@ class Archive:
 
     def evals(self) -> list[dict]:
         return self._rows("SELECT * FROM evals ORDER BY id")
+
+    def step_gates(self) -> list[dict]:
+        """Per step, how the generated problems (proposer/teacher rows) passed each gate, as shares
+        of all outputs: parsed, labelled (its program ran and printed a label, or it needs none),
+        valid (admitted: OpenSIR's window, SQLM's checks), paid (teacher reward > 0). Read from
+        each row's invalid_reason, so archives from any version answer."""
+        rows = self.db.conn.execute(
+            "SELECT step, valid, COALESCE(invalid_reason, ''), COALESCE(teacher_reward, 0) FROM problems "
+            "WHERE role IN ('proposer', 'teacher') ORDER BY step").fetchall()
+        out: dict[int, dict] = {}
+        for step, valid, reason, reward in rows:
+            g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
+            labelled = bool(valid) or reason.startswith(_AFTER_LABEL)
+            g["outputs"] += 1
+            g["parsed"] += labelled or reason.startswith("no label")
+            g["labelled"] += labelled
+            g["valid"] += bool(valid)
+            g["paid"] += reward > 0
+        return list(out.values())
 
     def stats(self) -> dict:
         """Counts and averages for `minisir archive stats`."""

@@ -198,10 +198,19 @@ def archive() -> None:
 
 @archive.command("stats")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--per-step", is_flag=True, help="One row per step: shares of the generated problems that parsed, "
+              "got a label, were valid (admitted) and got a teacher reward above 0.")
 @_friendly
-def archive_stats(run_dir: Path) -> None:
+def archive_stats(run_dir: Path, per_step: bool) -> None:
     """Counts, rates and the last step of RUN_DIR."""
     with _open_archive(run_dir) as arc:
+        if per_step:
+            click.echo(f"{'step':>5} {'outputs':>7} {'parsed':>6} {'labelled':>8} {'valid':>5} {'rewarded':>8}")
+            for g in arc.step_gates():
+                n = g["outputs"]
+                click.echo(f"{g['step']:>5} {n:>7} " + " ".join(
+                    f"{g[k] / n:>{w}.2f}" for k, w in (("parsed", 6), ("labelled", 8), ("valid", 5), ("paid", 8))))
+            return
         for key, value in arc.stats().items():
             click.echo(f"{key:>24}: {value}")
 

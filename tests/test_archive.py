@@ -234,3 +234,35 @@ def test_valid_pool_by_position(tmp_path):
         texts = [p["text"] for p in arc.valid_at([0, 3, 1])]
         assert texts == ["problem 0.1", "problem 1.2", "problem 0.2"]
         assert [p["text"] for p in arc.valid_problems()] == [p["text"] for p in arc.valid_at([0, 1, 2, 3])]
+
+
+def test_per_step_gates_count_each_generated_problem_at_the_gate_it_stopped(tmp_path):
+    """`minisir archive stats RUN --per-step`: of each step's generated problems, the shares that
+    parsed, got a label, were valid and earned a reward; seeds and references are not outputs."""
+    from click.testing import CliRunner
+
+    from minisir.cli import main
+
+    rows = [  # (role, valid, invalid_reason, teacher_reward)
+        ("seed", 1, None, None),
+        ("teacher", 0, "missing ```python block", 0.0),  # did not parse
+        ("teacher", 0, "no label: program failed: NameError", -1.0),  # parsed, no label
+        ("teacher", 0, "solve rate outside the window (0.00)", -0.5),  # labelled, not admitted
+        ("teacher", 1, None, 0.8),  # admitted and paid
+    ]
+    with Archive.open(tmp_path) as arc:
+        arc.commit_step({"step": 0}, [{"key": f"k{i}", "text": f"p{i}", "role": role, "valid": valid,
+                                       "invalid_reason": why, "teacher_reward": reward}
+                                      for i, (role, valid, why, reward) in enumerate(rows)], [])
+        arc.commit_step({"step": 1}, [{"key": "q", "text": "q", "role": "proposer", "valid": 0,
+                                       "invalid_reason": "leak: majority answer appears in the problem",
+                                       "teacher_reward": 0.0}], [])
+        assert arc.step_gates() == [
+            {"step": 0, "outputs": 4, "parsed": 3, "labelled": 2, "valid": 1, "paid": 1},
+            {"step": 1, "outputs": 1, "parsed": 1, "labelled": 1, "valid": 0, "paid": 0}]
+    out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path), "--per-step"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].split() == ["step", "outputs", "parsed", "labelled", "valid", "rewarded"]
+    assert lines[1].split() == ["0", "4", "0.75", "0.50", "0.25", "0.25"]
+    assert lines[2].split() == ["1", "1", "1.00", "1.00", "0.00", "0.00"]
