@@ -43,6 +43,20 @@ _BARE = re.compile(r"^(?:what\s+is|what's|compute|calculate|evaluate|find|solve)
 _PRINT = re.compile(r"^print\s*\((?P<expr>.*)\)\s*;?\s*$", re.S)
 
 
+MAX_PROGRAM_CHARS = 2000  # a label program longer than this is refused: no arithmetic problem needs it
+
+
+def checked_program(code: str) -> tuple[str | None, str | None]:
+    """(a written label program without its surrounding blank lines, or None and why): the one size
+    rule for every method's program parser (SQLM's <program>, OpenSIR's tags and ```python block)."""
+    code = code.strip("\n")
+    if not code.strip():
+        return None, "empty program"
+    if len(code) > MAX_PROGRAM_CHARS:
+        return None, f"program longer than {MAX_PROGRAM_CHARS} characters"
+    return code, None
+
+
 @dataclass
 class Executed:
     """What running a problem's label program gave."""

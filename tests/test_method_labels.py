@@ -231,3 +231,21 @@ def test_sqlm_step_with_executed_labels(tmp_path, monkeypatch):
             assert reward == (1.0 if answer is not None and equivalent(answer, truth) else 0.0)
     assert metrics["labelled_rate"] == 0.75
     assert metrics["label_audited"] == sum(1 for e in (extra[0], extra[3]) if "majority_correct" in e)
+
+
+def test_every_program_parser_keeps_one_size_rule():
+    """SQLM's <program>, OpenSIR's tagged <program> and its ```python block all go through
+    labels.checked_program: a program of 2000 characters is kept, one of 2001 is not."""
+    from minisir.labels import MAX_PROGRAM_CHARS
+
+    fits = "x = 1\n" + "#" * (MAX_PROGRAM_CHARS - len("x = 1\nprint(x)") - 1) + "\nprint(x)"
+    assert len(fits) == MAX_PROGRAM_CHARS
+    for code, kept in ((fits, True), (fits + "#", False)):
+        sq = S.parse_proposal(f"{WORD}\n</problem>\n<program>\n{code}\n", "arithmetic", "stop", kind="number")
+        tagged = O.parse_teacher(f"{WORD}\n</problem>\n<program>\n{code}\n</program>\n<concepts>subtraction")
+        fenced = O.parse_fenced(f"{WORD}\n```python\n{code}\n", program=True)
+        assert (sq.program == code) is kept and (tagged.program == code) is kept
+        assert fenced.valid is kept and (fenced.program == code) is kept
+        if not kept:
+            assert sq.program is None and tagged.program is None
+            assert fenced.reason == f"program longer than {MAX_PROGRAM_CHARS} characters"

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import extract_boxed
 from ..grpo import Sample, has_signal
-from ..labels import LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bind_verifier, execute, judge, verifier_spec
+from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bind_verifier, checked_program,
+                      execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -295,9 +296,9 @@ def parse_fenced(text: str, finish_reason: str = "stop", program: bool = False) 
         return TeacherOutput(problem, valid=True)
     if fence is None:
         return TeacherOutput(problem, reason="missing ```python block")
-    code = ("\n" + text)[fence.end():].split("\n```")[0].strip("\n")
-    if not code.strip():
-        return TeacherOutput(problem, reason="empty program")
+    code, why = checked_program(("\n" + text)[fence.end():].split("\n```")[0])
+    if code is None:
+        return TeacherOutput(problem, reason=why)
     return TeacherOutput(problem, valid=True, program=code)
 
 
@@ -362,8 +363,7 @@ def _program_between(text: str) -> str | None:
     p_close, c_open = text.find(_P_CLOSE), text.find(_C_OPEN)
     if not (0 <= p_close < start < end) or (c_open >= 0 and end > c_open):
         return None
-    code = text[start + len("<program>"):end].strip("\n")
-    return code if code.strip() else None
+    return checked_program(text[start + len("<program>"):end])[0]
 
 
 def _parse_tagged(text: str) -> TeacherOutput:

@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..grpo import has_signal
 from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bare_expression, bind_verifier,
-                      execute, judge, verifier_spec)
+                      checked_program, execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
 from ..prompting import ChatFn, one_line
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
@@ -407,7 +407,6 @@ _EXAMPLE_PROBLEMS = {
     one_line(p).lower()
     for p in [*PROPOSER_EXAMPLES["arithmetic"], *PROPOSER_EXAMPLES["algebra"], *(c[0] for c in CODING_EXAMPLES)]
 }
-MAX_PROGRAM_CHARS = 2000
 
 
 def _program_block(rest: str) -> str | None:
@@ -417,8 +416,7 @@ def _program_block(rest: str) -> str | None:
         return None
     body = rest[len("<program>"):]
     end = body.find("</program>")
-    code = _strip_block(body if end < 0 else body[:end]).strip("\n")
-    return code if code.strip() and len(code) <= MAX_PROGRAM_CHARS else None
+    return checked_program(_strip_block(body if end < 0 else body[:end]))[0]
 
 
 def _invalid(reason: str, problem: str | None = None) -> Proposal:
