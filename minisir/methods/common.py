@@ -12,7 +12,7 @@
 - Seeds and samples: `step_seed` (per role and round), `to_sample` (a Completion as a
   trainer Sample), `completion_fields`/`sampled_by` (the solution columns), `mean_or_none`
   and `tokens_per_s` for metrics.
-- Checks on votes: `vote`, `has_clear_majority`, `answer_leak_reason`.
+- Checks on votes: `has_clear_majority`, `answer_leak_reason` (labels.judge gives the vote).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field
 
-from ..answers import equivalent, extract_boxed, majority_vote, normalize_answer
+from ..answers import equivalent, majority_vote, normalize_answer
 from ..prompting import ChatFn, one_line
 from ..sampler import Completion
 from ..grpo import Sample
@@ -189,12 +189,6 @@ def mean_or_none(values: list[float]) -> float | None:
 def tokens_per_s(groups: list[list[Completion]], seconds: float) -> float:
     n = sum(len(c.token_ids) for g in groups for c in g)
     return round(n / seconds, 2) if seconds > 0 else 0.0
-
-
-def vote(solutions: list[Completion]):
-    """Majority vote over the boxed answers of one problem's solutions."""
-    answers = [extract_boxed(c.text) for c in solutions]
-    return majority_vote(answers), answers
 
 
 def has_clear_majority(answers: list[str | None], min_size: int = 2) -> bool:
