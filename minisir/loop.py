@@ -366,9 +366,11 @@ class Runner:
         if getattr(self.sampler, "can_score", True):  # a server cannot score given ids
             with phase("sync"):
                 sync = self.check_sync(step)
-        play = method_module(self.recipe.method.name).play
+        method = method_module(self.recipe.method.name)
+        play = method.play
         generated = getattr(self.sampler, "tokens_generated", None)
-        result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)])
+        result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)],
+                              method.METRICS)
         sampled = {} if generated is None else {"sampled_tokens": float(self.sampler.tokens_generated - generated)}
         # Every rank scored the same gathered completions; rank 0's samples are the ones all train on.
         samples = self.ranks.broadcast(result.samples)
@@ -644,7 +646,6 @@ def _quiet_libraries() -> None:
 
 
 TRACKERS_SENT = "trackers_sent_step"  # archive meta: the last step the live trackers were sent
-_SUMMED = ("teacher_samples", "proposals", "label_audited", "admitted", "stretch_problems", "stretch_solved")
 # Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
 # model (llama.cpp quantises activations); a different model disagrees by far more.
 SYNC_FLOOR_LIMIT = 0.5
@@ -654,29 +655,31 @@ SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer i
 SYNC_TEXTS = 3
 
 
-def _weighted_precision(rounds: list[StepResult]) -> float | None:
-    """The share of audited labels that were right, over all rounds: a round that audited
-    nothing must not weigh as much as one that audited six."""
-    audited = [(r.metrics.get("label_audited") or 0, r.metrics.get("label_precision")) for r in rounds]
-    total = sum(n for n, p in audited if p is not None)
-    return sum(n * p for n, p in audited if p is not None) / total if total else None
+def _weighted_mean(rounds: list[StepResult], key: str, count: str) -> float | None:
+    """`key` over all rounds, each round weighted by its `count` (rounds without a value left out)."""
+    pairs = [(r.metrics.get(count) or 0, r.metrics.get(key)) for r in rounds]
+    total = sum(n for n, v in pairs if v is not None)
+    return sum(n * v for n, v in pairs if v is not None) / total if total else None
 
 
-def merge_rounds(rounds: list[StepResult]) -> StepResult:
-    """One step's result from its sampling rounds: rows and samples pooled (one optimizer
-    step accumulates all of them), counts summed, other metrics averaged over rounds."""
+def merge_rounds(rounds: list[StepResult], rules: dict[str, str] | None = None) -> StepResult:
+    """One step's result from its sampling rounds: rows and samples pooled (one optimizer step
+    accumulates all of them), each metric combined as the method declares (`rules`, its module's
+    METRICS: "sum", or "mean/COUNT" weighted by COUNT), else averaged over rounds."""
     if len(rounds) == 1:
         return rounds[0]
+    rules = rules or {}
     metrics: dict[str, Any] = {}
     for key in rounds[0].metrics:
         values = [r.metrics.get(key) for r in rounds]
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        rule = rules.get(key, "mean")
         if not numbers or len(numbers) < len([v for v in values if v is not None]):
             metrics[key] = values[0]
-        elif key in _SUMMED or key.endswith("_trained"):
+        elif rule == "sum":
             metrics[key] = sum(numbers)
-        elif key == "label_precision":  # a share of label_audited: weighted by each round's count
-            metrics[key] = _weighted_precision(rounds)
+        elif rule.startswith("mean/"):
+            metrics[key] = _weighted_mean(rounds, key, rule.removeprefix("mean/"))
         else:
             metrics[key] = float(np.mean(numbers))
     metrics["rounds"] = len(rounds)

@@ -252,9 +252,36 @@ def test_pooled_rounds_sum_audit_counts_and_weigh_precision():
     rounds = [StepResult([], [], [], {"label_audited": 1, "label_precision": 1.0, "parse_rate": 0.5}),
               StepResult([], [], [], {"label_audited": 3, "label_precision": 0.0, "parse_rate": 1.0}),
               StepResult([], [], [], {"label_audited": 0, "label_precision": None, "parse_rate": 0.0})]
-    merged = merge_rounds(rounds).metrics
+    from minisir.methods.common import METRICS
+
+    merged = merge_rounds(rounds, METRICS).metrics
     assert merged["label_audited"] == 4
     assert merged["label_precision"] == pytest.approx(0.25)
     assert merged["parse_rate"] == pytest.approx(0.5)  # a rate over equal rounds stays a mean
-    none = merge_rounds([StepResult([], [], [], {"label_audited": 0, "label_precision": None})] * 2).metrics
+    none = merge_rounds([StepResult([], [], [], {"label_audited": 0, "label_precision": None})] * 2, METRICS).metrics
     assert none["label_audited"] == 0 and none["label_precision"] is None
+
+
+def test_a_method_declares_how_its_metrics_combine_over_rounds():
+    """A toy method's own metrics, which loop.py never names: a count summed, a share weighted by
+    its count, anything undeclared averaged; the merged step prints and reports like any other."""
+    from minisir.loop import merge_rounds, summary_line
+    from minisir.methods.common import StepResult
+
+    rules = {"widgets": "sum", "widget_quality": "mean/widgets"}
+    rounds = [StepResult([], [], [], {"widgets": 1, "widget_quality": 1.0, "mood": 2.0}),
+              StepResult([], [], [], {"widgets": 3, "widget_quality": 0.0, "mood": 4.0})]
+    merged = merge_rounds(rounds, rules).metrics
+    assert merged["widgets"] == 4 and merged["widget_quality"] == pytest.approx(0.25)
+    assert merged["mood"] == pytest.approx(3.0) and merged["rounds"] == 2
+    assert summary_line(0, merged).startswith("step 0:")
+
+
+def test_every_method_declares_its_counts():
+    """Each method module's METRICS names only metrics its step writes as counts or shares."""
+    from minisir.methods import METHODS, method_module
+
+    for name in METHODS:
+        rules = method_module(name).METRICS
+        assert rules["label_audited"] == "sum" and rules["label_precision"] == "mean/label_audited"
+        assert all(r == "sum" or (r.startswith("mean/") and r.removeprefix("mean/") in rules) for r in rules.values())

@@ -145,6 +145,13 @@ class StepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+# How a metric combines over a step's rounds (loop.merge_rounds): "sum" for counts, "mean/<count>"
+# for a share of that count (weighted by it: a round that audited nothing must not weigh as much as
+# one that audited six); any metric not named is averaged over rounds. A method module's METRICS
+# extends these with its own.
+METRICS: dict[str, str] = {"label_audited": "sum", "label_precision": "mean/label_audited"}
+
+
 def step_seed(seed: int, step: int, role: str, round_: int = 0) -> int:
     """A 31-bit seed for one role of one round of one step: resumes replay the same draws.
 

@@ -36,6 +36,7 @@ from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelM
                       execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig
 from ..prompting import ChatFn, one_line
+from .common import METRICS as COMMON_METRICS
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
                      mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
                      top_p_field)
@@ -576,6 +577,11 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         prompts.append(fenced_teacher_prompt(ref["text"], examples, program) if cfg.fenced(runner.chat is not None)
                        else teacher_prompt(ref["text"], examples, runner.chat, think, program))
     return refs, prompts, seed_rows
+
+
+# How this method's step metrics combine over rounds (methods.common.METRICS says how to read it).
+METRICS = {**COMMON_METRICS, "teacher_samples": "sum", "admitted": "sum", "teacher_groups_trained": "sum",
+           "student_groups_trained": "sum"}
 
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..archive import PROBLEM_COLUMNS
 from ..labels import VERIFIER_DESCRIPTION, verifier_spec
 from ..prompting import ChatFn
+from .common import METRICS as COMMON_METRICS
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
                      mean_or_none, temperature_field, to_sample, top_p_field)
 
@@ -106,6 +107,10 @@ def eval_prompt(question: str, chat: ChatFn | None = None) -> str:
 
 def eval_stop(chat: bool) -> list[str]:
     return [] if chat else list(MATH_SOLVER_STOP)
+
+
+# How this method's step metrics combine over rounds (methods.common.METRICS says how to read it).
+METRICS = {**COMMON_METRICS, "questions": "sum", "solver_groups_with_signal": "sum"}
 
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":

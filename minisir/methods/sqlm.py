@@ -60,6 +60,7 @@ from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelM
                       checked_program, execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig, TestCase, passed, run_batch
 from ..prompting import ChatFn, one_line
+from .common import METRICS as COMMON_METRICS
 from .common import (MATH_SOLVER_STOP, SamplingConfig, completion_fields, math_solver_prompt, max_tokens_field,
                      mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
                      top_p_field)
@@ -895,6 +896,11 @@ def _sample_stretch(runner: "Context", cfg: SQLMConfig, problems: dict[int, str]
         for i, group in zip(picks, more):
             solved[i] = list(solved[i]) + list(group)
     return picks
+
+
+# How this method's step metrics combine over rounds (methods.common.METRICS says how to read it).
+METRICS = {**COMMON_METRICS, "proposals": "sum", "proposer_groups_trained": "sum", "solver_groups_trained": "sum",
+           "stretch_problems": "sum", "stretch_solved": "sum"}
 
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
