@@ -369,9 +369,11 @@ class Runner:
         method = method_module(self.recipe.method.name)
         play = method.play
         generated = getattr(self.sampler, "tokens_generated", None)
+        before = sampler_counters(self.sampler)
         result = merge_rounds([play(self, step, phase, r) for r in range(self.recipe.run.rounds_per_step)],
                               method.METRICS)
         sampled = {} if generated is None else {"sampled_tokens": float(self.sampler.tokens_generated - generated)}
+        sampled.update(sampler_split(before, sampler_counters(self.sampler), getattr(self.sampler, "n_parallel", 0)))
         # Every rank scored the same gathered completions; rank 0's samples are the ones all train on.
         samples = self.ranks.broadcast(result.samples)
 
@@ -653,6 +655,28 @@ SYNC_FLOOR_LIMIT = 0.5
 # last step's completions (sync.probe_text).
 SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
 SYNC_TEXTS = 3
+
+
+def sampler_counters(sampler: Any) -> dict[str, float]:
+    """The in-process sampler's running totals (a server sampler has none)."""
+    timings = getattr(sampler, "timings", None)
+    if not isinstance(timings, dict):
+        return {}
+    return {**timings, "decode_calls": float(getattr(sampler, "decode_calls", 0)),
+            "decode_rows": float(getattr(sampler, "decode_rows", 0))}
+
+
+def sampler_split(before: dict[str, float], after: dict[str, float], n_parallel: int) -> dict[str, float]:
+    """Where one step's sampling time went: seconds in prompt decodes, generation decodes and numpy
+    sampling, and the generation batch's mean occupancy (sequences per decode call over n_parallel).
+    These explain a loop rate below `bench sampler`'s batched one: a half-empty batch, or prompts."""
+    if not before or not after:
+        return {}
+    out = {f"sampler_{k}": round(after[k] - before[k], 3) for k in ("prompt_s", "decode_s", "sample_s")}
+    calls = after["decode_calls"] - before["decode_calls"]
+    if calls and n_parallel:
+        out["decode_occupancy"] = round((after["decode_rows"] - before["decode_rows"]) / (calls * n_parallel), 4)
+    return out
 
 
 def _weighted_mean(rounds: list[StepResult], key: str, count: str) -> float | None:

@@ -406,7 +406,11 @@ def _time_section(steps: list[dict]) -> list[str]:
         ("completion tokens sampled per step", "sampled_tokens"),
         ("tokens trained per step", "train_tokens"),
         ("training, tokens/s (trained tokens / train phase)", "train_tokens_per_s"),
-        ("share of sampled tokens trained", "trained_token_share"))]
+        ("share of sampled tokens trained", "trained_token_share"),
+        ("sampler: seconds in prompt decodes", "sampler_prompt_s"),
+        ("sampler: seconds in generation decodes", "sampler_decode_s"),
+        ("sampler: seconds in numpy sampling", "sampler_sample_s"),
+        ("sampler: generation batch occupancy (sequences per decode / n_parallel)", "decode_occupancy"))]
     if any(v is not None for _, v in rates):
         md += ["", "| quantity | mean per step |", "|---|---|"]
         md += [f"| {label} | {_fmt(v)} |" for label, v in rates if v is not None]

@@ -316,6 +316,10 @@ class Sampler(Vocabulary):
         # Seconds spent so far: llama_decode of prompts and of generation steps, and numpy sampling
         # (softmax, nucleus, draws over the vocabulary): where generate's time goes (bench sampler).
         self.timings = {"prompt_s": 0.0, "decode_s": 0.0, "sample_s": 0.0}
+        # Generation decode calls and the sequences they carried: rows / (calls * n_parallel) is how
+        # full the batch ran, which a throughput below bench sampler's batched rate comes down to.
+        self.decode_calls = 0
+        self.decode_rows = 0
         self._adapter = None
         self.adapter_path: Path | None = None
         self.adapter_scale = 0.0
@@ -515,6 +519,8 @@ class Sampler(Vocabulary):
             # One decode step for every live sequence.
             order = list(live.values())
             self._timed_decode("decode_s", [(sl.ids[-1], sl.pos, (sl.seq_id,), True) for sl in order])
+            self.decode_calls += 1
+            self.decode_rows += len(order)
             for sl in order:
                 sl.pos += 1
             self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops)

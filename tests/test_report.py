@@ -125,13 +125,16 @@ def test_report_says_where_a_step_s_time_goes(tmp_path):
     for step, solver in ((1, 20.0), (2, 30.0)):
         archive.commit_step({"step": step, "seconds_solver": solver, "seconds_train": 10.0, "seconds_step": solver + 10,
                              "student_tokens_per_s": 90.0, "trained_token_share": 0.1 * step,
-                             "train_tokens": 100.0 * step}, [], [])
+                             "train_tokens": 100.0 * step, "decode_occupancy": 0.5 + 0.1 * step,
+                             "sampler_decode_s": 10.0 * step}, [], [])
     archive.close()
     md = write_report(run).read_text()
     section = md.split("## Where a step's time goes")[1]
     assert "Means over 2 RL steps." in section
     assert "| solver | 25.00 |" in section and "| train | 10.00 |" in section and "| **step** | 35.000 |" in section
     assert "| share of sampled tokens trained | 0.150 |" in section
+    assert "| sampler: generation batch occupancy (sequences per decode / n_parallel) | 0.650 |" in section
+    assert "| sampler: seconds in generation decodes | 15.000 |" in section
     assert "| training, tokens/s (trained tokens / train phase) | 15.000 |" in section  # mean of 10 and 20
 
 
@@ -171,3 +174,15 @@ def test_report_beside_a_run_with_no_shared_eval_says_so(tmp_path):
     md = write_report(tmp_path / "a", tmp_path / "out", beside=[tmp_path / "b"]).read_text()
     assert "nothing to compare" in md.split("## Beside other runs")[1]
     assert not (tmp_path / "out" / "beside_minutes.png").exists()
+
+
+def test_sampler_split_reads_one_steps_share_of_the_running_totals():
+    """A step's sampler seconds and batch occupancy are differences of the sampler's running totals:
+    30 decode calls carrying 240 sequences with 16 slots ran half full."""
+    from minisir.loop import sampler_split
+
+    before = {"prompt_s": 1.0, "decode_s": 5.0, "sample_s": 0.5, "decode_calls": 10.0, "decode_rows": 100.0}
+    after = {"prompt_s": 3.0, "decode_s": 12.5, "sample_s": 1.0, "decode_calls": 40.0, "decode_rows": 340.0}
+    assert sampler_split(before, after, 16) == {"sampler_prompt_s": 2.0, "sampler_decode_s": 7.5,
+                                                "sampler_sample_s": 0.5, "decode_occupancy": 0.5}
+    assert sampler_split({}, {}, 16) == {}  # a server sampler keeps no totals

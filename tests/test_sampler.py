@@ -249,3 +249,14 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
     assert shared_prefix([base + [1], base + [2]]) == len(base)
     assert shared_prefix([base]) == 0  # one prompt: nothing to share
     assert shared_prefix([base[:MIN_SHARED_PREFIX - 1] + [1], base[:MIN_SHARED_PREFIX - 1] + [2]]) == 0
+
+
+def test_decode_counters_count_every_generation_step_of_every_sequence(sampler):
+    """decode_rows counts each live sequence once per generation decode: every sampled token but a
+    sequence's first (drawn from its prompt's logits) went through one. That is what the loop's
+    batch occupancy (rows / calls / n_parallel) is made of; it holds whatever was sampled."""
+    calls, rows = sampler.decode_calls, sampler.decode_rows
+    out = sampler.generate(PROMPTS, n=3, max_tokens=6, temperature=1.0, seed=11)
+    calls, rows = sampler.decode_calls - calls, sampler.decode_rows - rows
+    assert rows == sum(len(c.token_ids) - 1 for g in out for c in g)
+    assert rows / sampler.n_parallel <= calls <= rows
