@@ -12,7 +12,8 @@ problem's numbers, and minisir runs it:
   within 1e-9 of a fraction with a small denominator gives that fraction, 3/10).
 A program that fails, times out or prints no number gives no label, with the reason. So does a
 program that leaves a number of its problem unused (unused_numbers): "What is the remainder when
-5 * 4 is divided by 3?" with `print(5 * 4)` labels a sum the words do not ask for.
+5 * 4 is divided by 3?" with `print(5 * 4)` labels a sum the words do not ask for; and so does one
+that computes with a number its problem never states (foreign_numbers).
 
 `method.labels` then decides what the label is (LabelMode).
 """
@@ -193,6 +194,41 @@ def output_label(stdout: str) -> tuple[str | None, str | None]:
     return text, None
 
 
+# Numbers a problem can imply without writing them: halves and doubles, a dozen, days in a week,
+# hours in a day, minutes in an hour, percent, a thousand, days in a year.
+IMPLIED_NUMBERS = (0, 1, 2, 3, 4, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000)
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+                      "ninety": 90, "hundred": 100, "dozen": 12, "half": 2, "twice": 2, "double": 2,
+                      "triple": 3, "quarter": 4})
+
+
+def foreign_numbers(problem: str, program: str) -> list[str]:
+    """The constants a program writes that its problem never states: a label computed from numbers
+    the solvers cannot see. On the bundled model's own problems such programs were solved 10x less
+    often (RESULTS.md, third sitting): the problem and its program are about different things.
+
+    Stated: a number of the text (also as a percentage or the value of a fraction it writes), a
+    number word ("five", "dozen"), or one of IMPLIED_NUMBERS. Empty when the program does not parse.
+    """
+    from fractions import Fraction
+
+    literals = program_constants(program)
+    if not literals:
+        return []
+    stated = {Fraction(n) for n in IMPLIED_NUMBERS}
+    for m in _TEXT_NUMBER.finditer(problem):
+        value = Fraction(m.group().replace(",", ""))
+        stated |= {value, value / 100}
+    for m in _TEXT_FRACTION.finditer(problem):
+        if int(m.group(2)):
+            stated.add(Fraction(int(m.group(1)), int(m.group(2))))
+    stated |= {Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS}
+    return [str(v) for v in sorted(literals - stated)]
+
+
 def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None,
             whole_output: bool = False) -> list[Executed]:
     """Labels for many problems at once; programs that need Python share one sandbox pool.
@@ -215,6 +251,10 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
         unused = unused_numbers(problem or "", program)
         if unused:
             out[i] = Executed(None, None, f"program leaves {', '.join(unused[:3])} of the problem unused")
+            continue
+        foreign = foreign_numbers(problem or "", program)
+        if foreign:
+            out[i] = Executed(None, None, f"program uses {', '.join(foreign[:3])}, which the problem never states")
             continue
         expr = _program_expression(program)
         value = exact_value(expr) if expr else None

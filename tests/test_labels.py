@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from minisir.answers import matches
-from minisir.labels import audit, bare_expression, exact_value, execute, printed_number, unused_numbers
+from minisir.labels import (audit, bare_expression, exact_value, execute, foreign_numbers, printed_number,
+                            unused_numbers)
 from minisir.sandbox import SandboxConfig
 
 
@@ -111,7 +112,7 @@ def test_output_with_no_number_is_refused_with_the_reason(stdout, why):
 
 
 def test_executed_float_and_text_programs_match_the_right_answer():
-    out = execute(["p"] * 3, ["x = 0.1 * 3\nprint(x)", "a = 100 * 1.1\nprint(a)",
+    out = execute(["What is 0.1 * 3?", "What is 100 * 1.1?", "What is 6 * 7?"], ["x = 0.1 * 3\nprint(x)", "a = 100 * 1.1\nprint(a)",
                               "n = 6 * 7\nprint('The answer is', n)"])
     assert [e.answer for e in out] == ["0.3", "110", "42"]
     assert all(matches(student, e.answer) for student, e in zip(["0.3", "110", "42"], out))
@@ -164,3 +165,23 @@ def test_a_verifier_that_cannot_load_or_raises_fails_in_one_line():
     with pytest.raises(MinisirError, match=r"^method.verifier toy_verifier:broken raised KeyError") as err:
         check("H2O")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("problem, program, foreign", [
+    ("How many minutes to a week have intervals of 11 days after?", "print(11 - 6 + 58)", ["6", "58"]),
+    ("by the ways he wants, and extra coins, he generated 76 problems", "print(76 + 8)", ["8"]),
+    ("Tom has 35 marbles and gives 12 away. How many are left?", "print(35 - 12)", []),
+    ("You have five plums. How many more make 9?", "print(9 - 5)", []),  # a number word is stated
+    ("A dozen eggs cost 3 dollars. What do 4 dozen cost?", "print(4 * 3)", []),
+    ("How many minutes are in 3 hours?", "print(3 * 60)", []),  # implied: minutes in an hour
+    ("A shop sells 1,200 pens and 15% are blue. How many are blue?", "print(1200 * 0.15)", []),
+    ("What is 1/2 + 1/3?", "print(0.5 + 1/3)", []),
+    ("What is 6 * 7?", "print(6 *", []),  # does not parse: running it says so
+])
+def test_foreign_numbers_are_the_programs_constants_the_problem_never_states(problem, program, foreign):
+    assert foreign_numbers(problem, program) == foreign
+
+
+def test_a_program_computing_with_numbers_its_problem_never_states_gives_no_label():
+    (out,) = execute(["How many minutes to a week have intervals of 11 days after?"], ["print(11 - 6 + 58)"])
+    assert (out.answer, out.reason) == (None, "program uses 6, 58, which the problem never states")
