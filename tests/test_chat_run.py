@@ -27,7 +27,7 @@ import minisir.loop
 from minisir.archive import Archive
 from minisir.cli import main
 from minisir.export import write_model_gguf
-from minisir.methods import opensir, sqlm
+from minisir.methods import opensir, sqlm, sqlm_prompts
 from minisir.sampler import Sampler
 from tiny_models import CHATML, TINY_MERGES, TINY_SPECIALS, tiny_model, tiny_tokenizer_gguf
 from tiny_run import check_committed, force_training
@@ -37,8 +37,8 @@ torch.set_num_threads(1)  # the machine's 2 cores are shared
 MAX_TOKENS = 32
 IM_START = 256 + len(TINY_MERGES) + TINY_SPECIALS.index("<|im_start|>")  # ids in the tiny vocabulary
 IM_END = 256 + len(TINY_MERGES) + TINY_SPECIALS.index("<|im_end|>")
-COMPLETION_STOPS = set(opensir.TEACHER_STOP) | set(opensir.STUDENT_STOP) | set(sqlm.PROPOSER_STOP_MATH) \
-    | set(sqlm.SOLVER_STOP_MATH)
+COMPLETION_STOPS = set(opensir.TEACHER_STOP) | set(opensir.STUDENT_STOP) | set(sqlm_prompts.PROPOSER_STOP_MATH) \
+    | set(sqlm_prompts.SOLVER_STOP_MATH)
 
 
 @pytest.fixture(scope="module")

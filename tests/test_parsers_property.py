@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from minisir.answers import equivalent, extract_boxed, is_unevaluated, majority_vote, normalize_answer
-from minisir.methods import opensir, sqlm
+from minisir.methods import opensir
+from minisir.methods import sqlm_coding, sqlm_prompts
 
 # The default profile (conftest: "ci") is derandomised with no deadline, so the suite gives the same
 # verdict on any machine; MINISIR_HYPOTHESIS=explore searches at random with 20x the examples.
@@ -157,9 +158,9 @@ def test_majority_vote_invariants(labelled):
 @given(any_text, topic, finish, st.integers(1, 8), st.integers(0, 12))
 def test_parse_proposal_never_raises(text, tp, reason, min_tests, extra):
     max_tests = min_tests + extra
-    p = sqlm.parse_proposal(text, tp, reason, min_tests=min_tests, max_tests=max_tests)
+    p = sqlm_prompts.parse_proposal(text, tp, reason, min_tests=min_tests, max_tests=max_tests)
     if p.valid:
-        assert p.problem and len(p.problem) <= sqlm.MAX_PROBLEM_CHARS
+        assert p.problem and len(p.problem) <= sqlm_prompts.MAX_PROBLEM_CHARS
         if tp == "coding":
             assert p.tests is not None and min(min_tests, max_tests) <= len(p.tests) <= max_tests
         else:
@@ -171,7 +172,7 @@ def test_parse_proposal_never_raises(text, tp, reason, min_tests, extra):
 @FAST
 @given(tag_soup, st.integers(1, 6))
 def test_parse_tests_never_raises(block, min_tests):
-    tests, reason = sqlm.parse_tests(block, min_tests=min_tests, max_tests=20)
+    tests, reason = sqlm_prompts.parse_tests(block, min_tests=min_tests, max_tests=20)
     assert (tests is None) != (reason is None)
     if tests is not None:
         assert min_tests <= len(tests) <= 20
@@ -183,14 +184,14 @@ def test_parse_tests_never_raises(block, min_tests):
                 min_size=5, max_size=10, unique_by=lambda t: t[0].rstrip("\n") + "\n"))
 def test_parse_tests_round_trip(pairs):
     block = "".join(f"<input>\n{i}\n</input>\n<output>\n{o}\n</output>\n" for i, o in pairs)
-    tests, reason = sqlm.parse_tests(block, min_tests=5)
+    tests, reason = sqlm_prompts.parse_tests(block, min_tests=5)
     assert reason is None and len(tests) == len(pairs)
 
 
 @FAST
 @given(any_text)
 def test_extract_code_never_raises(text):
-    code = sqlm.extract_code(text)
+    code = sqlm_coding.extract_code(text)
     assert code is None or (isinstance(code, str) and code.strip())
 
 
@@ -220,10 +221,10 @@ def _all_parsers(text: str) -> None:
     opensir.parse_teacher(text)
     opensir.parse_teacher("<problem>What?</problem><concepts>" + text)
     for tp in ("arithmetic", "algebra", "coding"):
-        sqlm.parse_proposal(text, tp)
-        sqlm.parse_proposal("Add 123 and 456 please.</problem>\n<tests>" + text, tp)
-    sqlm.parse_tests(text)
-    sqlm.extract_code(text)
+        sqlm_prompts.parse_proposal(text, tp)
+        sqlm_prompts.parse_proposal("Add 123 and 456 please.</problem>\n<tests>" + text, tp)
+    sqlm_prompts.parse_tests(text)
+    sqlm_coding.extract_code(text)
     majority_vote([text, text[:1000], None, "2"])
     equivalent(text, text[:-1] or "x")
 

@@ -5,25 +5,18 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from minisir.methods.sqlm import (
+from minisir.methods.sqlm import SQLMConfig, math_proposer_reward, plan_groups, proposer_updates, score_math
+from minisir.methods.sqlm_coding import code_proposer_reward, code_solver_reward, extract_code, score_code
+from minisir.methods.sqlm_prompts import (
     PROPOSER_STOP_CODING,
     PROPOSER_STOP_MATH,
     SOLVER_STOP_CODING,
     SOLVER_STOP_MATH,
     Proposal,
-    SQLMConfig,
-    code_proposer_reward,
-    code_solver_reward,
-    extract_code,
-    math_proposer_reward,
     parse_proposal,
     parse_tests,
-    plan_groups,
     proposer_prompt,
     proposer_stop,
-    proposer_updates,
-    score_code,
-    score_math,
     solver_prompt,
     solver_stop,
 )
