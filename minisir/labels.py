@@ -226,16 +226,25 @@ def foreign_numbers(problem: str, program: str) -> list[str]:
         if int(m.group(2)):
             stated.add(Fraction(int(m.group(1)), int(m.group(2))))
     stated |= {Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS}
-    return [str(v) for v in sorted(literals - stated)]
+    from .evaluate import format_number
+
+    return [format_number(v) for v in sorted(literals - stated)]
+
+
+STATED_NUMBERS_DESCRIPTION = (
+    "labels program/agree: refuse a label program that computes with a number its problem never states "
+    "(number words and IMPLIED_NUMBERS such as 60, 12 or 365 count as stated): on the bundled model such labels "
+    "belong to another problem; turn off for topics with constants of their own (physics, unit conversions)")
 
 
 def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None,
-            whole_output: bool = False) -> list[Executed]:
+            whole_output: bool = False, stated_only: bool = True) -> list[Executed]:
     """Labels for many problems at once; programs that need Python share one sandbox pool.
 
     problems[i] is used when it is a bare expression and programs[i] is None; a given
     program always wins (the proposer says how its problem is computed). whole_output: the
     label is all a program printed (output_label, for a method.verifier), not its last number.
+    stated_only: refuse a program that computes with a number its problem never states (foreign_numbers).
     """
     from .sandbox import SandboxConfig, run_batch
 
@@ -252,7 +261,7 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
         if unused:
             out[i] = Executed(None, None, f"program leaves {', '.join(unused[:3])} of the problem unused")
             continue
-        foreign = foreign_numbers(problem or "", program)
+        foreign = foreign_numbers(problem or "", program) if stated_only else []
         if foreign:
             out[i] = Executed(None, None, f"program uses {', '.join(foreign[:3])}, which the problem never states")
             continue

@@ -185,3 +185,5 @@ def test_foreign_numbers_are_the_programs_constants_the_problem_never_states(pro
 def test_a_program_computing_with_numbers_its_problem_never_states_gives_no_label():
     (out,) = execute(["How many minutes to a week have intervals of 11 days after?"], ["print(11 - 6 + 58)"])
     assert (out.answer, out.reason) == (None, "program uses 6, 58, which the problem never states")
+    (kept,) = execute(["How far does a stone fall in 2 seconds?"], ["print(0.5 * 9.8 * 2 ** 2)"], stated_only=False)
+    assert kept.answer == "19.6"  # method.stated_numbers_only: false, for topics with constants of their own

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answers import extract_boxed
 from ..grpo import Sample, has_signal
-from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bind_verifier, checked_program,
-                      execute, judge, verifier_spec)
+from ..labels import (LABELS_DESCRIPTION, STATED_NUMBERS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode,
+                      bind_verifier, checked_program, execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig
 from ..prompting import ChatFn, one_line
 from .common import METRICS as COMMON_METRICS
@@ -121,6 +121,7 @@ class OpenSIRConfig(BaseModel):
     teacher_max_tokens: int = max_tokens_field(192, "teacher completion")
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION + " (labels: program or agree)")
+    stated_numbers_only: bool = Field(True, description=STATED_NUMBERS_DESCRIPTION)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description=(
         "limits for the teacher's label programs (labels: program/agree) that need Python"))
     student_max_tokens: int = max_tokens_field(384, "student solution")
@@ -620,7 +621,7 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
 
     with phase("execute"):  # the independent answer: the label (program/agree) or the audit's reference
         truths = execute([x[2].problem for x in parsed], [x[2].program if labelled else None for x in parsed],
-                         cfg.sandbox, whole_output=cfg.verifier is not None)
+                         cfg.sandbox, whole_output=cfg.verifier is not None, stated_only=cfg.stated_numbers_only)
         executed = {x[3]: ex for x, ex in zip(parsed, truths)}
         if labelled:  # no executed answer: refused before any student runs, reward 0, reason kept
             for x in parsed:

@@ -31,8 +31,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..grpo import has_signal
-from ..labels import (LABELS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode, bare_expression, bind_verifier,
-                      execute, judge, verifier_spec)
+from ..labels import (LABELS_DESCRIPTION, STATED_NUMBERS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode,
+                      bare_expression, bind_verifier, execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig
 from .sqlm_coding import CodeScore, score_code_batch
 from .sqlm_prompts import eval_prompt, eval_stop  # noqa: F401  the method interface (loop, evaluate)
@@ -64,6 +64,7 @@ class SQLMConfig(BaseModel):
         "is a bare expression); built-in topics have their own"))
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION + " (labels: program or agree)")
+    stated_numbers_only: bool = Field(True, description=STATED_NUMBERS_DESCRIPTION)
     proposals_per_step: int = Field(8, ge=1, le=1024, description="proposals per round, all prompts together")
     proposals_per_prompt: int = Field(4, ge=1, le=64, description=(
         "proposals sampled from one prompt: one proposer GRPO group, advantages taken inside it (reference 4)"))
@@ -465,7 +466,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     with phase("execute"):  # number answers: the independent answer (the label, or the audit's reference)
         executed = dict(zip(valid, execute([parsed[i].problem for i in valid],
                                            [parsed[i].program if labelled else None for i in valid],
-                                           cfg.sandbox, whole_output=cfg.verifier is not None))) if kind == "number" else {}
+                                           cfg.sandbox, whole_output=cfg.verifier is not None,
+                                           stated_only=cfg.stated_numbers_only))) if kind == "number" else {}
         refused = {i: refusal(parsed[i].problem, executed[i], cfg) for i in valid if labelled}
         solve = [i for i in valid if not refused.get(i)]
 
