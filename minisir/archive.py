@@ -581,7 +581,8 @@ class Archive:
         """Valid problems committed at `step` or later that earned their proposer a reward, with
         their program (None without one), oldest first: what the solvers could just solve."""
         return self._rows(
-            "SELECT step, text, json_extract(extra, '$.program') AS program, teacher_reward, solve_rate "
+            "SELECT step, text, json_extract(extra, '$.program') AS program, teacher_reward, solve_rate, "
+            "COALESCE(json_extract(extra, '$.stretch'), 0) AS stretch "
             "FROM problems WHERE valid = 1 AND teacher_reward > 0 AND step >= ? ORDER BY id", (int(step),))
 
     def count_valid(self) -> int:

@@ -51,13 +51,31 @@ class Difficulty:
         return {**asdict(self), "kind": self.kind}
 
 
+def _is_identity(node: ast.BinOp) -> bool:
+    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x * 0, x / 1, x // 1, x ** 1: an operation that computes nothing.
+    A proposer ranked by operations pads its sums with them (RESULTS.md, third sitting)."""
+    def const(side: ast.AST, value: int) -> bool:
+        return isinstance(side, ast.Constant) and type(side.value) in (int, float) and side.value == value
+
+    op, left, right = node.op, node.left, node.right
+    if isinstance(op, ast.Add):
+        return const(left, 0) or const(right, 0)
+    if isinstance(op, ast.Sub):
+        return const(right, 0)
+    if isinstance(op, ast.Mult):
+        return const(left, 1) or const(right, 1) or const(left, 0) or const(right, 0)
+    return isinstance(op, (ast.Div, ast.FloorDiv, ast.Pow)) and const(right, 1)
+
+
 def _program_operators(program: str) -> int | None:
-    """Arithmetic operations in a program's AST; None when it does not parse."""
+    """Arithmetic operations in a program's AST that compute something (identities such as x + 0
+    do not count); None when it does not parse."""
     try:
         tree = ast.parse(program[:MAX_TEXT])
     except (SyntaxError, ValueError):
         return None
-    return sum(isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS) for node in ast.walk(tree))
+    return sum(isinstance(node, ast.BinOp) and isinstance(node.op, _BINOPS) and not _is_identity(node)
+               for node in ast.walk(tree))
 
 
 def _operand_digits(program: str) -> int:

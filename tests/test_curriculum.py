@@ -72,3 +72,20 @@ def test_frontier_takes_the_last_few_shot_places(tmp_path):
     assert len(shots) == 3 and shots[-1].startswith("Ann has 12 apples")
     assert "print(12 + 30 - 5)" in shots[-1]
     assert pick_frontier(pool * 3, 2, seed=5) == pick_frontier(pool * 3, 2, seed=5)  # seeded: resume replays it
+
+
+def test_a_stretch_problem_paid_for_reach_stays_out_of_the_pool(tmp_path):
+    """A stretch problem earned its proposer 1 for one right answer in 32: the solvers cannot yet do
+    it, and examples of it led the proposer past them (RESULTS.md, third sitting)."""
+    archive = Archive.open(tmp_path)
+    archive.ensure_run({"model": {}, "method": {"name": "sqlm"}}, {}, 0)
+    archive.commit_step({"step": 3}, [
+        {"key": "a", "text": "What is 9 * 8 - 7 * 6 + 5?", "program": "print(9 * 8 - 7 * 6 + 5)", "valid": True,
+         "teacher_reward": 1.0, "role": "proposer", "stretch": True},
+        {"key": "b", "text": "What is 7 * 8 + 2?", "program": "print(7 * 8 + 2)", "valid": True,
+         "teacher_reward": 1.0, "role": "proposer"}], [])
+    try:
+        pool = curriculum_pool(archive, step=4, cfg=_cfg(), program=True)
+    finally:
+        archive.close()
+    assert [p["problem"] for p in pool] == ["What is 7 * 8 + 2?"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from minisir.archive import Archive
-from minisir.difficulty import MAX_TEXT, difficulty
+from minisir.difficulty import MAX_TEXT, computation, difficulty
 from minisir.report import write_report
 
 
@@ -69,3 +69,16 @@ def test_report_shows_the_proposer_moving_to_harder_problems(tmp_path):
             for line in section.splitlines() if line.startswith("| early") or line.startswith("| late")}
     assert rows["early"][3:] == ["1.00 (0.38)", "0.00"]
     assert rows["late"][3:] == ["0.50 (1.00)", "0.50 (0.12)"]
+
+
+@pytest.mark.parametrize("problem, ops", [
+    ("What is 100 + (4 + 13 * 2 + 0)?", 3),  # + 0 computes nothing
+    ("What is 000 + 100 + 2 * 1 + 2 * 0?", 2),  # 0 + x, x * 1 and x * 0 neither
+    ("What is 3 * 1?", 0),
+    ("What is 7 - 0 + 5 / 1?", 1),
+    ("What is 0 - 7?", 1),  # negation is a computation
+    ("What is 4 - 2?", 1),
+])
+def test_operations_that_compute_nothing_do_not_count(problem, ops):
+    """The stretch pilot's proposer padded its sums with them to look harder (RESULTS.md, third sitting)."""
+    assert computation(problem)[0] == ops

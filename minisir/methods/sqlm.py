@@ -357,7 +357,9 @@ def plan_groups(
 
 
 def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
-    """The hardest problems of the last curriculum_window steps that earned the proposer a reward.
+    """The hardest problems of the last curriculum_window steps that earned the proposer the band
+    reward: what its solvers could just solve. A stretch problem's reward is for reach, and a pool
+    of them led the proposer past its solvers (RESULTS.md, third sitting): it is left out.
 
     Hardest by the computation that labels them (difficulty.computation: operations, then operand
     digits), never by their wording, which nothing verifies. With program labels only problems
@@ -370,6 +372,8 @@ def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> 
         return []
     pool = []
     for row in archive.rewarded_since(step - cfg.curriculum_window):
+        if row["stretch"]:  # paid for reach (a right answer in 32), not solved inside the band
+            continue
         shot = {"problem": row["text"], "program": row["program"]} if row["program"] else row["text"]
         if program and example_parts(shot)[1] is None:
             continue
