@@ -7,15 +7,12 @@ text differs between CPUs) and runs everything else for real on the bundled mode
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from minisir.archive import Archive
 from minisir.errors import RecipeError
-from minisir.loop import Runner
 from minisir.methods import sqlm as S
 from minisir.recipe import parse_recipe
+from tiny_run import force_sampled, run_one_step
 
 
 def test_picks_only_unsolved_problems_above_the_rounds_median_hardest_first():
@@ -47,46 +44,29 @@ HARD = [("What is (12 + 7) * 3 - 5?", "52"), ("What is (20 - 6) * 2 + 9?", "37")
 
 
 def _force(monkeypatch):
-    real = S.play
-
-    def play(runner, step, phase, round_=0):
-        sampler = runner.sampler
-        generate = sampler.generate
+    def rewrite(runner, round_, call, prompts, n, groups, as_text):
         hard, right = HARD[round_]
         problems = EASY + [(hard, right)]
+        if n == runner.recipe.method.proposals_per_prompt:  # the proposer
+            texts = [f"{q}\n</problem>\n<program>\nprint({q.removeprefix('What is ').rstrip('?')})\n"
+                     for q, _ in problems]
+            return [[as_text(c, t) for c, t in zip(g, texts)] for g in groups]
+        for i, prompt in enumerate(prompts):
+            q, a = next((q, a) for q, a in problems if q in prompt)
+            if n == runner.recipe.method.stretch_samples:  # the stretch call: only the hard problem
+                assert q == hard
+                answers = ([a] if round_ == 0 else ["1"]) + ["1"] * (n - 1)
+            else:
+                answers = [a, a, "1"] if q != hard else ["1", "2", "3"]
+            groups[i] = [as_text(c, f"So \\boxed{{{x}}}.") for c, x in zip(groups[i], answers)]
+        return groups
 
-        def as_text(c, text):
-            return dataclasses.replace(c, text=text, token_ids=sampler.tokenize(text, add_bos=False), logprobs=[],
-                                       finish_reason="stop")
-
-        def forced(prompts, n=1, **kw):
-            groups = generate(prompts, n=n, **kw)
-            if n == runner.recipe.method.proposals_per_prompt:  # the proposer
-                texts = [f"{q}\n</problem>\n<program>\nprint({q.removeprefix('What is ').rstrip('?')})\n"
-                         for q, _ in problems]
-                return [[as_text(c, t) for c, t in zip(g, texts)] for g in groups]
-            for i, prompt in enumerate(prompts):
-                q, a = next((q, a) for q, a in problems if q in prompt)
-                if n == runner.recipe.method.stretch_samples:  # the stretch call: only the hard problem
-                    assert q == hard
-                    answers = ([a] if round_ == 0 else ["1"]) + ["1"] * (n - 1)
-                else:
-                    answers = [a, a, "1"] if q != hard else ["1", "2", "3"]
-                groups[i] = [as_text(c, f"So \\boxed{{{x}}}.") for c, x in zip(groups[i], answers)]
-            return groups
-
-        sampler.generate = forced
-        try:
-            return real(runner, step, phase, round_)
-        finally:
-            del sampler.generate
-
-    monkeypatch.setattr(S, "play", play)
+    force_sampled(monkeypatch, S, rewrite)
 
 
 def test_a_stretch_problem_gets_more_samples_and_pays_only_with_a_right_one(tmp_path, monkeypatch):
     _force(monkeypatch)
-    recipe = parse_recipe({
+    rows, metrics = run_one_step({
         "model": {"gguf": "bundled"},
         "sampler": {"n_ctx": 2048, "n_parallel": 8, "n_threads": 2},
         "method": {"name": "sqlm", "topic": "arithmetic", "labels": "program", "proposals_per_step": 4,
@@ -95,14 +75,6 @@ def test_a_stretch_problem_gets_more_samples_and_pays_only_with_a_right_one(tmp_
         "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
         "run": {"steps": 1, "seed": 3, "dir": str(tmp_path / "run"), "rounds_per_step": 2},
     })
-    runner = Runner(recipe, progress=False)
-    try:
-        assert runner.run() == 1
-    finally:
-        runner.close()
-    with Archive.open(tmp_path / "run", readonly=True) as arc:
-        rows = {p["text"]: arc.problem(p["id"]) for p in arc.problems(limit=100)}
-        metrics = arc.steps()[0]["metrics"]
     hit, miss = rows[HARD[0][0]], rows[HARD[1][0]]
     assert hit["extra"].get("stretch") and miss["extra"].get("stretch")
     assert [s["reward"] for s in hit["solutions"]] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]

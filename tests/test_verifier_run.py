@@ -4,45 +4,25 @@ the user's checker, rewards, training and the archive run for real."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from minisir.archive import Archive
-from minisir.loop import Runner
 from minisir.methods import sqlm as S
-from minisir.recipe import parse_recipe
+from tiny_run import force_sampled, run_one_step
 
 PROBLEM = "What is the chemical formula of table salt?"
 ANSWERS = ["ClNa", "NaCl", "Na2Cl"]  # the first two are the label's atoms in another order
 
 
 def test_a_toy_topic_is_labelled_and_judged_by_the_users_verifier(tmp_path, monkeypatch):
-    real = S.play
-
-    def play(runner, step, phase, round_=0):
-        sampler, generate = runner.sampler, runner.sampler.generate
-
-        def as_text(c, text):
-            return dataclasses.replace(c, text=text, token_ids=sampler.tokenize(text, add_bos=False), logprobs=[],
-                                       finish_reason="stop")
-
-        def forced(prompts, n=1, **kw):
-            groups = generate(prompts, n=n, **kw)
-            if n == runner.recipe.method.proposals_per_prompt:  # the proposer: one known problem first
-                groups[0][0] = as_text(groups[0][0], f'{PROBLEM}\n</problem>\n<program>\nprint("NaCl")\n')
-                return groups
-            for i, prompt in enumerate(prompts):
-                if PROBLEM in prompt:
-                    groups[i] = [as_text(c, f"So \\boxed{{{a}}}.") for c, a in zip(groups[i], ANSWERS)]
+    def rewrite(runner, round_, call, prompts, n, groups, as_text):
+        if n == runner.recipe.method.proposals_per_prompt:  # the proposer: one known problem first
+            groups[0][0] = as_text(groups[0][0], f'{PROBLEM}\n</problem>\n<program>\nprint("NaCl")\n')
             return groups
+        for i, prompt in enumerate(prompts):
+            if PROBLEM in prompt:
+                groups[i] = [as_text(c, f"So \\boxed{{{a}}}.") for c, a in zip(groups[i], ANSWERS)]
+        return groups
 
-        sampler.generate = forced
-        try:
-            return real(runner, step, phase, round_)
-        finally:
-            del sampler.generate
-
-    monkeypatch.setattr(S, "play", play)
-    recipe = parse_recipe({
+    force_sampled(monkeypatch, S, rewrite)
+    rows, metrics = run_one_step({
         "model": {"gguf": "bundled"},
         "sampler": {"n_ctx": 2048, "n_parallel": 8, "n_threads": 2},
         "method": {"name": "sqlm", "topic": "the chemical formula of a simple compound", "answer_kind": "number",
@@ -53,14 +33,6 @@ def test_a_toy_topic_is_labelled_and_judged_by_the_users_verifier(tmp_path, monk
         "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
         "run": {"steps": 1, "seed": 5, "dir": str(tmp_path / "run")},
     })
-    runner = Runner(recipe, progress=False)
-    try:
-        assert runner.run() == 1
-    finally:
-        runner.close()
-    with Archive.open(tmp_path / "run", readonly=True) as arc:
-        rows = {p["text"]: arc.problem(p["id"]) for p in arc.problems(limit=100)}
-        metrics = arc.steps()[0]["metrics"]
     row = rows[PROBLEM]
     assert row["valid"] and row["extra"]["label"] == "NaCl"  # the program's output, not a number
     assert [s["reward"] for s in row["solutions"]] == [1.0, 1.0, 0.0]  # atoms compared, order ignored

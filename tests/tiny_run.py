@@ -139,48 +139,21 @@ def forced_answers(kind: str, n: int) -> list[str]:
     return [right] * (n - 1) + [wrong]
 
 
-def _as_sampled(sampler, like, text: str):
-    """`like` (a Completion) with `text` as if the sampler had written it (log-probs unknown)."""
-    import dataclasses
-
-    return dataclasses.replace(like, text=text, token_ids=sampler.tokenize(text, add_bos=False), logprobs=[],
-                               finish_reason="stop")
-
-
 def _force_known_problem(monkeypatch, module, kind_of) -> None:
-    real = module.play
-
-    def play(runner, step, phase, round_=0):
+    def rewrite(runner, round_, call, prompts, n, groups, as_text):
         kind = kind_of(runner)
         problem, tail, _, _ = FORCED[kind]
-        sampler = runner.sampler
-        own = vars(sampler).get("generate")
-        generate = sampler.generate
-        calls = []
-
-        def forced(prompts, n=1, **kw):
-            groups = generate(prompts, n=n, **kw)
-            calls.append(len(prompts))
-            if len(calls) == 1:  # a round's first call writes the problems
-                groups[0][0] = _as_sampled(sampler, groups[0][0], problem + tail)
-                return groups
-            for i, prompt in enumerate(prompts):  # the solvers of the forced problem
-                if " ".join(problem.split()) in " ".join(prompt.split()):
-                    answers = forced_answers(kind, len(groups[i]))
-                    texts = answers if kind == "coding" else [f"The result is {a}, so \\boxed{{{a}}}." for a in answers]
-                    groups[i] = [_as_sampled(sampler, c, t) for c, t in zip(groups[i], texts)]
+        if call == 1:  # a round's first call writes the problems
+            groups[0][0] = as_text(groups[0][0], problem + tail)
             return groups
+        for i, prompt in enumerate(prompts):  # the solvers of the forced problem
+            if " ".join(problem.split()) in " ".join(prompt.split()):
+                answers = forced_answers(kind, len(groups[i]))
+                texts = answers if kind == "coding" else [f"The result is {a}, so \\boxed{{{a}}}." for a in answers]
+                groups[i] = [as_text(c, t) for c, t in zip(groups[i], texts)]
+        return groups
 
-        sampler.generate = forced
-        try:
-            return real(runner, step, phase, round_)
-        finally:
-            if own is None:
-                del sampler.generate
-            else:
-                sampler.generate = own
-
-    monkeypatch.setattr(module, "play", play)
+    force_sampled(monkeypatch, module, rewrite)
 
 
 def force_valid_problem(monkeypatch) -> None:
@@ -195,3 +168,52 @@ def force_valid_proposal(monkeypatch) -> None:
     from minisir.methods import sqlm
 
     _force_known_problem(monkeypatch, sqlm, lambda runner: runner.recipe.method.topic)
+
+
+def force_sampled(monkeypatch, module, rewrite) -> None:
+    """Each round of `module.play` samples for real, then `rewrite(runner, round_, call, prompts, n, groups,
+    as_text)` replaces what it likes: sampled text differs between CPUs, so a test of what given text
+    leads to (labels, rewards, groups) writes that text itself; everything else runs for real. call
+    counts the round's generate calls from 1; as_text(c, t) is completion c as if the sampler had
+    written t."""
+    import dataclasses
+
+    real = module.play
+
+    def play(runner, step, phase, round_=0):
+        sampler = runner.sampler
+        generate = sampler.generate
+
+        def as_text(c, text):
+            return dataclasses.replace(c, text=text, token_ids=sampler.tokenize(text, add_bos=False), logprobs=[],
+                                       finish_reason="stop")
+
+        calls = [0]
+
+        def forced(prompts, n=1, **kw):
+            calls[0] += 1
+            return rewrite(runner, round_, calls[0], prompts, n, generate(prompts, n=n, **kw), as_text)
+
+        sampler.generate = forced
+        try:
+            return real(runner, step, phase, round_)
+        finally:
+            del sampler.generate
+
+    monkeypatch.setattr(module, "play", play)
+
+
+def run_one_step(recipe: dict) -> tuple[dict[str, dict], dict]:
+    """Run a one-step recipe (a dict) to its commit; (problem text -> problem with solutions, step metrics)."""
+    from minisir.archive import Archive
+    from minisir.loop import Runner
+    from minisir.recipe import parse_recipe
+
+    runner = Runner(parse_recipe(recipe), progress=False)
+    try:
+        assert runner.run() == 1
+    finally:
+        runner.close()
+    with Archive.open(recipe["run"]["dir"], readonly=True) as arc:
+        rows = {p["text"]: arc.problem(p["id"]) for p in arc.problems(limit=100)}
+        return rows, arc.steps()[0]["metrics"]
