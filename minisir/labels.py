@@ -153,6 +153,22 @@ def program_constants(program: str) -> set | None:
             and node.value == node.value and abs(node.value) != float("inf")}
 
 
+def _text_numbers(problem: str) -> list[tuple[str, set]]:
+    """Each number the text writes, with the values a program may hold it as: itself, as a
+    percentage (15 as 0.15), and the value of a fraction it is part of (1 and 2 of 1/2 as 0.5)."""
+    from fractions import Fraction
+
+    fractions = {}
+    for m in _TEXT_FRACTION.finditer(problem):
+        if int(m.group(2)):
+            fractions[m.start(1)] = fractions[m.start(2)] = Fraction(int(m.group(1)), int(m.group(2)))
+    out = []
+    for m in _TEXT_NUMBER.finditer(problem):
+        value = Fraction(m.group().replace(",", ""))
+        out.append((m.group(), {value, value / 100} | ({fractions[m.start()]} if m.start() in fractions else set())))
+    return out
+
+
 def unused_numbers(problem: str, program: str) -> list[str]:
     """The numbers of a problem's text that its program never writes.
 
@@ -160,23 +176,13 @@ def unused_numbers(problem: str, program: str) -> list[str]:
     0.15), or as the value of a fraction the text writes (1/2 as 0.5). Numbers spelt in words
     are not read. An empty list when the program does not parse: running it reports that.
     """
-    from fractions import Fraction
-
     literals = program_constants(program)
     if literals is None:
         return []
-    fractions = {}
-    for m in _TEXT_FRACTION.finditer(problem):
-        if int(m.group(2)):
-            value = Fraction(int(m.group(1)), int(m.group(2)))
-            fractions[m.start(1)] = fractions[m.start(2)] = value
-    unused = []
-    for m in _TEXT_NUMBER.finditer(problem):
-        value = Fraction(m.group().replace(",", ""))
-        if value in literals or value / 100 in literals or fractions.get(m.start()) in literals:
-            continue
-        if m.group() not in unused:
-            unused.append(m.group())
+    unused: list[str] = []
+    for text, values in _text_numbers(problem):
+        if not values & literals and text not in unused:
+            unused.append(text)
     return unused
 
 
@@ -215,19 +221,13 @@ def foreign_numbers(problem: str, program: str) -> list[str]:
     """
     from fractions import Fraction
 
+    from .evaluate import format_number
+
     literals = program_constants(program)
     if not literals:
         return []
-    stated = {Fraction(n) for n in IMPLIED_NUMBERS}
-    for m in _TEXT_NUMBER.finditer(problem):
-        value = Fraction(m.group().replace(",", ""))
-        stated |= {value, value / 100}
-    for m in _TEXT_FRACTION.finditer(problem):
-        if int(m.group(2)):
-            stated.add(Fraction(int(m.group(1)), int(m.group(2))))
+    stated = {Fraction(n) for n in IMPLIED_NUMBERS}.union(*(values for _, values in _text_numbers(problem)))
     stated |= {Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS}
-    from .evaluate import format_number
-
     return [format_number(v) for v in sorted(literals - stated)]
 
 
