@@ -14,6 +14,7 @@ from minisir.cli import main
 from minisir.errors import MinisirError
 from minisir.evaluate import load_arithmetic, load_benchmark, question_split
 from minisir.methods import rlvr
+from minisir.labels import judge
 
 
 @pytest.mark.parametrize("level", ["easy", "medium"])
@@ -36,10 +37,10 @@ def test_training_stream_reads_on_and_hard_has_no_training_split():
 
 
 def test_reward_is_equivalence_with_the_known_answer():
-    assert rlvr.reward("6 * 7 = 42. The answer is \\boxed{42}.", "42") == 1.0
-    assert rlvr.reward("The answer is \\boxed{42.0}.", "42") == 1.0
-    assert rlvr.reward("The answer is \\boxed{41}.", "42") == 0.0
-    assert rlvr.reward("The answer is 42.", "42") == 0.0  # no box, no reward
+    """rlvr pays 1 for a sample labels.judge finds right against the known answer."""
+    texts = ["6 * 7 = 42. The answer is \\boxed{42}.", "The answer is \\boxed{42.0}.", "The answer is \\boxed{41}.",
+             "The answer is 42."]  # the last: no box, no reward
+    assert judge(texts, "42").correct == [True, True, False, False]
 
 
 def test_jsonl_questions_cycle_in_a_seeded_order(tmp_path):
@@ -83,5 +84,5 @@ def test_rlvr_run_commits_questions_with_known_labels(tmp_path):
     assert [labels[r[0]] for r in rows] == [q.answer for q in expected]
     assert len(sols) == 4 * 4
     for key, text, reward in sols:  # each reward is the known answer's check of that very text
-        assert reward == rlvr.reward(text, labels[key])
+        assert reward == (1.0 if judge([text], labels[key]).correct[0] else 0.0)
     assert [s["questions"] for s in steps] == [2, 2]

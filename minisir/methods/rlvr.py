@@ -92,13 +92,6 @@ def training_questions(source: str, start: int, n: int, seed: int) -> list["Ques
     return [pool[order[(start + j) % len(pool)]] for j in range(n)]
 
 
-def reward(completion: str, answer: str) -> float:
-    """1 when the last \\boxed{} answer gives the known answer (labels.judge, every method's verdict)."""
-    from ..labels import judge
-
-    return 1.0 if judge([completion], answer).correct[0] else 0.0
-
-
 # --------------------------------------------------------------------------- the step
 def eval_prompt(question: str, chat: ChatFn | None = None) -> str:
     """Held-out questions are asked exactly as training questions are."""
