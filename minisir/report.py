@@ -240,14 +240,13 @@ def plot_runs(path: Path, curves: dict[str, list[tuple[float, float]]], benchmar
 def _beside_section(archive: Archive, out: Path, beside: list[Path]) -> list[str]:
     """This run's held-out curve and the `beside` runs', on the eval protocol they all share with
     the most points, in one plot against minutes of step time, and a table."""
+    from contextlib import ExitStack
+
     names = [archive.path.parent.name] + [Path(b).name for b in beside]
-    archives = [archive] + [Archive.open(b, readonly=True) for b in beside]
-    try:
+    with ExitStack() as stack:  # each other archive closed, also when a later one cannot be opened
+        archives = [archive] + [stack.enter_context(Archive.open(b, readonly=True)) for b in beside]
         all_curves = [run_curves(a) for a in archives]
         methods = [(a.run_info() or {}).get("recipe", {}).get("method", {}).get("name", "?") for a in archives]
-    finally:
-        for other in archives[1:]:
-            other.close()
     shared = set(all_curves[0]).intersection(*all_curves[1:])
     md = ["## Beside other runs", ""]
     if not shared:
