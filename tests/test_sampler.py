@@ -260,3 +260,37 @@ def test_decode_counters_count_every_generation_step_of_every_sequence(sampler):
     calls, rows = sampler.decode_calls - calls, sampler.decode_rows - rows
     assert rows == sum(len(c.token_ids) - 1 for g in out for c in g)
     assert rows / sampler.n_parallel <= calls <= rows
+
+
+def _full_sort_nucleus(probs: np.ndarray, top_p: float, u: float) -> int:
+    """The definition: sort every token (ties by id), keep the smallest prefix holding top_p."""
+    order = np.argsort(-probs, kind="stable")
+    cum = np.cumsum(probs[order], dtype=np.float64)
+    keep = min(int(np.searchsorted(cum, top_p * float(probs.sum(dtype=np.float64)), side="left")) + 1, len(cum))
+    return int(order[min(int(np.searchsorted(cum[:keep], u * cum[keep - 1], side="right")), keep - 1)])
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat", "partial-block", "ties", "tail-9", "tail-16"])
+def test_nucleus_draws_exactly_what_a_full_sort_draws(shape):
+    """The gathered-candidates nucleus must pick the very token the full-sort definition picks, for
+    peaked rows (few candidates), flat rows, a vocabulary that is not a multiple of the block, tied
+    top tokens, and one top token over a long tail whose mass the first floor (tail-9) or both floors
+    (tail-16, top-p 0.999: the whole vocabulary) leave out."""
+    gen = np.random.default_rng(5)
+    v = 262_144 if shape != "partial-block" else 50_001
+    logits = (gen.standard_normal((24, v)) * (0.01 if shape == "flat" else 2.0)).astype(np.float32)
+    if shape in ("peaked", "partial-block"):
+        logits[:, gen.integers(0, v, 40)] += 9.0
+        logits[:, -1] += 12.0  # a top token in the last, partial block
+    if shape == "ties":
+        logits[:, [7, 70_000, 200_000]] = 20.0
+        logits[:, [9, 90_000]] = 19.5
+    if shape.startswith("tail"):
+        logits = logits * 0.01 - float(shape[5:])
+        logits[:, 3] = 0.0
+    for temperature, top_p in ((0.6, 0.95), (1.0, 0.5), (1.0, 0.999)):
+        rngs = [np.random.default_rng([shape.__len__(), i]) for i in range(len(logits))]
+        toks, _ = sample_rows(logits, temperature, top_p, rngs)
+        u = [np.random.default_rng([shape.__len__(), i]).random() for i in range(len(logits))]
+        probs = np.exp((logits - logits.max(axis=1, keepdims=True)) / np.float32(temperature))
+        assert toks.tolist() == [_full_sort_nucleus(p, top_p, x) for p, x in zip(probs, u)]
