@@ -22,7 +22,7 @@ def run_checks() -> tuple[dict[str, Any], list[str]]:
             problems.append(f"{name} is not installed: run the README's set-up command")
 
     try:
-        from .sampler import _llama, amx_workaround_needed
+        from .llama_runtime import _llama, amx_workaround_needed
 
         ll = _llama()
         info = ll.llama_print_system_info().decode(errors="replace")

@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import logging
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .errors import ContextOverflow, MinisirError, ModelNotFound
-
-log = logging.getLogger(__name__)
+from .llama_runtime import Vocabulary, _llama, amx_workaround_needed, model_params, quiet_llama_logs
+from .token_sampling import log_softmax_at, sample_rows
 
 # Bumped when sampled numbers change (log-probs at T, the shared prefix's batch shapes): cached
 # evaluations made by an older sampler are not reused next to new ones.
 SAMPLER_VERSION = 2
-_NUCLEUS_FLOORS = (1e-3, 1e-6)  # nucleus candidates: tokens at least this share of the top one's probability
 
 
 @dataclass
@@ -71,199 +69,6 @@ class _Slot:
     raw: bytearray = field(default_factory=bytearray)
     ends: list[int] = field(default_factory=list)  # len(raw) after each non-EOG token
     done: str | None = None
-
-
-def _llama():
-    """Import llama_cpp lazily so that `minisir --help` works without it."""
-    try:
-        import llama_cpp
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MinisirError(
-            "llama-cpp-python is not installed: run the README's set-up command "
-            "(`pip install llama-cpp-python==0.3.36`)"
-        ) from exc
-    return llama_cpp
-
-
-_LOG_CALLBACK = None  # kept alive: llama.cpp calls it for the process lifetime
-_LEVEL_NAMES = {3: logging.INFO, 4: logging.ERROR}  # ggml_log_level: 3 warn (mostly noise), 4 error
-
-
-def quiet_llama_logs() -> None:
-    """Route llama.cpp's chatter to Python logging: errors and warnings only."""
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
-        return
-    ll = _llama()
-    llama_log = logging.getLogger("llama.cpp")
-
-    def forward(level: int, text: bytes, _user) -> None:
-        if level in _LEVEL_NAMES:
-            llama_log.log(_LEVEL_NAMES[level], text.decode("utf-8", errors="replace").rstrip())
-
-    _LOG_CALLBACK = ll.llama_log_callback(forward)
-    ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-def amx_workaround_needed() -> bool:
-    """True when llama.cpp's extra (AMX) buffer types may run and crash with SIGILL.
-
-    The AMX kernels crash on these machines' CPUs; they are only used when the build
-    has them or the CPU advertises AMX. MINISIR_EXTRA_BUFTS=0/1 overrides the guess.
-    """
-    forced = os.environ.get("MINISIR_EXTRA_BUFTS")
-    if forced in ("0", "1"):
-        return forced == "0"
-    info = _llama().llama_print_system_info().decode(errors="replace")
-    if "AMX" in info:
-        return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return any(line.startswith("flags") and " amx" in line for line in fh)
-    except OSError:
-        return False
-
-
-def model_params(n_gpu_layers: int = -1, gpu: int | None = None):
-    """llama_model_params with AMX-safe buffers and full GPU offload when available.
-
-    gpu=None spreads layers over every visible GPU (llama.cpp's default); gpu=k keeps the
-    whole model on GPU k, as each data-parallel rank does with its own GPU.
-    """
-    ll = _llama()
-    params = ll.llama_model_default_params()
-    params.n_gpu_layers = (10_000 if n_gpu_layers < 0 else n_gpu_layers) if ll.llama_supports_gpu_offload() else 0
-    if gpu is not None and ll.llama_supports_gpu_offload():
-        params.split_mode = ll.LLAMA_SPLIT_MODE_NONE
-        params.main_gpu = int(gpu)
-    if amx_workaround_needed():
-        params.use_extra_bufts = False
-    return params
-
-
-class amx_safe_defaults:
-    """Context manager making the high-level `llama_cpp.Llama` load AMX-safe as well."""
-
-    def __enter__(self):
-        import llama_cpp.llama as high
-
-        self._module = high.llama_cpp
-        self._orig = self._module.llama_model_default_params
-        orig = self._orig
-        safe = amx_workaround_needed()
-
-        def patched():
-            params = orig()
-            if safe:
-                params.use_extra_bufts = False
-            return params
-
-        self._module.llama_model_default_params = patched
-        return self
-
-    def __exit__(self, *exc):
-        self._module.llama_model_default_params = self._orig
-
-
-class Vocabulary:
-    """A GGUF's tokenizer and metadata in llama.cpp: text <-> the token ids the trainer learns on.
-
-    Alone (vocab_only) it is what a server-backed sampler needs locally; `Sampler` adds the
-    weights, a context and batched decoding on top.
-    """
-
-    def __init__(self, model_path: str | os.PathLike, params=None) -> None:
-        ll = _llama()
-        self._ll = ll
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelNotFound(f"model file {path} does not exist; pass an existing GGUF file")
-        quiet_llama_logs()
-        ll.llama_backend_init()
-        self.model_path = path
-        if params is None:  # tokenizer and metadata only: no weights are read
-            params = ll.llama_model_default_params()
-            params.vocab_only = True
-            params.n_gpu_layers = 0
-        self._model = ll.llama_model_load_from_file(str(path).encode(), params)
-        if not self._model:
-            raise ModelNotFound(f"llama.cpp could not load {path}; is it a complete GGUF file?")
-        self._vocab = ll.llama_model_get_vocab(self._model)
-        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
-        self.n_ctx_train = ll.llama_model_n_ctx_train(self._model)
-        self.chat_template = self._meta_chat_template()
-
-    # ----------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Free llama.cpp memory; the object is unusable afterwards."""
-        if getattr(self, "_model", None):
-            self._ll.llama_model_free(self._model)
-            self._model = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    # ----------------------------------------------------------------- metadata
-    def _meta_chat_template(self) -> str | None:
-        raw = self._ll.llama_model_chat_template(self._model, None)
-        return raw.decode("utf-8", errors="replace") if raw else None
-
-    def meta(self, key: str) -> str | None:
-        """A GGUF metadata value as text (None when absent)."""
-        buf = ctypes.create_string_buffer(4096)
-        n = self._ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
-
-    # ----------------------------------------------------------------- tokens
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
-        """Token ids exactly as llama.cpp will evaluate them (special tokens parsed)."""
-        raw = text.encode("utf-8")
-        cap = len(raw) + 8
-        buf = (self._ll.llama_token * cap)()
-        n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
-        if n < 0:
-            cap = -n
-            buf = (self._ll.llama_token * cap)()
-            n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
-        return list(buf[:n])
-
-    def _piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        return buf.raw[:n]
-
-    def detokenize(self, ids: Iterable[int]) -> str:
-        """Text of `ids` (special tokens rendered as nothing)."""
-        return b"".join(self._piece(t) for t in ids).decode("utf-8", errors="replace")
-
-    def char_offsets(self, ids: Sequence[int]) -> list[int]:
-        """Character offset in the decoded text where each token's text starts.
-
-        Lets callers turn a character span of a completion (e.g. a tag block) into a
-        token mask over the exact ids the sampler produced.
-        """
-        raw = bytearray()
-        out = []
-        for tok in ids:
-            out.append(len(raw.decode("utf-8", errors="ignore")))
-            if not self.is_eog(tok):
-                raw += self._piece(tok)
-        return out
-
-    def is_eog(self, token: int) -> bool:
-        return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
 
 
 class Sampler(Vocabulary):
@@ -635,16 +440,6 @@ def _finish(sl: _Slot, prompt_ids: list[int], stops: list[str]) -> Completion:
     )
 
 
-def log_softmax_at(logits: np.ndarray, token: int) -> float:
-    """log p(token) under softmax(logits), computed stably in float64."""
-    m = float(logits.max())
-    lse = m + float(np.log(np.exp(logits - m, dtype=np.float64).sum()))
-    return float(logits[token]) - lse
-
-
-_BLOCK = 1024  # vocabulary block for two-level inverse-CDF sampling
-
-
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate evaluation
 
 
@@ -659,105 +454,3 @@ def shared_prefix(ids: Sequence[Sequence[int]]) -> int:
     while n < limit and all(x[n] == first[n] for x in ids):
         n += 1
     return n if n >= MIN_SHARED_PREFIX else 0
-
-
-def sample_rows(
-    logits: np.ndarray, temperature: float, top_p: float, rngs: Sequence[np.random.Generator]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one token per row; return tokens and their log-probs under the tempered distribution.
-
-    The log-probs are log softmax(logits / T): the policy that sampled, which the trainer
-    scores the same way (as TRL and verl do), so the importance weight compares like with
-    like. Temperature 0 is greedy, with raw (T = 1) log-probs. Full-vocabulary sampling uses a two-level inverse CDF (block
-    sums, then one block), so a 262k vocabulary costs one exp pass and no full cumsum; the
-    block sums also give the normaliser. Nucleus sampling sorts only the top candidates
-    unless their mass falls short of `top_p`.
-    """
-    rows = np.arange(len(logits))
-    m = logits.max(axis=1, keepdims=True)
-    if temperature <= 0:
-        toks = logits.argmax(axis=1)
-        return toks, logits[rows, toks] - _logsumexp(logits, m)
-    inv_t = np.float32(1.0 / temperature)
-    shifted = np.subtract(logits, m)
-    expd = np.exp(shifted * inv_t if temperature != 1.0 else shifted)
-    blocks = _block_sums(expd)
-    log_z = np.log(blocks.sum(axis=1))
-    u = np.array([rng.random() for rng in rngs])
-    if top_p >= 1.0:
-        toks = _inverse_cdf(expd, blocks, u)
-    else:
-        toks = _nucleus_rows(expd, top_p, u)
-    return toks, shifted[rows, toks].astype(np.float64) * float(inv_t) - log_z
-
-
-def _logsumexp(logits: np.ndarray, m: np.ndarray) -> np.ndarray:
-    return m[:, 0] + np.log(_block_sums(np.exp(logits - m)).sum(axis=1))
-
-
-def _block_sums(probs: np.ndarray) -> np.ndarray:
-    """(rows, ceil(V / _BLOCK)) float64 sums of consecutive vocabulary blocks."""
-    n, v = probs.shape
-    if v % _BLOCK == 0:
-        return probs.reshape(n, v // _BLOCK, _BLOCK).sum(axis=2).astype(np.float64)
-    return np.add.reduceat(probs, np.arange(0, v, _BLOCK), axis=1, dtype=np.float64)
-
-
-def _inverse_cdf(probs: np.ndarray, blocks: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Index where each row's unnormalised CDF crosses u * total, blockwise."""
-    cum = np.cumsum(blocks, axis=1)
-    out = np.empty(len(probs), dtype=np.int64)
-    for r in range(len(probs)):
-        target = u[r] * cum[r, -1]
-        b = min(int(np.searchsorted(cum[r], target, side="right")), cum.shape[1] - 1)
-        before = cum[r, b - 1] if b else 0.0
-        start = b * _BLOCK
-        inner = np.cumsum(probs[r, start : start + _BLOCK], dtype=np.float64)
-        k = min(int(np.searchsorted(inner, target - before, side="right")), len(inner) - 1)
-        out[r] = start + k
-    return out
-
-
-def _block_max(probs: np.ndarray) -> np.ndarray:
-    """(rows, ceil(V / _BLOCK)) maxima of consecutive vocabulary blocks."""
-    n, v = probs.shape
-    if v % _BLOCK == 0:
-        return probs.reshape(n, v // _BLOCK, _BLOCK).max(axis=2)
-    return np.maximum.reduceat(probs, np.arange(0, v, _BLOCK), axis=1)
-
-
-def _nucleus_rows(expd: np.ndarray, top_p: float, u: np.ndarray) -> np.ndarray:
-    """One nucleus draw per row of unnormalised probabilities."""
-    bmax = _block_max(expd)
-    totals = expd.sum(axis=1, dtype=np.float64)  # in float64, as the definition sums: the cut is exact
-    return np.array([_nucleus(expd[r], bmax[r], float(totals[r]), top_p, float(u[r])) for r in range(len(expd))],
-                    dtype=np.int64)
-
-
-def _nucleus(probs: np.ndarray, bmax: np.ndarray, total: float, top_p: float, u: float) -> int:
-    """Sample from the smallest set of top tokens holding `top_p` of the mass.
-
-    Sorting the whole vocabulary for every token costs milliseconds a row, more than the rest of
-    sampling. The nucleus is always the top of the sorted list, so only tokens at or above a floor
-    are gathered, from the blocks whose maximum reaches it (`bmax`); if they hold `top_p` of the mass
-    (`total`), every token left out is smaller than every one kept and the draw is exactly the
-    full sort's. Lower floors, then the whole vocabulary, cover flat distributions. Ties sort by
-    token id.
-    """
-    need = top_p * total
-    top = float(bmax.max())
-    for floor in (top * _NUCLEUS_FLOORS[0], top * _NUCLEUS_FLOORS[1], None):
-        if floor is None:
-            cand = np.arange(len(probs))
-            break
-        hit = np.flatnonzero(bmax >= floor)
-        cand = (hit[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
-        cand = cand[cand < len(probs)]
-        cand = cand[probs[cand] >= floor]
-        if float(probs[cand].sum(dtype=np.float64)) >= need:
-            break
-    cand = cand[np.argsort(-probs[cand], kind="stable")]
-    cum = np.cumsum(probs[cand], dtype=np.float64)
-    keep = min(int(np.searchsorted(cum, need, side="left")) + 1, len(cum))
-    cum = cum[:keep]
-    return int(cand[min(int(np.searchsorted(cum, u * cum[-1], side="right")), keep - 1)])

@@ -28,7 +28,8 @@ import numpy as np
 import requests
 
 from .errors import MinisirError, ModelNotFound
-from .sampler import Completion, Vocabulary, sample_plan
+from .llama_runtime import Vocabulary
+from .sampler import Completion, sample_plan
 
 log = logging.getLogger(__name__)
 

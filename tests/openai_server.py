@@ -23,7 +23,7 @@ from llama_cpp.server.app import create_app, get_llama_proxy
 from llama_cpp.server.settings import ModelSettings, ServerSettings
 from pydantic import BaseModel
 
-from minisir.sampler import amx_safe_defaults
+from minisir.llama_runtime import amx_safe_defaults
 
 
 class LoadLora(BaseModel):

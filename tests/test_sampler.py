@@ -9,7 +9,8 @@ import pytest
 
 from minisir.assets import bundled_model_path
 from minisir.errors import ContextOverflow
-from minisir.sampler import Sampler, sample_rows
+from minisir.sampler import Sampler
+from minisir.token_sampling import sample_rows
 
 PROMPTS = [
     "Question: What is 7 times 8?\nAnswer:",

@@ -45,7 +45,7 @@ def bench_sampler(
     """
     from llama_cpp import Llama
 
-    from ..sampler import amx_safe_defaults
+    from ..llama_runtime import amx_safe_defaults
 
     texts = _bench_texts(prompts)
     total = prompts * n

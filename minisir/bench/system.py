@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 
 def device_name() -> str:
     """The hardware the sampler ran on, in words."""
-    from ..sampler import _llama
+    from ..llama_runtime import _llama
 
     if _llama().llama_supports_gpu_offload():
         try:
@@ -214,7 +214,7 @@ def logits_throughput(model: Path, batch: int, n_threads: int | None = None, rep
     """
     from llama_cpp import Llama
 
-    from ..sampler import amx_safe_defaults
+    from ..llama_runtime import amx_safe_defaults
 
     with amx_safe_defaults():
         llm = Llama(str(model), n_ctx=batch + 16, n_batch=batch, n_ubatch=batch, logits_all=True,
