@@ -220,7 +220,7 @@ def archive_stats(run_dir: Path, per_step: bool) -> None:
 @_friendly
 def archive_steps(run_dir: Path) -> None:
     """One line per committed step: rewards, rates, seconds and adapter."""
-    from .loop import summary_line
+    from .step_metrics import summary_line
 
     with _open_archive(run_dir) as arc:
         for row in arc.steps():

@@ -9,7 +9,6 @@ so the resumed step replays the same draws.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 from tqdm import tqdm
 
 from . import __version__
@@ -29,13 +27,14 @@ from .assets import resolve_gguf, resolve_hf_dir
 from .data_parallel import Ranks, ShardedSampler
 from .errors import ArchiveError, MinisirError, RecipeError
 from .methods import method_module
-from .methods.common import StepResult
 from .prompting import ChatFn, choose_style
+from .labels import load_verifier
 from .recipe import Recipe, current_defaults
+from .run_dir import RunLock, lock_run_dir, sha256_file
 from .sampler import Sampler
 from .signals import handling
-from .sync import HYPOTHESES, SyncReading, gap_limit, gross, probe_text, read, verdict
-from .labels import load_verifier
+from .step_metrics import merge_rounds, sampler_counters, sampler_split, summary_line
+from .sync_guard import SyncGuard
 from .trackers import RunInfo, Trackers, check_installed, eval_scalars, scalars
 
 log = logging.getLogger(__name__)
@@ -43,52 +42,6 @@ log = logging.getLogger(__name__)
 
 class StopRequested(MinisirError):
     """SIGINT/SIGTERM arrived: the step in flight was abandoned, nothing half-written."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class _RunLock:
-    """An exclusive flock on <run_dir>/.lock: two processes on one run dir would
-    interleave steps and delete each other's files. The OS drops it when the process dies."""
-
-    def __init__(self, fh=None):
-        self.fh = fh
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()  # closing the descriptor releases the lock
-            self.fh = None
-
-
-def _lock_run_dir(run_dir: Path) -> _RunLock:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, as before
-        return _RunLock()
-    path = run_dir / ".lock"
-    try:
-        fh = open(path, "a+")
-    except OSError as exc:
-        raise RecipeError(f"run.dir: cannot write {path} ({exc.strerror or exc}); choose a writable run.dir") from None
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        owner = fh.read().strip() or "?"
-        fh.close()
-        raise MinisirError(f"run.dir {run_dir} is in use by another minisir process (pid {owner}); "
-                           "wait for it to finish or stop it, or choose another run.dir") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return _RunLock(fh)
 
 
 def versions() -> dict[str, str]:
@@ -152,7 +105,7 @@ class Runner:
         except OSError as exc:
             raise RecipeError(f"run.dir: cannot create {self.run_dir} ({exc.strerror or exc}); "
                               "choose a writable run.dir") from None
-        self._lock = _lock_run_dir(self.run_dir) if self.ranks.is_main else _RunLock()
+        self._lock = lock_run_dir(self.run_dir) if self.ranks.is_main else RunLock()
         self.archive = None
         try:  # on any failure below, release the lock and archive (in-process callers retry)
             self.archive = self._open_archive()
@@ -167,10 +120,8 @@ class Runner:
         self.chat: ChatFn | None = choose_style(recipe.model.prompt_style, self.sampler.chat_template)
         self._embedder = None
         self._trainer = None
-        self._sync_floor: float | None = None  # check_sync's no-adapter gap, measured once
-        self._sync_strike = False  # the previous check failed the slope or gap test alone (check_sync)
-        self._sync_probe: tuple[list[int], list[int]] | None = None  # SYNC_PROBE's ids, tokenized once
-        self._sync_texts: list[tuple[list[int], list[int]]] = []  # recent completions (_remember_sync_texts)
+        self.sync = SyncGuard(self.sampler, lambda: self.trainer, recipe.trainer, recipe.sampler.adapter_scale,
+                              self._reload_adapter)
         self.cache: dict[str, Any] = {}  # per-run values computed once (e.g. few-shot embeddings)
 
     # ------------------------------------------------------------------ parts
@@ -365,7 +316,7 @@ class Runner:
         sync: dict[str, float] = {}
         if getattr(self.sampler, "can_score", True):  # a server cannot score given ids
             with phase("sync"):
-                sync = self.check_sync(step)
+                sync = self.sync.check(step)
         method = method_module(self.recipe.method.name)
         play = method.play
         generated = getattr(self.sampler, "tokens_generated", None)
@@ -380,7 +331,7 @@ class Runner:
         with phase("train"):
             train = self.trainer.step(samples) if samples else {"skipped": 1.0}
         if samples:
-            self._remember_sync_texts(samples)
+            self.sync.remember(samples)
         if not self.ranks.is_main:  # rank 0 writes and commits; then every rank loads its adapter
             adapter = self.ranks.broadcast(None)
             self._after_commit(step, adapter)
@@ -456,62 +407,6 @@ class Runner:
                 values.update(eval_scalars(ev["benchmark"], ev.get("metrics") or {}))
             self._send(row["step"], values, self.archive.step_problems(row["step"]))
 
-    def check_sync(self, step: int | None = None) -> dict[str, float]:
-        """Check that llama.cpp samples with the trainer's adapter; returns the sync_* metrics.
-
-        Run before a step samples: a half-loaded, unloaded, mis-scaled or other run's adapter in
-        the sampler (other RL stacks have silently trained on one) is caught before anything of
-        the step is sampled. A failed check first reloads the adapter, re-exported from the
-        trainer's state, and checks again; only a second failure stops the run, with one line
-        naming the adapter and how to resume. A failure of the slope or gap test alone (sync.gross
-        is false) stops it only when the previous step's check failed too: one such reading can be the
-        probe's noise, a real fault shows on the next step's probe texts as well. minisir/sync.py
-        says what is measured and why.
-        """
-        if self._sync_floor is None:
-            self._sync_floor = self._base_probe_gap()
-        confidence = self.recipe.trainer.sync_confidence
-        expected = self.recipe.sampler.adapter_scale
-        reading = self._read_sync()
-        tolerance = self.recipe.trainer.sync_tolerance
-        max_gap = gap_limit(self._sync_floor, self.recipe.trainer.sync_gap_ratio)
-        problem = verdict(reading, expected, tolerance, confidence, max_gap) if confidence is not None else None
-        if problem is None:
-            self._sync_strike = False
-            return reading.metrics()
-        adapter = self._reload_adapter()
-        again = self._read_sync()
-        still = verdict(again, expected, tolerance, confidence, max_gap)
-        where = f"step {step}" if step is not None else "the next step"
-        if still is None:
-            self._sync_strike = False
-            tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes; "
-                       f"{where} goes on")
-            return {**again.metrics(), "sync_recovered": 1.0}
-        if not gross(again, confidence) and not self._sync_strike:
-            self._sync_strike = True
-            tqdm.write(f"sync: {still}, also after reloading {adapter}; one such reading can be the probe's noise, "
-                       f"so {where} goes on, and a second check in a row that shows it stops the run")
-            return {**again.metrics(), "sync_strike": 1.0}
-        held = self.sampler.adapter_path or "none (the base model)"
-        raise MinisirError(
-            f"{where} not committed: {still}, also after reloading the adapter from the trainer's state; the "
-            f"sampler's adapter is {held}. Check sampler.adapter_scale and that llama.cpp loads this model's "
-            "adapters, then rerun the same command to resume (trainer.sync_confidence: null turns the guard off)")
-
-    def _read_sync(self) -> SyncReading:
-        """Score the probe texts in llama.cpp and in the trainer under each hypothesis (sync.HYPOTHESES)."""
-        from .grpo import Sample
-
-        texts = [self._probe_ids(), *self._sync_texts]
-        lp_sampler = np.concatenate([self.sampler.score(p, c, stepwise=False) for p, c in texts])
-        probes = [Sample(p, c, [], 0.0, "probe") for p, c in texts]
-        expected = self.recipe.sampler.adapter_scale
-        trainer = {k: np.concatenate(self.trainer.logprobs(probes, base=k == 0.0, scale=k * expected))
-                   for k in HYPOTHESES}
-        fixed = len(texts[0][1])  # the fixed text's completion tokens come first
-        return read(lp_sampler, trainer, own_from=fixed if len(texts) > 1 else None)
-
     def _reload_adapter(self) -> str:
         """Rewrite the latest committed adapter from the trainer's state (rank 0) and load it again."""
         latest = self.archive.latest_adapter()
@@ -526,52 +421,6 @@ class Runner:
                             "the run goes on from the trainer's state", path, latest["step"])
         self.sampler.set_adapter(path, self.recipe.sampler.adapter_scale)
         return str(path)
-
-    def _probe_ids(self) -> tuple[list[int], list[int]]:
-        """SYNC_PROBE as (prompt, completion) ids, tokenized once."""
-        if self._sync_probe is None:
-            self._sync_probe = (self.sampler.tokenize(SYNC_PROBE[0]),
-                                self.sampler.tokenize(SYNC_PROBE[1], add_bos=False))
-        return self._sync_probe
-
-    def _remember_sync_texts(self, samples: list) -> None:
-        """Keep a few of this step's completions (one per group) as the next checks' probe texts:
-        the adapter moves most what the policy itself writes."""
-        picked, groups = [], set()
-        for s in samples:
-            if s.completion_ids and s.group not in groups:
-                groups.add(s.group)
-                picked.append(probe_text(s.prompt_ids, s.completion_ids))
-            if len(picked) == SYNC_TEXTS:
-                break
-        if picked:
-            self._sync_texts = picked
-
-    def _probe_gap(self, base: bool) -> float:
-        """Mean |trainer - sampler| token log-prob of SYNC_PROBE (`base`: the trainer's LoRA off)."""
-        from .grpo import Sample
-
-        prompt_ids, completion = self._probe_ids()
-        lp_sampler = np.array(self.sampler.score(prompt_ids, completion, stepwise=False))
-        probe = Sample(prompt_ids, completion, [], 0.0, "probe")
-        lp_trainer = np.array(self.trainer.logprobs([probe], base=base)[0])
-        return float(np.mean(np.abs(lp_sampler - lp_trainer)))
-
-    def _base_probe_gap(self) -> float:
-        """The engines' own disagreement with no adapter on either side; refuse a different model."""
-        adapter, scale = self.sampler.adapter_path, self.sampler.adapter_scale
-        self.sampler.clear_adapter()
-        try:
-            floor = self._probe_gap(base=True)
-        finally:
-            if adapter is not None:
-                self.sampler.set_adapter(adapter, scale)
-        if floor > SYNC_FLOOR_LIMIT:
-            raise MinisirError(
-                f"llama.cpp and the trainer disagree by {floor:.3f} nats per token on a probe text with no "
-                f"adapter (more than {SYNC_FLOOR_LIMIT}): model.hf_dir is not the model of model.gguf; point "
-                "model.hf_dir at the GGUF's own checkpoint, or leave it empty to train the dequantised GGUF")
-        return floor
 
     def _evaluated(self, step: int | None) -> bool:
         """Whether the archive holds the in-run eval of `step` (None: the base model) with today's
@@ -648,101 +497,3 @@ def _quiet_libraries() -> None:
 
 
 TRACKERS_SENT = "trackers_sent_step"  # archive meta: the last step the live trackers were sent
-# Two engines running the same weights disagree by about 0.04 nats/token on the bundled Q4_K_M
-# model (llama.cpp quantises activations); a different model disagrees by far more.
-SYNC_FLOOR_LIMIT = 0.5
-# A fixed text both engines score before each step (Runner.check_sync), with up to SYNC_TEXTS of the
-# last step's completions (sync.probe_text).
-SYNC_PROBE = ("Problem: What is 12 + 7?\nSolution:", " 12 + 7 = 19. The answer is \\boxed{19}.")
-SYNC_TEXTS = 3
-
-
-def sampler_counters(sampler: Any) -> dict[str, float]:
-    """The in-process sampler's running totals (a server sampler has none)."""
-    timings = getattr(sampler, "timings", None)
-    if not isinstance(timings, dict):
-        return {}
-    return {**timings, "decode_calls": float(getattr(sampler, "decode_calls", 0)),
-            "decode_rows": float(getattr(sampler, "decode_rows", 0))}
-
-
-def sampler_split(before: dict[str, float], after: dict[str, float], n_parallel: int) -> dict[str, float]:
-    """Where one step's sampling time went: seconds in prompt decodes, generation decodes and numpy
-    sampling, and the generation batch's mean occupancy (sequences per decode call over n_parallel).
-    These explain a loop rate below `bench sampler`'s batched one: a half-empty batch, or prompts."""
-    if not before or not after:
-        return {}
-    out = {f"sampler_{k}": round(after[k] - before[k], 3) for k in ("prompt_s", "decode_s", "sample_s")}
-    calls = after["decode_calls"] - before["decode_calls"]
-    if calls and n_parallel:
-        out["decode_occupancy"] = round((after["decode_rows"] - before["decode_rows"]) / (calls * n_parallel), 4)
-    return out
-
-
-def _weighted_mean(rounds: list[StepResult], key: str, count: str) -> float | None:
-    """`key` over all rounds, each round weighted by its `count` (rounds without a value left out)."""
-    pairs = [(r.metrics.get(count) or 0, r.metrics.get(key)) for r in rounds]
-    total = sum(n for n, v in pairs if v is not None)
-    return sum(n * v for n, v in pairs if v is not None) / total if total else None
-
-
-def merge_rounds(rounds: list[StepResult], rules: dict[str, str] | None = None) -> StepResult:
-    """One step's result from its sampling rounds: rows and samples pooled (one optimizer step
-    accumulates all of them), each metric combined as the method declares (`rules`, its module's
-    METRICS: "sum", or "mean/COUNT" weighted by COUNT), else averaged over rounds."""
-    if len(rounds) == 1:
-        return rounds[0]
-    rules = rules or {}
-    metrics: dict[str, Any] = {}
-    for key in rounds[0].metrics:
-        values = [r.metrics.get(key) for r in rounds]
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        rule = rules.get(key, "mean")
-        if not numbers or len(numbers) < len([v for v in values if v is not None]):
-            metrics[key] = values[0]
-        elif rule == "sum":
-            metrics[key] = sum(numbers)
-        elif rule.startswith("mean/"):
-            metrics[key] = _weighted_mean(rounds, key, rule.removeprefix("mean/"))
-        else:
-            metrics[key] = float(np.mean(numbers))
-    metrics["rounds"] = len(rounds)
-    return StepResult([p for r in rounds for p in r.problems], [s for r in rounds for s in r.solutions],
-                      [s for r in rounds for s in r.samples], metrics)
-
-
-def pool_progress(m: dict[str, Any]) -> str:
-    """A phase-0 step's progress: problems admitted to the pool against the target, and teacher
-    samples spent against the budget, with a plain word when the budget ran out first."""
-    admitted = int(m.get("pool_admitted_before", 0) + m.get("admitted", 0))
-    spent = int(m.get("pool_samples_before", 0) + m.get("teacher_samples", 0))
-    target, budget = int(m["pool_target"]), int(m.get("pool_budget", 0))
-    text = f"{admitted}/{target} admitted, {spent}/{budget} samples"
-    if admitted < target and budget and spent >= budget:
-        text += f"; budget spent, RL starts from a pool of {admitted}"
-    return text
-
-
-def summary_line(step: int, m: dict[str, Any]) -> str:
-    """One human line per step."""
-
-    def f(key: str, fmt: str = "{:.2f}") -> str:
-        value = m.get(key)
-        return "-" if value is None else fmt.format(value)
-
-    tag = " [pool]" if m.get("phase") == "pool" else ""
-    if m.get("phase") == "pool" and m.get("pool_target"):
-        tag = f" [pool {pool_progress(m)}]"
-    return (
-        f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
-        f"solve {f('solve_rate_mean')} valid {f('valid_rate')} "
-        + (f"labelled {f('labelled_rate')} " if m.get("labelled_rate") is not None else "")
-        + f"div {f('diversity_mean')} "
-        f"sol_tok {f('solution_tokens_mean', '{:.0f}')} trained {f('train_samples', '{:.0f}')} "
-        f"loss {f('train_loss', '{:.4f}')} "
-        f"gap {f('train_logprob_gap', '{:.3f}')} sync {f('sync_scale')} {f('seconds_step', '{:.0f}')}s"
-        + (f" vote right {f('label_precision')} of {m['label_audited']}" if m.get("label_audited") else "")
-    )
-
-
-

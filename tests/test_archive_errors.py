@@ -150,14 +150,14 @@ def test_matching_recipe_is_accepted(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["run", str(_recipe_file(tmp_path, run_dir))])
     assert reached and isinstance(result.exception, AssertionError)
     # A failed start releases the run-dir lock, so the same process can try again.
-    from minisir.loop import _lock_run_dir
+    from minisir.run_dir import lock_run_dir
 
-    _lock_run_dir(run_dir).close()
+    lock_run_dir(run_dir).close()
 
 
 def test_second_process_on_same_run_dir_refused(tmp_path, no_model_loading):
     """Two runs on one directory would interleave steps: the second is refused (exit 2)."""
-    from minisir.loop import _lock_run_dir
+    from minisir.run_dir import lock_run_dir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -166,8 +166,8 @@ def test_second_process_on_same_run_dir_refused(tmp_path, no_model_loading):
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from pathlib import Path; from minisir.loop import _lock_run_dir; "
-                               f"lock = _lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); "
+                               "import sys, time; from pathlib import Path; from minisir.run_dir import lock_run_dir; "
+                               f"lock = lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -179,7 +179,7 @@ def test_second_process_on_same_run_dir_refused(tmp_path, no_model_loading):
         holder.kill()
         holder.wait()
     # The OS dropped the lock with the process: the directory is usable again.
-    _lock_run_dir(run_dir).close()
+    lock_run_dir(run_dir).close()
 
 
 def test_a_run_started_before_a_knob_existed_still_resumes(tmp_path):

@@ -246,7 +246,7 @@ def test_resume_after_sigkill_in_the_middle_of_a_step(tmp_path):
 def test_pooled_rounds_sum_audit_counts_and_weigh_precision():
     """Two rounds auditing 1 (right) and 3 (none right) labels: 4 audited, precision 1/4, not the
     0.5 and 2.0 that averaging over rounds gives."""
-    from minisir.loop import merge_rounds
+    from minisir.step_metrics import merge_rounds
     from minisir.methods.common import StepResult
 
     rounds = [StepResult([], [], [], {"label_audited": 1, "label_precision": 1.0, "parse_rate": 0.5}),
@@ -265,7 +265,7 @@ def test_pooled_rounds_sum_audit_counts_and_weigh_precision():
 def test_a_method_declares_how_its_metrics_combine_over_rounds():
     """A toy method's own metrics, which loop.py never names: a count summed, a share weighted by
     its count, anything undeclared averaged; the merged step prints and reports like any other."""
-    from minisir.loop import merge_rounds, summary_line
+    from minisir.step_metrics import merge_rounds, summary_line
     from minisir.methods.common import StepResult
 
     rules = {"widgets": "sum", "widget_quality": "mean/widgets"}

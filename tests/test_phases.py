@@ -13,7 +13,8 @@ import sqlite3
 import pytest
 
 from minisir.errors import MinisirError
-from minisir.loop import Runner, summary_line
+from minisir.loop import Runner
+from minisir.step_metrics import summary_line
 from minisir.recipe import parse_recipe
 
 from test_sampler import _write_adapter
@@ -81,7 +82,7 @@ def test_rounds_pool_into_one_step(tmp_path):
     assert len(keys) == len(set(keys))
 
 
-# Probe texts in the policy's own shapes, as _remember_sync_texts keeps them from a step's samples.
+# Probe texts in the policy's own shapes, as SyncGuard.remember keeps them from a step's samples.
 _PROBES = [("Question: Tom has 35 marbles and gives 12 to his sister. How many are left?\nAnswer:",
             " Tom has 35 - 12 = 23 marbles left. The answer is \\boxed{23}."),
            ("Write a problem.\nProblem:", " What is 47 * 3?\nprogram: print(47 * 3)"),
@@ -107,7 +108,7 @@ def synced(tmp_path_factory):
     """A run whose step 0 committed an adapter the trainer holds (seeded), loaded in the sampler;
     also a half-loaded copy of it and another run's adapter, exported by the same trainer."""
     from minisir.grpo import Sample
-    from minisir.loop import sha256_file
+    from minisir.run_dir import sha256_file
 
     tmp = tmp_path_factory.mktemp("sync")
     runner = Runner(parse_recipe(_recipe(tmp / "run")), progress=False)
@@ -119,7 +120,7 @@ def synced(tmp_path_factory):
     _seed_lora(trainer, 0)
     path = trainer.export_adapter(runner.run_dir / "adapters" / "step-000000.gguf")
     runner.archive.commit_step({"step": 0}, [], [], {"path": "adapters/step-000000.gguf", "sha256": sha256_file(path)})
-    runner._remember_sync_texts([Sample(runner.sampler.tokenize(p), runner.sampler.tokenize(c, add_bos=False), [], 0.0,
+    runner.sync.remember([Sample(runner.sampler.tokenize(p), runner.sampler.tokenize(c, add_bos=False), [], 0.0,
                                         f"g{i}") for i, (p, c) in enumerate(_PROBES)])
     runner.sampler.set_adapter(path, 1.0)
     try:
@@ -131,7 +132,7 @@ def synced(tmp_path_factory):
 def test_sync_guard_passes_the_adapter_the_trainer_holds(synced):
     runner, path, _, _ = synced
     runner.sampler.set_adapter(path, 1.0)
-    m = runner.check_sync(1)
+    m = runner.sync.check(1)
     assert abs(m["sync_scale"] - 1.0) < runner.recipe.trainer.sync_tolerance and m["sync_match"] == 1.0
     assert m["sync_tokens"] > 60 and m["sync_effect"] > 0.2 and "sync_recovered" not in m
     assert runner.sampler.adapter_path == path
@@ -152,8 +153,8 @@ def test_sync_guard_catches_each_fault_and_recovers_by_reloading(synced, fault):
                        "other run": (other, 1.0)}[fault]
         runner.sampler.set_adapter(held, scale)
     confidence = runner.recipe.trainer.sync_confidence
-    assert verdict(runner._read_sync(), 1.0, tolerance, confidence) is not None, f"{fault} must be called"
-    m = runner.check_sync(1)
+    assert verdict(runner.sync.read(), 1.0, tolerance, confidence) is not None, f"{fault} must be called"
+    m = runner.sync.check(1)
     assert m["sync_recovered"] == 1.0 and abs(m["sync_scale"] - 1.0) < tolerance and m["sync_match"] == 1.0
     assert runner.sampler.adapter_path == path and runner.sampler.adapter_scale == 1.0
 
@@ -163,13 +164,13 @@ def test_sync_guard_rewrites_a_damaged_adapter_file_from_the_trainer(synced):
     from the trainer's state, so the file matches its committed checksum again."""
     import shutil
 
-    from minisir.loop import sha256_file
+    from minisir.run_dir import sha256_file
 
     runner, path, _, other = synced
     committed = runner.archive.latest_adapter()["sha256"]
     shutil.copyfile(other, path)
     runner.sampler.set_adapter(path, 1.0)
-    assert runner.check_sync(1)["sync_recovered"] == 1.0
+    assert runner.sync.check(1)["sync_recovered"] == 1.0
     assert sha256_file(path) == committed
 
 
@@ -183,7 +184,7 @@ def test_sync_guard_stops_with_one_line_when_reloading_does_not_help(synced, mon
                         lambda p, scale=1.0: Sampler.set_adapter(runner.sampler, p, scale * 0.5))
     runner.sampler.set_adapter(path, 1.0)
     with pytest.raises(MinisirError) as err:
-        runner.check_sync(5)
+        runner.sync.check(5)
     text = str(err.value)
     assert text.startswith("step 5 not committed") and "\n" not in text
     assert str(path) in text and "rerun the same command to resume" in text
@@ -202,24 +203,24 @@ def test_a_milder_fault_must_show_on_two_checks_in_a_row_to_stop_the_run(synced,
     runner, path, half, _ = synced
     monkeypatch.setattr(runner.recipe.trainer, "sync_confidence", 100.0)
     confidence, tolerance = runner.recipe.trainer.sync_confidence, runner.recipe.trainer.sync_tolerance
-    if runner._sync_floor is None:  # measured once per runner, before any fault is forced
-        runner._sync_floor = runner._base_probe_gap()
-    limit = gap_limit(runner._sync_floor, runner.recipe.trainer.sync_gap_ratio)
+    if runner.sync.floor is None:  # measured once per runner, before any fault is forced
+        runner.sync.floor = runner.sync.base_probe_gap()
+    limit = gap_limit(runner.sync.floor, runner.recipe.trainer.sync_gap_ratio)
     monkeypatch.setattr(runner.sampler, "set_adapter",
                         lambda p, scale=1.0: Sampler.set_adapter(runner.sampler, half, scale))
     runner.sampler.set_adapter(path, 1.0)
-    reading = runner._read_sync()
+    reading = runner.sync.read()
     assert not gross(reading, confidence) and verdict(reading, 1.0, tolerance, confidence) is None
     assert reading.own_gap > 2 * limit, "the gap test must call it with room to spare"
-    assert runner.check_sync(5)["sync_strike"] == 1.0
+    assert runner.sync.check(5)["sync_strike"] == 1.0
     with pytest.raises(MinisirError) as err:
-        runner.check_sync(6)
+        runner.sync.check(6)
     assert str(err.value).startswith("step 6 not committed") and "\n" not in str(err.value)
     assert "own completions" in str(err.value)
     monkeypatch.undo()
-    runner._sync_strike = True
+    runner.sync.strike = True
     runner.sampler.set_adapter(path, 1.0)
-    assert "sync_strike" not in runner.check_sync(7) and runner._sync_strike is False  # a pass clears it
+    assert "sync_strike" not in runner.sync.check(7) and runner.sync.strike is False  # a pass clears it
 
 
 def test_a_recipe_with_the_first_guards_knob_is_told_its_new_name():
@@ -235,7 +236,7 @@ def test_bench_sync_tells_the_healthy_adapter_from_each_fault(tmp_path):
     """`minisir bench sync` on a committed run (seeded LoRA, saved trainer state, three solution
     rows for probe texts, as a step leaves): the healthy adapter passes, every forced fault is called."""
     from minisir.bench.sync import bench_sync
-    from minisir.loop import sha256_file
+    from minisir.run_dir import sha256_file
 
     run_dir = tmp_path / "run"
     runner = Runner(parse_recipe(_recipe(run_dir)), progress=False)

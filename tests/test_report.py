@@ -179,7 +179,7 @@ def test_report_beside_a_run_with_no_shared_eval_says_so(tmp_path):
 def test_sampler_split_reads_one_steps_share_of_the_running_totals():
     """A step's sampler seconds and batch occupancy are differences of the sampler's running totals:
     30 decode calls carrying 240 sequences with 16 slots ran half full."""
-    from minisir.loop import sampler_split
+    from minisir.step_metrics import sampler_split
 
     before = {"prompt_s": 1.0, "decode_s": 5.0, "sample_s": 0.5, "decode_calls": 10.0, "decode_rows": 100.0}
     after = {"prompt_s": 3.0, "decode_s": 12.5, "sample_s": 1.0, "decode_calls": 40.0, "decode_rows": 340.0}

@@ -93,8 +93,8 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
             raise MinisirError(f"{run_dir}: no committed adapter yet; nothing to check")
         adapters = sorted(runner.adapter_dir.glob("step-*.gguf"))
         healthy = runner.run_dir / latest["path"]
-        runner._sync_texts = _probe_texts(runner, texts)
-        floor = runner._base_probe_gap()
+        runner.sync.texts = _probe_texts(runner, texts)
+        floor = runner.sync.base_probe_gap()
         max_gap = gap_limit(floor, recipe.trainer.sync_gap_ratio)
         with tempfile.TemporaryDirectory() as tmp:
             cases = {"healthy": (healthy, 1.0), "half scale": (healthy, 0.5), "double scale": (healthy, 2.0),
@@ -109,8 +109,8 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
                     runner.sampler.clear_adapter()
                 else:
                     runner.sampler.set_adapter(path, scale)
-                reading = runner._read_sync()
-                first = runner._probe_gap(base=False) - floor
+                reading = runner.sync.read()
+                first = runner.sync.probe_gap(base=False) - floor
                 called = verdict(reading, 1.0, tolerance, confidence, max_gap) is not None
                 rows[name] = {**reading.metrics(), "called": called,
                               "first_guard_excess": round(first, 4), "first_guard_called": first > FIRST_GUARD_LIMIT}
