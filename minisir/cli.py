@@ -295,76 +295,6 @@ def archive_browse(run_dir: Path, port: int, no_open: bool) -> None:
 
 
 # --------------------------------------------------------------------------- eval / report / export
-def _run_model(arc) -> tuple[Path, Any, dict]:
-    """The GGUF, prompt renderer factory and recipe a run was made with."""
-    from .assets import resolve_gguf
-    from .errors import ArchiveError
-
-    info = arc.run_info()
-    if info is None:
-        raise ArchiveError(f"{arc.path} holds no run yet; start one with `minisir run RECIPE`")
-    recipe = info["recipe"]
-    return resolve_gguf(recipe["model"]["gguf"]), recipe["model"].get("prompt_style", "auto"), recipe
-
-
-def _method_prompt(recipe: dict, chat: Any) -> tuple[Any, Any]:
-    """(prompt, stop) of the run's method when it defines eval_prompt(question, chat) and
-    eval_stop(is_chat), else (None, None).
-
-    Why: an eval should ask questions the way the method's solver was trained to answer
-    them; methods without these hooks get evaluate()'s default (the OpenSIR student prompt).
-    """
-    from .methods import method_module
-
-    name = (recipe.get("method") or {}).get("name")
-    try:
-        mod = method_module(name) if name else None
-    except (ImportError, ValueError):
-        mod = None
-    prompt, stop_fn = getattr(mod, "eval_prompt", None), getattr(mod, "eval_stop", None)
-    if prompt is None:
-        return None, None
-    return prompt, (list(stop_fn(chat is not None)) if stop_fn is not None else None)
-
-
-def _eval_targets(arc, names: list[str]) -> list[tuple[str, int | None]]:
-    """("base" | "latest" | step number) -> (label, step or None for the base model).
-
-    Each step's adapter is looked up here, so a missing step or adapter file fails at once, before
-    any sampling (a base model sampled for minutes, then "no step 19", was the old order)."""
-    from .errors import MinisirError
-    from .evaluate import run as evaluation
-
-    out = []
-    for name in names:
-        name = name.strip()
-        if name == "base":
-            out.append(("base", None))
-        elif name == "latest":
-            latest = arc.latest_adapter()
-            if latest is None:
-                raise MinisirError(f"{arc.path} has no adapter yet: run a step first or evaluate base")
-            out.append((f"step {latest['step']}", int(latest["step"])))
-        elif name.isdigit():
-            out.append((f"step {name}", int(name)))
-        else:
-            raise MinisirError(f"--step/--compare: {name!r} is not base, latest or a step number")
-        if out[-1][1] is not None:
-            evaluation.adapter_for_step(arc, out[-1][1])  # one line: no such step, no adapter, file missing
-    return out
-
-
-def _jsonable(x: Any) -> Any:
-    """NaN (an undefined interval) -> null, so --json output is strict JSON."""
-    if isinstance(x, float) and x != x:
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 @main.command("eval")
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", default=None, help="Evaluate this GGUF (e.g. a merged export) instead of a run.")
@@ -398,14 +328,8 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
     trained with different seeds) need --compare: each run is compared on its own, then
     the evidence is pooled over the runs with the question as the unit.
     """
-    from contextlib import ExitStack
-
-    from .archive import ARCHIVE_NAME, Archive
-    from .assets import resolve_gguf
-    from .evaluate import EvalConfig, compare as diff, eval_cache_dir, format_compare, format_table, run_eval
-    from .pooled import by_kind, format_by_kind, question_kinds
-    from .prompting import choose_style
-    from .sampler import Sampler
+    from .evaluate import EvalConfig
+    from .evaluate.runs import comparison, evaluate_model, evaluate_runs, format_comparison, jsonable
 
     cfg = EvalConfig(benchmark=benchmark, n_questions=n_questions, k=k, temperature=temperature, top_p=top_p,
                      max_tokens=max_tokens, seed=seed, greedy=not no_greedy)
@@ -419,91 +343,11 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
             raise MinisirError("pass a run directory or --model GGUF to evaluate")
         if compare:
             raise MinisirError("--compare needs a run directory (it compares the run's base model and steps)")
-        gguf = resolve_gguf(model)
-        with Sampler(gguf, n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
-            results = [run_eval(gguf, cfg, sampler=sampler, chat=choose_style("auto", sampler.chat_template),
-                                label=gguf.name)]
-        targets = [(gguf.name, None)]
-        runs = [(None, targets, results)]
+        runs = [evaluate_model(model, cfg, threads)]
     else:
-        with ExitStack() as stack:
-            opened = []  # (run_dir, archive, gguf, style, recipe, targets): all checked before any sampling
-            for run_dir in run_dirs:
-                arc = stack.enter_context(Archive.open(run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir))
-                gguf, style, recipe = _run_model(arc)
-                opened.append((run_dir, arc, gguf, style, recipe, _eval_targets(arc, names)))
-            for run_dir, _, other, *_ in opened[1:]:
-                if Path(other).resolve() != Path(opened[0][2]).resolve():
-                    raise MinisirError(f"{run_dir} was trained from {other}, {opened[0][0]} from {opened[0][2]}: "
-                                       "pooled runs must share the base model")
-            runs = []
-            with Sampler(opened[0][2], n_ctx=max(8192, 4 * max_tokens), n_threads=threads) as sampler:
-                for run_dir, arc, gguf, style, recipe, targets in opened:
-                    chat = choose_style(style, sampler.chat_template)  # the run's own prompt style
-                    prompt, stop = _method_prompt(recipe, chat)
-                    results = [run_eval(gguf, cfg, archive=arc, step=target, sampler=sampler, chat=chat, label=label,
-                                        prompt=prompt, stop=stop, cache_dir=eval_cache_dir())
-                               for label, target in targets]
-                    runs.append((run_dir, targets, results))
-    kinds = question_kinds(benchmark, n_questions, seed) if compare else {}
-    if len(runs) > 1:
-        _print_pooled(runs, names, kinds, seed, as_json)
-        return
-    _, targets, results = runs[0]
-    paired = diff(results[1], results[0], seed=seed) if compare else None
-    kind_table = by_kind(results[0], results[1], kinds) if compare and kinds else {}
-    if as_json:
-        out: dict[str, Any] = {"results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}
-                                           for r, (_, t) in zip(results, targets)]}
-        if paired is not None:
-            out["compare"] = {"a": targets[1][0], "b": targets[0][0], "diff": "a - b", "metrics": paired}
-        if kind_table:
-            out["by_kind"] = {"base": targets[0][0], "trained": targets[1][0], "kinds": kind_table}
-        click.echo(json.dumps(_jsonable(out), indent=2, default=str))
-        return
-    click.echo(format_table(results))
-    if paired is not None:
-        click.echo("")
-        click.echo(format_compare(paired, targets[1][0], targets[0][0]))
-    if kind_table:
-        click.echo("")
-        click.echo(format_by_kind(kind_table, targets[0][0], targets[1][0]))
-
-
-def _print_pooled(runs: list[tuple[Path, list, list]], names: list[str], kinds: dict[str, str], seed: int,
-                  as_json: bool) -> None:
-    """Several runs of `minisir eval --compare A,B`: each run's comparison, the pooled one, by kind."""
-    from .pooled import format_by_kind, format_pooled, format_runs, pooled_by_kind, pooled_compare
-
-    labels = []  # "step 40" when every run compares the same step, else what was asked ("latest")
-    for i, name in enumerate(names):
-        seen = {targets[i][0] for _, targets, _ in runs}
-        labels.append(seen.pop() if len(seen) == 1 else name.strip())
-    base, trained = labels
-    pairs = [(results[0], results[1]) for _, _, results in runs]
-    pooled = pooled_compare(pairs, seed=seed)
-    kind_table = pooled_by_kind(pairs, kinds) if kinds else {}
-    if as_json:
-        out: dict[str, Any] = {
-            "runs": [{"run": str(run_dir),
-                      "results": [{"label": r.label, "step": t, "config": r.config, "metrics": r.metrics}
-                                  for r, (_, t) in zip(results, targets)],
-                      "compare": {"a": targets[1][0], "b": targets[0][0], "diff": "a - b", "metrics": own}}
-                     for (run_dir, targets, results), own in zip(runs, pooled["runs"])],
-            "pooled": {"a": trained, "b": base, "diff": "a - b", "n_seeds": pooled["n_seeds"],
-                       "n_questions": pooled["n_questions"], "metrics": pooled["pooled"]},
-            "by_kind": {"base": base, "trained": trained, "kinds": kind_table},
-        }
-        click.echo(json.dumps(_jsonable(out), indent=2, default=str))
-        return
-    click.echo(f"{trained} - {base}, each run on its own:")
-    click.echo("")
-    click.echo(format_runs([str(run_dir) for run_dir, _, _ in runs], pooled["runs"]))
-    click.echo("")
-    click.echo(format_pooled(pooled, trained, base))
-    if kind_table:
-        click.echo("")
-        click.echo(format_by_kind(kind_table, base, trained))
+        runs = evaluate_runs(run_dirs, cfg, names, threads)
+    cmp = comparison(runs, names, cfg, compare=bool(compare))
+    click.echo(json.dumps(jsonable(cmp), indent=2, default=str) if as_json else format_comparison(runs, cmp))
 
 
 @main.command()
@@ -543,12 +387,13 @@ def export(run_dir: Path, out: Path, qtype: str, adapter_only: bool) -> None:
     if out.is_dir():
         raise MinisirError(f"{out} is a directory; name the .gguf file to write, or pass --adapter-only")
     from .assets import resolve_hf_dir
+    from .evaluate.runs import run_model
     from .export import export_merged
     from .ollama import write_modelfile
     from .trainer import GRPOTrainer, TrainerConfig
 
     with Archive.open(run_dir / ARCHIVE_NAME, readonly=True) as arc:
-        gguf, _, recipe = _run_model(arc)
+        gguf, _, recipe = run_model(arc)
         last = arc.last_step()
     state, trained = trained_state(run_dir, last)
     if trained != last:

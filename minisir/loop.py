@@ -437,16 +437,17 @@ class Runner:
         held-out curve), stored in the archive (outside the step's commit); returns its table and
         its values for the trackers."""
         from .evaluate import eval_cache_dir, format_table, run_eval
+        from .evaluate.runs import method_prompt
 
         current = self.sampler.adapter_path
         adapter = current if step is not None else None
-        method = method_module(self.recipe.method.name)
+        prompt, stop = method_prompt(self.recipe.method.name, self.chat)
         # No step has trained yet: the model is still the base, which has no step adapter to look up.
         # The base model's eval is the same for every seed of a recipe: it comes from the eval cache.
         result = run_eval(self.gguf, self.recipe.eval, adapter=adapter, archive=None,
                           sampler=self.sampler, chat=self.chat, progress=self.progress,
                           label="base" if step is None else f"step {step}",
-                          prompt=method.eval_prompt, stop=method.eval_stop(self.chat is not None),
+                          prompt=prompt, stop=stop,
                           cache_dir=eval_cache_dir() if step is None else None)
         self.archive.add_eval(step, self.recipe.eval.benchmark, result.to_archive())
         if current is not None:  # run_eval activates at scale 1 (or clears it); restore the recipe's

@@ -18,7 +18,8 @@ import minisir.assets
 import minisir.evaluate.run
 import minisir.sampler
 from minisir.archive import Archive
-from minisir.cli import _method_prompt, main
+from minisir.cli import main
+from minisir.evaluate.runs import method_prompt
 from minisir.methods import METHODS
 from minisir.methods.opensir import student_prompt
 
@@ -136,11 +137,11 @@ def test_method_prompt_hook(monkeypatch):
     fake.eval_stop = lambda is_chat: [] if is_chat else ["\nQ:"]
     monkeypatch.setitem(sys.modules, "minisir.methods.fakemethod", fake)
     monkeypatch.setitem(METHODS, "fakemethod", ("minisir.methods.fakemethod", "FakeConfig"))
-    prompt, stop = _method_prompt({"method": {"name": "fakemethod"}}, None)
+    prompt, stop = method_prompt("fakemethod", None)
     assert prompt("x", None) == "Q: x" and stop == ["\nQ:"]
-    assert _method_prompt({"method": {"name": "fakemethod"}}, lambda m: "")[1] == []
-    assert _method_prompt({"method": {"name": "no-such-method"}}, None) == (None, None)
-    assert _method_prompt({}, None) == (None, None)
+    assert method_prompt("fakemethod", lambda m: "")[1] == []
+    assert method_prompt("no-such-method", None) == (None, None)
+    assert method_prompt(None, None) == (None, None)
 
 
 @pytest.mark.parametrize("target, needle", [("5", "has no step 5 (last step 0)"), ("0", "is missing")])
