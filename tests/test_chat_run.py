@@ -27,7 +27,7 @@ import minisir.loop
 from minisir.archive import Archive
 from minisir.cli import main
 from minisir.export import write_model_gguf
-from minisir.methods import opensir, sqlm, sqlm_prompts
+from minisir.methods import opensir, opensir_prompts, sqlm, sqlm_prompts
 from minisir.sampler import Sampler
 from tiny_models import CHATML, TINY_MERGES, TINY_SPECIALS, tiny_model, tiny_tokenizer_gguf
 from tiny_run import check_committed, force_training
@@ -37,7 +37,7 @@ torch.set_num_threads(1)  # the machine's 2 cores are shared
 MAX_TOKENS = 32
 IM_START = 256 + len(TINY_MERGES) + TINY_SPECIALS.index("<|im_start|>")  # ids in the tiny vocabulary
 IM_END = 256 + len(TINY_MERGES) + TINY_SPECIALS.index("<|im_end|>")
-COMPLETION_STOPS = set(opensir.TEACHER_STOP) | set(opensir.STUDENT_STOP) | set(sqlm_prompts.PROPOSER_STOP_MATH) \
+COMPLETION_STOPS = set(opensir_prompts.TEACHER_STOP) | set(opensir_prompts.STUDENT_STOP) | set(sqlm_prompts.PROPOSER_STOP_MATH) \
     | set(sqlm_prompts.SOLVER_STOP_MATH)
 
 
@@ -140,7 +140,7 @@ def _check_invalid_recorded(run_dir: Path) -> None:
 
 def test_opensir_chat_run_trains_and_exports(chat_gguf, recorded, tmp_path, monkeypatch):
     force_training(monkeypatch)  # random text never makes a trainable group by itself
-    _force_some_valid(monkeypatch, opensir, "parse_teacher", lambda k: opensir.TeacherOutput(
+    _force_some_valid(monkeypatch, opensir, "parse_teacher", lambda k: opensir_prompts.TeacherOutput(
         f"Tom has {k} apples and buys {k + 2} more. How many apples does he have now?", ["addition"], True))
     run_dir = tmp_path / "run"
     method = {"name": "opensir", "references_per_step": 1, "teacher_samples": 4, "student_samples": 2,
@@ -152,7 +152,7 @@ def test_opensir_chat_run_trains_and_exports(chat_gguf, recorded, tmp_path, monk
     _check_chat_plumbing(recorded, {()})  # teacher_stop(chat=True) == student_stop(chat=True) == []
     students = [p for c in recorded for p in c["prompts"] if "Tom has" in p]
     assert students and all("\\boxed" in p for p in students)  # the student prompt, in the template
-    assert opensir.teacher_stop(True) == opensir.student_stop(True) == []
+    assert opensir_prompts.teacher_stop(True) == opensir_prompts.student_stop(True) == []
     info = check_committed(run_dir, 2)
     assert [step for step, _, _ in info["adapters"]] == [0, 1]  # trained and hot-swapped every step
     _check_invalid_recorded(run_dir)

@@ -21,7 +21,7 @@ from minisir.archive import Archive
 from minisir.cli import main
 from minisir.evaluate.runs import method_prompt
 from minisir.methods import METHODS
-from minisir.methods.opensir import student_prompt
+from minisir.methods.opensir_prompts import student_prompt
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<model>"
 QUESTIONS = {f"What is {i} + {i}?": str(2 * i) for i in range(1, 11)}

@@ -7,22 +7,24 @@ import pytest
 from pydantic import ValidationError
 
 from minisir.embed import EMPTY_DIVERSITY, Embedder, diversity_scores
-from minisir.methods.opensir import (
+from minisir.methods.opensir import OpenSIRConfig
+from minisir.methods.opensir_prompts import (
     STUDENT_STOP,
     TEACHER_STOP,
-    edge_value,
     few_shot_problems,
-    OpenSIRConfig,
     has_box,
-    length_score,
     parse_teacher,
+    student_prompt,
+    teacher_prompt,
+    teacher_stop,
+)
+from minisir.methods.opensir_rewards import (
+    edge_value,
+    length_score,
     select_groups,
     solvability,
-    student_prompt,
     student_reward,
-    teacher_prompt,
     teacher_reward,
-    teacher_stop,
 )
 from minisir.methods.common import answer_leak_reason, has_clear_majority
 
@@ -382,7 +384,8 @@ def test_embedder_real_model(embedder):
 def test_groups_rank_by_solvability_plus_diversity_not_length():
     """Reference group choice: length and format do not decide which students train, so the
     students learn from problems whose majority label is reliable, not from long ones."""
-    from minisir.methods.opensir import TeacherScore, _rank_value
+    from minisir.methods.opensir import _rank_value
+    from minisir.methods.opensir_rewards import TeacherScore
 
     cfg = OpenSIRConfig()
     long_unreliable = {"score": TeacherScore(0.25, 0.1, 1.0, 1.0, 0.25 + 0.1 + 1.0 + 0.1)}
@@ -396,7 +399,8 @@ def test_groups_rank_by_solvability_plus_diversity_not_length():
 
 
 # ----------------------------------------------------------------------------- fenced format, graded reward
-from minisir.methods.opensir import FENCED_STOP, fenced_teacher_prompt, parse_fenced, teacher_value  # noqa: E402
+from minisir.methods.opensir import teacher_value  # noqa: E402
+from minisir.methods.opensir_prompts import FENCED_STOP, fenced_teacher_prompt, parse_fenced  # noqa: E402
 
 
 def test_fenced_prompt_items_parse_as_the_model_output_will():
@@ -437,7 +441,7 @@ def test_parse_fenced_reads_problem_and_program():
 
 
 def _stats(admitted: bool, leak: str | None = None, reward: float = 1.7) -> dict:
-    from minisir.methods.opensir import TeacherScore
+    from minisir.methods.opensir_rewards import TeacherScore
 
     return {"score": TeacherScore(0.8, 0.4, 0.4, 0.1, reward), "admitted": admitted, "leak": leak, "refused": None}
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from minisir.answers import equivalent, extract_boxed, is_unevaluated, majority_vote, normalize_answer
-from minisir.methods import opensir
+from minisir.methods import opensir_prompts
 from minisir.methods import sqlm_coding, sqlm_prompts
 
 # The default profile (conftest: "ci") is derandomised with no deadline, so the suite gives the same
@@ -49,13 +49,13 @@ def balanced(depth: int = 3):
 @FAST
 @given(any_text, finish)
 def test_parse_teacher_never_raises(text, reason):
-    out = opensir.parse_teacher(text, reason)
+    out = opensir_prompts.parse_teacher(text, reason)
     assert isinstance(out.valid, bool)
     if out.valid:
         assert out.problem and out.problem == out.problem.strip()
         assert all(tag not in out.problem for tag in ("<problem>", "</problem>", "<concepts>", "</concepts>"))
-        assert 1 <= len(out.concepts) <= opensir.MAX_CONCEPTS
-        assert len(out.problem) <= opensir.MAX_PROBLEM_CHARS
+        assert 1 <= len(out.concepts) <= opensir_prompts.MAX_CONCEPTS
+        assert len(out.problem) <= opensir_prompts.MAX_PROBLEM_CHARS
         assert reason == "stop"
     else:
         assert out.reason
@@ -70,7 +70,7 @@ def test_parse_teacher_never_raises(text, reason):
        st.lists(st.text(alphabet="abcdefghij ", min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=5))
 def test_parse_teacher_round_trip(problem, concepts):
     text = f"{problem}</problem>\n<concepts>{', '.join(concepts)}</concepts>"
-    out = opensir.parse_teacher(text)
+    out = opensir_prompts.parse_teacher(text)
     assert out.valid, out.reason
     assert out.problem == problem.strip()
 
@@ -218,8 +218,8 @@ HUGE = {
 def _all_parsers(text: str) -> None:
     extract_boxed(text)
     normalize_answer(text)
-    opensir.parse_teacher(text)
-    opensir.parse_teacher("<problem>What?</problem><concepts>" + text)
+    opensir_prompts.parse_teacher(text)
+    opensir_prompts.parse_teacher("<problem>What?</problem><concepts>" + text)
     for tp in ("arithmetic", "algebra", "coding"):
         sqlm_prompts.parse_proposal(text, tp)
         sqlm_prompts.parse_proposal("Add 123 and 456 please.</problem>\n<tests>" + text, tp)
