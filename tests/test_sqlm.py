@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from minisir.methods.sqlm import SQLMConfig, math_proposer_reward, plan_groups, proposer_updates, score_math
+from minisir.methods.sqlm import SQLMConfig
+from minisir.methods.sqlm_rewards import math_proposer_reward, plan_groups, proposer_updates, score_math
 from minisir.methods.sqlm_coding import code_proposer_reward, code_solver_reward, extract_code, score_code
 from minisir.methods.sqlm_prompts import (
     PROPOSER_STOP_CODING,

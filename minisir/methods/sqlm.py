@@ -1,4 +1,4 @@
-"""SQLM, Self-Questioning Language Models (arXiv 2508.03682): config, rewards, groups and the step.
+"""SQLM, Self-Questioning Language Models (arXiv 2508.03682): its config and its step.
 
 The proposer gets only a topic and writes a problem; the solver answers it N times.
 - Math topics (arithmetic, algebra): a solver sample earns 1 when its \\boxed answer is in
@@ -10,9 +10,10 @@ The proposer gets only a topic and writes a problem; the solver answers it N tim
   rate is strictly inside (pass_low, pass_high), by default (0, 1).
 Invalid proposals earn 0, keep their reason, and never produce solver groups.
 
-This module owns the method's whole step: rewards and groups are pure functions; `play` runs
-one round on the runner's sampler. Prompts and parsing live in sqlm_prompts.py, the coding
-topic's sandboxed scoring in sqlm_coding.py. Defaults follow the reference (lili-chen/self-questioning-lm): 4 proposals per
+This module owns the method's config and step: `play` runs one round on the runner's sampler,
+as named stages (propose, parse, label, solve, stretch, score, rows). Prompts and parsing live in
+sqlm_prompts.py, rewards and groups (pure functions) in sqlm_rewards.py, the coding topic's
+sandboxed scoring in sqlm_coding.py. Defaults follow the reference (lili-chen/self-questioning-lm): 4 proposals per
 prompt form one proposer group, solvers N = 4, proposer every 5th step. minisir adds: no
 solver training without a clear majority, and no reward for a problem whose majority
 answer is a number from its own text.
@@ -21,27 +22,23 @@ answer is a number from its own text.
 from __future__ import annotations
 
 import random
-import re
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..grpo import has_signal
 from ..labels import (LABELS_DESCRIPTION, STATED_NUMBERS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode,
                       bare_expression, bind_verifier, execute, judge, verifier_spec)
 from ..sandbox import SandboxConfig
-from .sqlm_coding import CodeScore, score_code_batch
+from .common import METRICS as COMMON_METRICS
+from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
+                     own_top_p_field, sampled_by, temperature_field, to_sample, top_p_field)
+from .sqlm_coding import score_code_batch
 from .sqlm_prompts import eval_prompt, eval_stop  # noqa: F401  the method interface (loop, evaluate)
 from .sqlm_prompts import (TOPICS, Proposal, example_parts, parse_proposal, proposer_prompt, proposer_stop,
                            solver_prompt, solver_stop)
-from .common import METRICS as COMMON_METRICS
-from .common import (SamplingConfig, completion_fields, max_tokens_field,
-                     mean_or_none, own_temperature_field, own_top_p_field, sampled_by, temperature_field, to_sample,
-                     top_p_field)
+from .sqlm_rewards import GroupPlan, no_label_reason, plan_groups, proposer_payment, refusal, score_math
 
 if TYPE_CHECKING:
     from .common import Context, Phase, StepResult
@@ -162,200 +159,6 @@ class SQLMConfig(BaseModel):
                                  self.solver_top_p)
 
 
-# --------------------------------------------------------------------------- rewards
-def in_band(m: int, low: int, high: int) -> bool:
-    """Open interval: low < m < high."""
-    return low < m < high
-
-
-def math_proposer_reward(m: int, low: int, high: int) -> float:
-    """1 when the majority size m is neither too small nor too large (open band)."""
-    return 1.0 if in_band(m, low, high) else 0.0
-
-
-def math_solver_rewards(agrees: Sequence[bool]) -> list[float]:
-    """1 for each sample whose answer is in the majority class, else 0."""
-    return [1.0 if a else 0.0 for a in agrees]
-
-
-@dataclass
-class MathScore:
-    answers: list[str | None]
-    majority_answer: str | None  # the vote's answer (None when nothing parsed)
-    majority_size: int  # m: members of the majority class, or (executed labels) solvers that got the label
-    solver_rewards: list[float]
-    proposer_reward: float
-    label: str | None = None  # what solvers were rewarded for matching
-    tie: bool = False  # the vote's first place is shared
-    vote_answer: str | None = None  # the vote's answer whatever the label
-    audit: bool | None = None  # the vote against the executed answer (labels.judge); None without one
-
-
-def score_math(solutions: Sequence[str], cfg: SQLMConfig, truth: str | None = None,
-               problem: str = "") -> MathScore:
-    """Votes and rewards for the N solutions of one math problem.
-
-    labels majority: solvers earn 1 for the majority class and m is its size. labels
-    program: `truth` (the executed answer) is the label; solvers earn 1 for matching it and
-    m counts them. labels agree: the majority is the label, and only when it equals `truth`
-    (else no_label_reason refuses it).
-    """
-    verdicts = judge(solutions, truth, bind_verifier(cfg.verifier, problem, truth))
-    vote = verdicts.vote
-    low, high = cfg.band()
-    if cfg.labels == "program":
-        m, label = verdicts.right, truth
-        rewards = [1.0 if c else 0.0 for c in verdicts.correct]
-    else:
-        m, rewards, label = vote.count, math_solver_rewards(vote.agrees), vote.answer
-    return MathScore(
-        answers=verdicts.answers,
-        majority_answer=vote.answer,
-        majority_size=m,
-        solver_rewards=rewards,
-        proposer_reward=math_proposer_reward(m, low, high),
-        label=label,
-        tie=vote.tie,
-        vote_answer=vote.answer,
-        audit=verdicts.audit,
-    )
-
-
-def refusal(problem: str, executed: "Executed", cfg: SQLMConfig) -> str | None:
-    """Why a labelled proposal (labels program/agree) earns 0 before any solver runs; None when it goes on.
-
-    No executed answer (the program failed, timed out, printed nothing) or an executed
-    answer that appears in the problem's own text (a leak) is refused, with the reason kept.
-    """
-    from .common import answer_leak_reason
-
-    if executed.answer is None:
-        return f"no label: {executed.reason}"
-    if cfg.leak_filter and (leak := answer_leak_reason(problem, executed.answer, 0, cfg.verifier is None)):
-        return f"leak: {leak}"
-    return None
-
-
-def no_label_reason(problem: str, score: MathScore, cfg: SQLMConfig) -> str | None:
-    """Why a solved math problem trains no solvers (and, with require_majority, pays its proposer 0).
-
-    majority/agree: the majority answer is copied from the problem (a leak), or there is no
-    clear majority (fewer than 2 votes, or a tie: ["5", "5", "6", "6"] is a coin flip, not a
-    label). agree: also when the majority differs from the executed answer (the score's audit).
-    """
-    from .common import answer_leak_reason, has_clear_majority
-
-    if cfg.labels == "program":
-        return None  # the executed label was checked before solving (refusal)
-    leak = answer_leak_reason(problem, score.majority_answer, 0, cfg.verifier is None) if cfg.leak_filter else None
-    if leak and score.majority_answer is not None:
-        return f"leak: {leak}"
-    if cfg.require_majority and not has_clear_majority(score.answers):
-        return "no clear majority"
-    if cfg.labels == "agree" and not score.audit:
-        return "majority differs from the executed answer"
-    return None
-
-
-def proposer_payment(score: "MathScore | CodeScore | None", refused: str | None, no_label: str | None,
-                     cfg: SQLMConfig) -> float:
-    """What the proposer earns for one problem.
-
-    0 when it was refused (no executed label, a leak) or never solved; 0 when its solvers
-    have no label to train on and require_majority is on (no clear majority: a tie such
-    as ["5", "5", "6", "6"] pays nothing) or labels is agree (the vote and the program
-    disagree); else the band reward.
-    """
-    if score is None or refused:
-        return 0.0
-    if no_label and (no_label.startswith("leak") or cfg.require_majority or cfg.labels == "agree"):
-        return 0.0
-    return float(score.proposer_reward)
-
-
-# --------------------------------------------------------------------------- groups
-def proposer_updates(step: int, every: int) -> bool:
-    """Whether the proposer trains at `step` (0-based): every k-th step, k = every."""
-    return (step + 1) % every == 0
-
-
-@dataclass
-class GroupPlan:
-    """Which GRPO groups a step trains; the loop turns them into trainer Samples.
-
-    proposer_group: the first proposer group id (None with proposer_skip saying why);
-        proposer_groups maps every trained proposal (invalid ones with reward 0, which
-        teaches the format) to its prompt's group.
-    solver_groups: proposal index -> group id, one group per valid problem (its N samples).
-    skipped: proposal index -> why it has no solver group ("invalid: ...", "all rewards equal").
-    """
-
-    proposer_group: str | None
-    proposer_rewards: list[float]
-    proposer_skip: str | None = None
-    proposer_groups: dict[int, str] = field(default_factory=dict)  # proposal index -> its prompt's group
-    solver_groups: dict[int, str] = field(default_factory=dict)
-    skipped: dict[int, str] = field(default_factory=dict)
-
-
-def plan_groups(
-    step: int | str,
-    topic: str,
-    proposals: Sequence[Proposal],
-    proposer_rewards: Sequence[float],
-    solver_rewards: Sequence[Sequence[float] | None],
-    cfg: SQLMConfig,
-    prompt_of: Sequence[int] | None = None,
-    no_label: dict[int, str] | None = None,
-    min_reward_std: float = 0.0,
-) -> GroupPlan:
-    """Group one round's samples (analogue of opensir.select_groups).
-
-    prompt_of: the prompt index of each proposal. Proposals of one prompt form one
-        proposer group (reference: 4 proposals per prompt, advantage inside the group);
-        None puts all proposals in one group.
-    no_label: proposal index -> why its solvers have no trustworthy label (no clear
-        majority, the answer leaks from the problem): such problems train no solvers.
-    Groups whose rewards do not spread (grpo.has_signal with the trainer's min_reward_std;
-    rewards here are 0/1 or a pass rate, so their scale is 1) are skipped. Invalid
-    proposals always get proposer reward 0 and never a solver group, whatever the caller
-    passed for them.
-    """
-    if not (len(proposals) == len(proposer_rewards) == len(solver_rewards)):
-        raise ValueError("proposals, proposer_rewards and solver_rewards must have the same length")
-    rewards = [float(r) if p.valid else 0.0 for p, r in zip(proposals, proposer_rewards)]
-    plan = GroupPlan(proposer_group=None, proposer_rewards=rewards)
-    prompt_of = list(prompt_of) if prompt_of is not None else [0] * len(proposals)
-    by_prompt: dict[int, list[int]] = {}
-    for i, k in enumerate(prompt_of):
-        by_prompt.setdefault(k, []).append(i)
-    step_no = int(str(step).split("r")[0])
-    if not proposer_updates(step_no, cfg.proposer_update_every):
-        plan.proposer_skip = f"proposer trains every {cfg.proposer_update_every} steps"
-    else:
-        for k, members in by_prompt.items():
-            if has_signal([rewards[i] for i in members], min_reward_std):
-                gid = f"sqlm:{step}:proposer:{k}"
-                plan.proposer_groups.update({i: gid for i in members})
-        if plan.proposer_groups:
-            plan.proposer_group = next(iter(plan.proposer_groups.values()))
-        else:
-            plan.proposer_skip = "all proposer rewards equal within every prompt's group"
-    no_label = no_label or {}
-    for i, (p, sr) in enumerate(zip(proposals, solver_rewards)):
-        if not p.valid:
-            plan.skipped[i] = f"invalid: {p.reason}"
-        elif not sr:
-            plan.skipped[i] = "no solver samples"
-        elif i in no_label:
-            plan.skipped[i] = no_label[i]
-        elif not has_signal([float(x) for x in sr], min_reward_std):
-            plan.skipped[i] = "all solver rewards equal"
-        else:
-            plan.solver_groups[i] = f"sqlm:{step}:solver:{i}"
-    return plan
-
-
 def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
     """The hardest problems of the last curriculum_window steps that earned the proposer the band
     reward: what its solvers could just solve. A stretch problem's reward is for reach, and a pool
@@ -438,145 +241,210 @@ METRICS = {**COMMON_METRICS, "proposals": "sum", "proposer_groups_trained": "sum
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the proposer writes problems on the topic; solvers answer N times (or write code)."""
-    from .common import StepResult, step_seed, tokens_per_s
+    from .common import StepResult, step_seed
 
-    cfg: SQLMConfig = runner.recipe.method
-    seed = runner.recipe.run.seed
-    topic, kind, chat = cfg.topic, cfg.kind(), runner.chat is not None
-    prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
-    prop_seed = step_seed(seed, step, "proposer", round_)
-    n_prompts = cfg.proposals_per_step // cfg.proposals_per_prompt
-
-    labelled = kind == "number" and cfg.labels != "majority"
+    r = _Round(runner, step, round_)
     with phase("proposer"):
-        t = time.perf_counter()
-        pool = curriculum_pool(runner.archive, step, cfg, labelled) if kind == "number" else []
-        prompts = [proposer_prompt(topic, runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=kind,
-                                   examples=cfg.topic_examples, program=labelled,
-                                   frontier=pick_frontier(pool, cfg.curriculum_examples, prop_seed + k))
-                   for k in range(n_prompts)]
-        groups = runner.sampler.generate(
-            prompts, n=cfg.proposals_per_prompt, **cfg.proposer_sampling().kwargs(), seed=prop_seed,
-            stop=proposer_stop(topic, chat, kind, labelled))
-        proposed = [c for g in groups for c in g]
-        prompt_of = [k for k, g in enumerate(groups) for _ in g]
-        proposer_tps = tokens_per_s(groups, time.perf_counter() - t)
-
+        _propose(r)
     with phase("parse"):
-        parsed = [parse_proposal(c.text, topic, c.finish_reason, cfg.min_tests, cfg.max_tests, kind,
-                                 cfg.topic_examples) for c in proposed]
-        valid = [i for i, p in enumerate(parsed) if p.valid]
-
-    with phase("execute"):  # number answers: the independent answer (the label, or the audit's reference)
-        executed = dict(zip(valid, execute([parsed[i].problem for i in valid],
-                                           [parsed[i].program if labelled else None for i in valid],
-                                           cfg.sandbox, whole_output=cfg.verifier is not None,
-                                           stated_only=cfg.stated_numbers_only))) if kind == "number" else {}
-        refused = {i: refusal(parsed[i].problem, executed[i], cfg) for i in valid if labelled}
-        solve = [i for i in valid if not refused.get(i)]
-
+        _parse(r)
+    with phase("execute"):
+        _label(r)
     with phase("solver"):
-        t = time.perf_counter()
-        solved = runner.sampler.generate(
-            [solver_prompt(parsed[i].problem, topic, runner.chat, kind) for i in solve], n=cfg.solver_samples,
-            **cfg.solver_sampling().kwargs(), seed=step_seed(seed, step, "solver", round_),
-            stop=solver_stop(topic, chat, kind)) if solve else []
-        solver_tps = tokens_per_s(solved, time.perf_counter() - t)
-
-    stretched: list[int] = []
-    if cfg.stretch_samples and solve:
+        _solve(r)
+    if r.cfg.stretch_samples and r.solve:
         with phase("stretch"):
-            groups_of = dict(zip(solve, solved))
-            stretched = _sample_stretch(runner, cfg, {i: parsed[i] for i in solve},
-                                        {i: executed[i].answer for i in solve}, groups_of,
-                                        step_seed(seed, step, "stretch", round_))
-            solved = [groups_of[i] for i in solve]
-
+            r.stretched = _sample_stretch(r.runner, r.cfg, {i: r.parsed[i] for i in r.solve},
+                                          {i: r.executed[i].answer for i in r.solve}, r.groups_of,
+                                          step_seed(r.seed, step, "stretch", round_))
     with phase("rewards"):
-        texts = [[c.text for c in group] for group in solved]
-        if kind == "program":
-            scores = score_code_batch([(tx, parsed[i].tests) for tx, i in zip(texts, solve)], cfg)
-        else:
-            scores = [score_math(tx, cfg, executed[i].answer, parsed[i].problem) for tx, i in zip(texts, solve)]
-            for i, score in zip(solve, scores):
-                if i in stretched:
-                    score.proposer_reward = stretch_reward(score.majority_size)
-        by_index = dict(zip(solve, zip(scores, solved)))
-        no_label: dict[int, str] = {}
-        invalid: dict[int, str] = {i: r for i, r in refused.items() if r}
-        for i, (score, _) in by_index.items():
-            if kind == "number" and (why := no_label_reason(parsed[i].problem, score, cfg)):
-                no_label[i] = why
-                if why.startswith("leak"):
-                    invalid[i] = why
-        proposer_rewards = [proposer_payment(by_index[i][0] if i in by_index else None, invalid.get(i),
-                                             no_label.get(i), cfg) for i in range(len(parsed))]
-        solver_rewards = [by_index[i][0].solver_rewards if i in by_index else None for i in range(len(parsed))]
-        plan = plan_groups(prefix, topic, parsed, proposer_rewards, solver_rewards, cfg, prompt_of,
-                           {**no_label, **invalid}, runner.recipe.trainer.min_reward_std)
+        _score(r)
+    problems, solutions, samples = _rows(r)
+    return StepResult(problems, solutions, samples, _metrics(r, problems))
 
+
+class _Round:
+    """What one round has made so far, stage by stage (indices are proposal positions)."""
+
+    def __init__(self, runner: "Context", step: int, round_: int) -> None:
+        self.runner, self.step, self.round = runner, step, round_
+        self.cfg: SQLMConfig = runner.recipe.method
+        self.seed = runner.recipe.run.seed
+        self.kind = self.cfg.kind()
+        self.chat = runner.chat is not None
+        self.prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
+        self.labelled = self.kind == "number" and self.cfg.labels != "majority"
+        self.pool: list = []
+        self.proposed: list = []  # proposer completions
+        self.prompt_of: list[int] = []  # each proposal's prompt (its proposer group)
+        self.parsed: list[Proposal] = []
+        self.valid: list[int] = []
+        self.executed: dict[int, Executed] = {}  # the independent answer (the label, or the audit's reference)
+        self.refused: dict[int, str | None] = {}
+        self.solve: list[int] = []  # proposals the solvers answer
+        self.groups_of: dict[int, list] = {}  # proposal -> its solver completions
+        self.stretched: list[int] = []
+        self.scores: dict[int, Any] = {}  # proposal -> MathScore | CodeScore
+        self.no_label: dict[int, str] = {}
+        self.invalid: dict[int, str] = {}
+        self.plan: GroupPlan | None = None
+        self.proposer_tps = self.solver_tps = 0.0
+
+
+def _propose(r: _Round) -> None:
+    """Sample the round's proposals: proposals_per_prompt from each few-shot prompt."""
+    from .common import step_seed, tokens_per_s
+
+    cfg, t = r.cfg, time.perf_counter()
+    prop_seed = step_seed(r.seed, r.step, "proposer", r.round)
+    r.pool = curriculum_pool(r.runner.archive, r.step, cfg, r.labelled) if r.kind == "number" else []
+    prompts = [proposer_prompt(cfg.topic, r.runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=r.kind,
+                               examples=cfg.topic_examples, program=r.labelled,
+                               frontier=pick_frontier(r.pool, cfg.curriculum_examples, prop_seed + k))
+               for k in range(cfg.proposals_per_step // cfg.proposals_per_prompt)]
+    groups = r.runner.sampler.generate(
+        prompts, n=cfg.proposals_per_prompt, **cfg.proposer_sampling().kwargs(), seed=prop_seed,
+        stop=proposer_stop(cfg.topic, r.chat, r.kind, r.labelled))
+    r.proposed = [c for g in groups for c in g]
+    r.prompt_of = [k for k, g in enumerate(groups) for _ in g]
+    r.proposer_tps = tokens_per_s(groups, time.perf_counter() - t)
+
+
+def _parse(r: _Round) -> None:
+    """Each proposal as a problem (and program, or tests), or the reason it is not one."""
+    cfg = r.cfg
+    r.parsed = [parse_proposal(c.text, cfg.topic, c.finish_reason, cfg.min_tests, cfg.max_tests, r.kind,
+                               cfg.topic_examples) for c in r.proposed]
+    r.valid = [i for i, p in enumerate(r.parsed) if p.valid]
+
+
+def _label(r: _Round) -> None:
+    """Number answers: run each valid problem's program (or expression); refuse what has no usable label."""
+    if r.kind != "number":
+        r.solve = list(r.valid)
+        return
+    cfg = r.cfg
+    r.executed = dict(zip(r.valid, execute([r.parsed[i].problem for i in r.valid],
+                                           [r.parsed[i].program if r.labelled else None for i in r.valid],
+                                           cfg.sandbox, whole_output=cfg.verifier is not None,
+                                           stated_only=cfg.stated_numbers_only)))
+    r.refused = {i: refusal(r.parsed[i].problem, r.executed[i], cfg) for i in r.valid if r.labelled}
+    r.solve = [i for i in r.valid if not r.refused.get(i)]
+
+
+def _solve(r: _Round) -> None:
+    """solver_samples answers to every problem that goes on."""
+    from .common import step_seed, tokens_per_s
+
+    if not r.solve:
+        return
+    cfg, t = r.cfg, time.perf_counter()
+    solved = r.runner.sampler.generate(
+        [solver_prompt(r.parsed[i].problem, cfg.topic, r.runner.chat, r.kind) for i in r.solve],
+        n=cfg.solver_samples, **cfg.solver_sampling().kwargs(), seed=step_seed(r.seed, r.step, "solver", r.round),
+        stop=solver_stop(cfg.topic, r.chat, r.kind))
+    r.groups_of = dict(zip(r.solve, solved))
+    r.solver_tps = tokens_per_s(solved, time.perf_counter() - t)
+
+
+def _score(r: _Round) -> None:
+    """Solver and proposer rewards, why a problem has no label, and the round's GRPO groups."""
+    cfg = r.cfg
+    texts = {i: [c.text for c in r.groups_of[i]] for i in r.solve}
+    if r.kind == "program":
+        r.scores = dict(zip(r.solve, score_code_batch([(texts[i], r.parsed[i].tests) for i in r.solve], cfg)))
+    else:
+        r.scores = {i: score_math(texts[i], cfg, r.executed[i].answer, r.parsed[i].problem) for i in r.solve}
+        for i in r.stretched:
+            r.scores[i].proposer_reward = stretch_reward(r.scores[i].majority_size)
+    r.invalid = {i: why for i, why in r.refused.items() if why}
+    for i, score in r.scores.items():
+        if r.kind == "number" and (why := no_label_reason(r.parsed[i].problem, score, cfg)):
+            r.no_label[i] = why
+            if why.startswith("leak"):
+                r.invalid[i] = why
+    proposer_rewards = [proposer_payment(r.scores.get(i), r.invalid.get(i), r.no_label.get(i), cfg)
+                        for i in range(len(r.parsed))]
+    solver_rewards = [r.scores[i].solver_rewards if i in r.scores else None for i in range(len(r.parsed))]
+    r.plan = plan_groups(r.prefix, cfg.topic, r.parsed, proposer_rewards, solver_rewards, cfg, r.prompt_of,
+                         {**r.no_label, **r.invalid}, r.runner.recipe.trainer.min_reward_std)
+
+
+def _rows(r: _Round) -> tuple[list[dict], list[dict], list]:
+    """The archive's problem and solution rows, and the trainer's samples."""
     problems, solutions, samples = [], [], []
-    audits: list[bool] = []
-    for i, (c, p) in enumerate(zip(proposed, parsed)):
-        key = f"{prefix}-{i}"
-        reason = p.reason or invalid.get(i)
-        row: dict[str, Any] = {"key": key, "text": p.problem, "role": "proposer", "method": "sqlm",
-                               "valid": p.valid and reason is None, "invalid_reason": reason, "raw": c.text,
-                               "topic": topic, "teacher_reward": plan.proposer_rewards[i],
-                               "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
-                               "prompt_index": prompt_of[i], **sampled_by(c)}
-        if p.tests:
-            row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
-        if p.program is not None:
-            row["program"] = p.program
-        if i in executed:
-            ex = executed[i]
-            row.update({"executed_answer": ex.answer, "executed_source": ex.source, "execute_error": ex.reason})
-        if i in by_index:
-            score, group = by_index[i]
-            if kind == "program":
-                row.update({"solve_rate": float(np.mean(score.pass_rates)), "n_samples": len(group)})
-                answers, agrees = [None] * len(group), [None] * len(group)
-            else:
-                row.update({"majority_answer": score.majority_answer, "n_samples": len(group),
-                            "solve_rate": score.majority_size / len(group), "majority_size": score.majority_size,
-                            "label": score.label, "label_source": "majority" if cfg.labels == "majority" else
-                            "executed"})
-                if i in stretched:
-                    row["stretch"] = True
-                answers, agrees = score.answers, [r > 0 for r in score.solver_rewards]
-                if (ok := score.audit) is not None:
-                    row["majority_correct"] = ok
-                    audits.append(ok)
-            for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
-                solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": ag,
-                                  "reward": rew})
-            if i in plan.solver_groups:
-                samples += [to_sample(c2, rew, plan.solver_groups[i]) for c2, rew in zip(group, score.solver_rewards)]
-        problems.append(row)
-    samples += [to_sample(proposed[i], plan.proposer_rewards[i], gid) for i, gid in plan.proposer_groups.items()]
+    for i, (c, p) in enumerate(zip(r.proposed, r.parsed)):
+        key = f"{r.prefix}-{i}"
+        problems.append(_problem_row(r, i, c, p, key))
+        if i not in r.scores:
+            continue
+        score, group = r.scores[i], r.groups_of[i]
+        answers = score.answers if r.kind != "program" else [None] * len(group)
+        agrees = [x > 0 for x in score.solver_rewards] if r.kind != "program" else [None] * len(group)
+        for c2, ans, ag, rew in zip(group, answers, agrees, score.solver_rewards):
+            solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": ag, "reward": rew})
+        if i in r.plan.solver_groups:
+            samples += [to_sample(c2, rew, r.plan.solver_groups[i]) for c2, rew in zip(group, score.solver_rewards)]
+    samples += [to_sample(r.proposed[i], r.plan.proposer_rewards[i], gid) for i, gid in r.plan.proposer_groups.items()]
+    return problems, solutions, samples
 
-    metrics = {
-        "topic": topic,
+
+def _problem_row(r: _Round, i: int, c: Any, p: Proposal, key: str) -> dict[str, Any]:
+    """One proposal's archive row: the problem, why it is invalid, its label, vote and solve rate."""
+    reason = p.reason or r.invalid.get(i)
+    row: dict[str, Any] = {"key": key, "text": p.problem, "role": "proposer", "method": "sqlm",
+                           "valid": p.valid and reason is None, "invalid_reason": reason, "raw": c.text,
+                           "topic": r.cfg.topic, "teacher_reward": r.plan.proposer_rewards[i],
+                           "n_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
+                           "prompt_index": r.prompt_of[i], **sampled_by(c)}
+    if p.tests:
+        row["tests"] = [[t.stdin, t.expected_stdout] for t in p.tests]
+    if p.program is not None:
+        row["program"] = p.program
+    if i in r.executed:
+        ex = r.executed[i]
+        row.update({"executed_answer": ex.answer, "executed_source": ex.source, "execute_error": ex.reason})
+    if i not in r.scores:
+        return row
+    score, n = r.scores[i], len(r.groups_of[i])
+    if r.kind == "program":
+        row.update({"solve_rate": float(np.mean(score.pass_rates)), "n_samples": n})
+        return row
+    row.update({"majority_answer": score.majority_answer, "n_samples": n, "solve_rate": score.majority_size / n,
+                "majority_size": score.majority_size, "label": score.label,
+                "label_source": "majority" if r.cfg.labels == "majority" else "executed"})
+    if i in r.stretched:
+        row["stretch"] = True
+    if score.audit is not None:
+        row["majority_correct"] = score.audit
+    return row
+
+
+def _metrics(r: _Round, problems: list[dict]) -> dict[str, Any]:
+    """The round's step metrics (merged over rounds as METRICS says)."""
+    parsed, valid, solve, cfg = r.parsed, r.valid, r.solve, r.cfg
+    audits = [s.audit for s in r.scores.values() if getattr(s, "audit", None) is not None]
+    scores = list(r.scores.values())
+    return {
+        "topic": cfg.topic,
         "proposals": len(parsed),
         "valid_rate": len(valid) / len(parsed) if parsed else 0.0,
-        "labelled_rate": (sum(1 for i in valid if executed[i].answer is not None) / len(parsed)
-                          if parsed and kind == "number" else None),
-        "leak_rate": sum(1 for r in invalid.values() if r.startswith("leak")) / len(parsed) if parsed else 0.0,
-        "no_majority_rate": sum(1 for r in no_label.values() if r == "no clear majority") / len(solve) if solve else 0.0,
+        "labelled_rate": (sum(1 for i in valid if r.executed[i].answer is not None) / len(parsed)
+                          if parsed and r.kind == "number" else None),
+        "leak_rate": sum(1 for why in r.invalid.values() if why.startswith("leak")) / len(parsed) if parsed else 0.0,
+        "no_majority_rate": (sum(1 for why in r.no_label.values() if why == "no clear majority") / len(solve)
+                             if solve else 0.0),
         "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
         "label_audited": len(audits),
-        "teacher_reward_mean": mean_or_none(plan.proposer_rewards),
-        "student_reward_mean": mean_or_none([r for s in scores for r in s.solver_rewards]),
+        "teacher_reward_mean": mean_or_none(r.plan.proposer_rewards),
+        "student_reward_mean": mean_or_none([x for s in scores for x in s.solver_rewards]),
         "solve_rate_mean": mean_or_none([row["solve_rate"] for row in problems if row.get("solve_rate") is not None]),
-        "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in solved for c in g]),
-        "proposer_groups_trained": len(set(plan.proposer_groups.values())),
-        "solver_groups_trained": len(plan.solver_groups),
-        "curriculum_pool": len(pool),
-        "stretch_problems": len(stretched) if cfg.stretch_samples else None,
-        "stretch_solved": (sum(1 for i in stretched if by_index[i][0].majority_size > 0)
-                           if cfg.stretch_samples else None),
-        "teacher_tokens_per_s": proposer_tps,
-        "student_tokens_per_s": solver_tps,
+        "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in r.groups_of.values() for c in g]),
+        "proposer_groups_trained": len(set(r.plan.proposer_groups.values())),
+        "solver_groups_trained": len(r.plan.solver_groups),
+        "curriculum_pool": len(r.pool),
+        "stretch_problems": len(r.stretched) if cfg.stretch_samples else None,
+        "stretch_solved": sum(1 for i in r.stretched if r.scores[i].majority_size > 0) if cfg.stretch_samples else None,
+        "teacher_tokens_per_s": r.proposer_tps,
+        "student_tokens_per_s": r.solver_tps,
     }
-    return StepResult(problems, solutions, samples, metrics)
