@@ -190,119 +190,174 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     In phase 0 (initial pool) the same round runs without training: it only grows the pool.
     """
     from ..embed import diversity_scores
-    from .common import StepResult, step_seed, tokens_per_s
+    from .common import StepResult
 
-    cfg: OpenSIRConfig = runner.recipe.method
-    seed = runner.recipe.run.seed
-    chat = runner.chat is not None
-    think = cfg.uses_think(chat)
-    pool_phase = _pool_phase(runner, cfg)
-    prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
-    rng = np.random.default_rng(step_seed(seed, step, "reference", round_))
-
+    r = _Round(runner, step, round_)
     with phase("references"):
-        refs, prompts, problems = _references(runner, cfg, rng, round_ == 0, think, cfg.labels != "majority")
-
+        r.refs, prompts, r.problems = _references(runner, r.cfg, r.rng, round_ == 0, r.think, r.labelled)
     with phase("teacher"):
-        t = time.perf_counter()
-        teacher = runner.sampler.generate(
-            prompts, n=cfg.teacher_samples, **cfg.teacher_sampling().kwargs(),
-            seed=step_seed(seed, step, "teacher", round_),
-            stop=teacher_stop(chat, cfg.fenced(chat), cfg.labels != "majority"))
-        teacher_tps = tokens_per_s(teacher, time.perf_counter() - t)
-
+        _teach(r, prompts)
     with phase("parse"):
-        fenced, labelled = cfg.fenced(chat), cfg.labels != "majority"
-        cands = [(r, c, parse_fenced(c.text, c.finish_reason, labelled) if fenced
-                  else parse_teacher(c.text, c.finish_reason), f"{prefix}-{r}-{j}")
-                 for r, group in enumerate(teacher) for j, c in enumerate(group)]
-        parsed = [x for x in cands if x[2].valid]
-
+        _parse(r)
     with phase("execute"):  # the independent answer: the label (program/agree) or the audit's reference
-        truths = execute([x[2].problem for x in parsed], [x[2].program if labelled else None for x in parsed],
-                         cfg.sandbox, whole_output=cfg.verifier is not None, stated_only=cfg.stated_numbers_only)
-        executed = {x[3]: ex for x, ex in zip(parsed, truths)}
-        if labelled:  # no executed answer: refused before any student runs, reward 0, reason kept
-            for x in parsed:
-                if executed[x[3]].answer is None:
-                    x[2].valid, x[2].reason = False, f"no label: {executed[x[3]].reason}"
-            parsed = [x for x in parsed if x[2].valid]
-
+        _label(r)
     with phase("student"):
-        t = time.perf_counter()
-        student = runner.sampler.generate(
-            [student_prompt(x[2].problem, runner.chat) for x in parsed], n=cfg.student_samples,
-            **cfg.student_sampling().kwargs(), seed=step_seed(seed, step, "student", round_),
-            stop=student_stop(chat)) if parsed else []
-        student_tps = tokens_per_s(student, time.perf_counter() - t)
-
+        _solve(r)
     with phase("embed"):
-        div = _diversity(runner, cfg, [x[2].problem for x in parsed], diversity_scores)
-
+        r.div = _diversity(runner, r.cfg, [x[2].problem for x in r.parsed], diversity_scores)
     with phase("rewards"):
-        stats = {x[3]: _score_problem(x[2], sols, float(d), emb, cfg, think, executed[x[3]])
-                 for x, sols, (d, emb) in zip(parsed, student, div)}
-        solutions: list[dict] = []
-        teacher_rank: dict[str, list[float]] = {}
-        for r, c, out, key in cands:
-            st = stats.get(key)
-            teacher_rank.setdefault(f"{prefix}:t{r}", []).append(
-                teacher_value(st, cfg) if cfg.teacher_grading == "graded" else _rank_value(st, cfg))
-            problems.append(_problem_row(runner, refs[r], c, out, key, st, executed.get(key)))
-            for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["agrees"], st["rewards"])
-                                         if st else ()):
-                solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans,
-                                  "agrees": agrees, "reward": rew})
-        trainable = {k: st for k, st in stats.items() if st["admitted_for_students"]}
-        floor = runner.recipe.trainer.min_reward_std
-        t_ids, p_keys = select_groups(
-            teacher_rank, {k: _rank_value(st, cfg) for k, st in trainable.items()},
-            cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()},
-            teacher_floor=floor * teacher_scale(cfg), student_floor=floor * student_scale(cfg))
+        _score(r)
+    return StepResult(r.problems, r.solutions, _samples(r), _metrics(r))
 
-    samples: list[Sample] = []
-    if not pool_phase:
-        for r, c, out, key in cands:
-            if f"{prefix}:t{r}" in t_ids:
-                st = stats.get(key)
-                samples.append(to_sample(c, teacher_value(st, cfg), f"{prefix}:t{r}",
-                                         _span_mask(runner, c, out.concept_span), teacher_scale(cfg)))
-        for key in p_keys:
-            samples += [to_sample(c, rew, f"{prefix}:s{key}", scale=student_scale(cfg))
-                        for c, rew in zip(stats[key]["sols"], stats[key]["rewards"])]
 
+class _Round:
+    """What one round has made so far, stage by stage. A candidate is (reference index, completion,
+    parsed output, key); stats are keyed by the candidate's key."""
+
+    def __init__(self, runner: "Context", step: int, round_: int) -> None:
+        from .common import step_seed
+
+        self.runner, self.step, self.round = runner, step, round_
+        self.cfg: OpenSIRConfig = runner.recipe.method
+        self.seed = runner.recipe.run.seed
+        self.chat = runner.chat is not None
+        self.think = self.cfg.uses_think(self.chat)
+        self.fenced, self.labelled = self.cfg.fenced(self.chat), self.cfg.labels != "majority"
+        self.pool_phase = _pool_phase(runner, self.cfg)
+        self.prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
+        self.rng = np.random.default_rng(step_seed(self.seed, step, "reference", round_))
+        self.refs: list[dict] = []
+        self.problems: list[dict] = []  # archive rows (new seeds first, then this round's candidates)
+        self.teacher: list = []  # teacher completions, one group per reference
+        self.cands: list[tuple[int, Any, TeacherOutput, str]] = []
+        self.parsed: list[tuple[int, Any, TeacherOutput, str]] = []  # candidates that parsed (and have a label)
+        self.executed: dict[str, Executed] = {}
+        self.student: list = []  # student completions, one group per parsed candidate
+        self.div: list[tuple[float, np.ndarray]] = []
+        self.stats: dict[str, dict] = {}
+        self.solutions: list[dict] = []
+        self.teacher_ids: list[str] = []  # teacher groups to train
+        self.student_keys: list[str] = []  # problems whose student group trains
+        self.teacher_tps = self.student_tps = 0.0
+
+
+def _teach(r: _Round, prompts: list[str]) -> None:
+    """teacher_samples new problems from each reference's prompt."""
+    from .common import step_seed, tokens_per_s
+
+    t = time.perf_counter()
+    r.teacher = r.runner.sampler.generate(
+        prompts, n=r.cfg.teacher_samples, **r.cfg.teacher_sampling().kwargs(),
+        seed=step_seed(r.seed, r.step, "teacher", r.round), stop=teacher_stop(r.chat, r.fenced, r.labelled))
+    r.teacher_tps = tokens_per_s(r.teacher, time.perf_counter() - t)
+
+
+def _parse(r: _Round) -> None:
+    """Each teacher output as a problem (tagged or fenced), or the reason it is not one."""
+    r.cands = [(k, c, parse_fenced(c.text, c.finish_reason, r.labelled) if r.fenced
+                else parse_teacher(c.text, c.finish_reason), f"{r.prefix}-{k}-{j}")
+               for k, group in enumerate(r.teacher) for j, c in enumerate(group)]
+    r.parsed = [x for x in r.cands if x[2].valid]
+
+
+def _label(r: _Round) -> None:
+    """Run each parsed problem's program; with executed labels, one without an answer is refused
+    before any student runs (reward 0, reason kept)."""
+    cfg = r.cfg
+    truths = execute([x[2].problem for x in r.parsed], [x[2].program if r.labelled else None for x in r.parsed],
+                     cfg.sandbox, whole_output=cfg.verifier is not None, stated_only=cfg.stated_numbers_only)
+    r.executed = {x[3]: ex for x, ex in zip(r.parsed, truths)}
+    if r.labelled:
+        for x in r.parsed:
+            if r.executed[x[3]].answer is None:
+                x[2].valid, x[2].reason = False, f"no label: {r.executed[x[3]].reason}"
+        r.parsed = [x for x in r.parsed if x[2].valid]
+
+
+def _solve(r: _Round) -> None:
+    """student_samples answers to every problem that goes on."""
+    from .common import step_seed, tokens_per_s
+
+    if not r.parsed:
+        return
+    t = time.perf_counter()
+    r.student = r.runner.sampler.generate(
+        [student_prompt(x[2].problem, r.runner.chat) for x in r.parsed], n=r.cfg.student_samples,
+        **r.cfg.student_sampling().kwargs(), seed=step_seed(r.seed, r.step, "student", r.round),
+        stop=student_stop(r.chat))
+    r.student_tps = tokens_per_s(r.student, time.perf_counter() - t)
+
+
+def _score(r: _Round) -> None:
+    """Each problem's rewards and archive rows, and the teacher and student groups to train."""
+    cfg = r.cfg
+    r.stats = {x[3]: _score_problem(x[2], sols, float(d), emb, cfg, r.think, r.executed[x[3]])
+               for x, sols, (d, emb) in zip(r.parsed, r.student, r.div)}
+    teacher_rank: dict[str, list[float]] = {}
+    for k, c, out, key in r.cands:
+        st = r.stats.get(key)
+        teacher_rank.setdefault(f"{r.prefix}:t{k}", []).append(
+            teacher_value(st, cfg) if cfg.teacher_grading == "graded" else _rank_value(st, cfg))
+        r.problems.append(_problem_row(r.runner, r.refs[k], c, out, key, st, r.executed.get(key)))
+        for c2, ans, agrees, rew in (zip(st["sols"], st["answers"], st["agrees"], st["rewards"]) if st else ()):
+            r.solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": agrees,
+                                "reward": rew})
+    trainable = {k: st for k, st in r.stats.items() if st["admitted_for_students"]}
+    floor = r.runner.recipe.trainer.min_reward_std
+    r.teacher_ids, r.student_keys = select_groups(
+        teacher_rank, {k: _rank_value(st, cfg) for k, st in trainable.items()},
+        cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()},
+        teacher_floor=floor * teacher_scale(cfg), student_floor=floor * student_scale(cfg))
+
+
+def _samples(r: _Round) -> list[Sample]:
+    """The trainer's samples: the chosen teacher groups and student groups (none in the pool phase)."""
+    if r.pool_phase:
+        return []
+    cfg, samples = r.cfg, []
+    for k, c, out, key in r.cands:
+        if f"{r.prefix}:t{k}" in r.teacher_ids:
+            samples.append(to_sample(c, teacher_value(r.stats.get(key), cfg), f"{r.prefix}:t{k}",
+                                     _span_mask(r.runner, c, out.concept_span), teacher_scale(cfg)))
+    for key in r.student_keys:
+        samples += [to_sample(c, rew, f"{r.prefix}:s{key}", scale=student_scale(cfg))
+                    for c, rew in zip(r.stats[key]["sols"], r.stats[key]["rewards"])]
+    return samples
+
+
+def _metrics(r: _Round) -> dict[str, Any]:
+    """The round's step metrics (merged over rounds as METRICS says)."""
+    cfg, stats, cands, n = r.cfg, r.stats, r.cands, len(r.cands)
     scores = [st["score"] for st in stats.values()]
     audits = [st["audit"] for st in stats.values() if st["audit"] is not None]
-    teacher_rewards = [p["teacher_reward"] for p in problems if p.get("role") == "teacher"]
     pool = {}
-    if pool_phase:  # progress towards initial_pool (loop.pool_progress puts it in the step line)
-        totals = runner.archive.phase_totals("pool")
+    if r.pool_phase:  # progress towards initial_pool (step_metrics.pool_progress puts it in the step line)
+        archive = r.runner.archive
         pool = {"pool_target": cfg.initial_pool, "pool_budget": int(cfg.initial_pool * cfg.initial_pool_overgen),
-                "pool_admitted_before": max(0, runner.archive.count_valid() - len(cfg.seeds)),
-                "pool_samples_before": totals["teacher_samples"]}
-    metrics = {
-        "phase": "pool" if pool_phase else "rl",
+                "pool_admitted_before": max(0, archive.count_valid() - len(cfg.seeds)),
+                "pool_samples_before": archive.phase_totals("pool")["teacher_samples"]}
+    return {
+        "phase": "pool" if r.pool_phase else "rl",
         **pool,
         "admitted": sum(1 for st in stats.values() if st["admitted"]),
-        "teacher_samples": len(cands),
-        "parse_rate": len(parsed) / len(cands) if cands else 0.0,
-        "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / len(cands) if cands else 0.0,
-        "leak_rate": sum(1 for st in stats.values() if st["leak"]) / len(cands) if cands else 0.0,
-        "labelled_rate": sum(1 for ex in executed.values() if ex.answer is not None) / len(cands) if cands else 0.0,
+        "teacher_samples": n,
+        "parse_rate": len(r.parsed) / n if n else 0.0,
+        "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / n if n else 0.0,
+        "leak_rate": sum(1 for st in stats.values() if st["leak"]) / n if n else 0.0,
+        "labelled_rate": sum(1 for ex in r.executed.values() if ex.answer is not None) / n if n else 0.0,
         "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
         "label_audited": len(audits),
-        "teacher_reward_mean": mean_or_none(teacher_rewards),
-        "student_reward_mean": mean_or_none([r for st in stats.values() for r in st["rewards"]]),
+        "teacher_reward_mean": mean_or_none([p["teacher_reward"] for p in r.problems if p.get("role") == "teacher"]),
+        "student_reward_mean": mean_or_none([x for st in stats.values() for x in st["rewards"]]),
         "solve_rate_mean": mean_or_none([st["solve_rate"] for st in stats.values()]),
         "diversity_mean": mean_or_none([s.diversity for s in scores if s.reward > 0]),
         "solvability_mean": mean_or_none([s.solvability for s in scores]),
         "solution_tokens_mean": mean_or_none([st["tokens"] for st in stats.values()]),
-        "teacher_groups_trained": len(t_ids) if not pool_phase else 0,
-        "student_groups_trained": len(p_keys) if not pool_phase else 0,
-        "teacher_tokens_per_s": teacher_tps,
-        "student_tokens_per_s": student_tps,
+        "teacher_groups_trained": len(r.teacher_ids) if not r.pool_phase else 0,
+        "student_groups_trained": len(r.student_keys) if not r.pool_phase else 0,
+        "teacher_tokens_per_s": r.teacher_tps,
+        "student_tokens_per_s": r.student_tps,
     }
-    return StepResult(problems, solutions, samples, metrics)
 
 
 def _diversity(runner: "Context", cfg: OpenSIRConfig, texts: list[str], scorer) -> list[tuple[float, np.ndarray]]:
