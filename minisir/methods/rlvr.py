@@ -108,18 +108,14 @@ METRICS = {**COMMON_METRICS, "questions": "sum", "solver_groups_with_signal": "s
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
     """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
-    from ..labels import bind_verifier, judge
     from .common import StepResult, step_seed, tokens_per_s
 
     cfg: RLVRConfig = runner.recipe.method
     seed = runner.recipe.run.seed
-    rounds = runner.recipe.run.rounds_per_step
     prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
-    start = (step * rounds + round_) * cfg.questions_per_step
-
+    start = (step * runner.recipe.run.rounds_per_step + round_) * cfg.questions_per_step
     with phase("questions"):
         questions = training_questions(cfg.questions, start, cfg.questions_per_step, seed)
-
     with phase("solver"):
         t = time.perf_counter()
         solved = runner.sampler.generate(
@@ -127,44 +123,47 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
             **cfg.sampling().kwargs(), seed=step_seed(seed, step, "solver", round_),
             stop=eval_stop(runner.chat is not None))
         solver_tps = tokens_per_s(solved, time.perf_counter() - t)
-
-    problems: list[dict[str, Any]] = []
-    solutions: list[dict[str, Any]] = []
-    samples = []
-    agree_with_truth: list[bool] = []
     with phase("rewards"):
-        for i, (q, group) in enumerate(zip(questions, solved)):
-            key = f"{prefix}-{i}"
-            verdicts = judge([c.text for c in group], q.answer, bind_verifier(cfg.verifier, q.question, q.answer))
-            answers, vote = verdicts.answers, verdicts.vote
-            rewards = [1.0 if ok else 0.0 for ok in verdicts.correct]
-            if verdicts.audit is not None:
-                agree_with_truth.append(verdicts.audit)
-            row = {
-                "key": key, "text": q.question, "role": "question", "method": "rlvr", "valid": True,
-                "majority_answer": vote.answer, "solve_rate": sum(rewards) / len(rewards), "n_samples": len(group),
-                "label": q.answer, "label_source": "known", "question_id": q.id,
-            }
-            # a question's own fields (a generator's kind, a user's JSONL extras) go to the row's extra;
-            # one named like an archive column or one of the fields above is left out
-            row.update({k: v for k, v in q.meta.items() if k not in row and k not in PROBLEM_COLUMNS})
-            problems.append(row)
-            for c, ans, r in zip(group, answers, rewards):
-                solutions.append({"problem_key": key, **completion_fields(c), "answer": ans, "agrees": r > 0,
-                                  "reward": r})
-            samples += [to_sample(c, r, f"rlvr:{prefix}:{i}", scale=cfg.reward_scale())
-                        for c, r in zip(group, rewards)]
+        judged = [_judge(cfg, f"{prefix}-{i}", f"rlvr:{prefix}:{i}", q, group)
+                  for i, (q, group) in enumerate(zip(questions, solved))]
+    problems = [row for row, _, _, _ in judged]
+    solutions = [s for _, sols, _, _ in judged for s in sols]
+    samples = [s for _, _, group, _ in judged for s in group]
+    audits = [a for _, _, _, a in judged if a is not None]
+    return StepResult(problems, solutions, samples, _metrics(problems, samples, audits, solved, solver_tps))
 
+
+def _judge(cfg: RLVRConfig, key: str, group_id: str, q: Any, group: list) -> tuple[dict, list[dict], list, bool | None]:
+    """One question's archive row, solution rows, trainer samples and audit (the vote against the known answer)."""
+    from ..labels import bind_verifier, judge
+
+    verdicts = judge([c.text for c in group], q.answer, bind_verifier(cfg.verifier, q.question, q.answer))
+    rewards = [1.0 if ok else 0.0 for ok in verdicts.correct]
+    row = {
+        "key": key, "text": q.question, "role": "question", "method": "rlvr", "valid": True,
+        "majority_answer": verdicts.vote.answer, "solve_rate": sum(rewards) / len(rewards), "n_samples": len(group),
+        "label": q.answer, "label_source": "known", "question_id": q.id,
+    }
+    # a question's own fields (a generator's kind, a user's JSONL extras) go to the row's extra;
+    # one named like an archive column or one of the fields above is left out
+    row.update({k: v for k, v in q.meta.items() if k not in row and k not in PROBLEM_COLUMNS})
+    solutions = [{"problem_key": key, **completion_fields(c), "answer": ans, "agrees": r > 0, "reward": r}
+                 for c, ans, r in zip(group, verdicts.answers, rewards)]
+    samples = [to_sample(c, r, group_id, scale=cfg.reward_scale()) for c, r in zip(group, rewards)]
+    return row, solutions, samples, verdicts.audit
+
+
+def _metrics(problems: list[dict], samples: list, audits: list[bool], solved: list, solver_tps: float) -> dict[str, Any]:
+    """The round's step metrics (merged over rounds as METRICS says)."""
     rates = [p["solve_rate"] for p in problems]
-    metrics = {
-        "questions": len(questions),
+    return {
+        "questions": len(problems),
         "student_reward_mean": mean_or_none([s.reward for s in samples]),
         "solve_rate_mean": mean_or_none(rates),
         "solved_any_rate": mean_or_none([1.0 if r > 0 else 0.0 for r in rates]),
         "solver_groups_with_signal": sum(1 for r in rates if 0 < r < 1),
-        "label_precision": mean_or_none([1.0 if a else 0.0 for a in agree_with_truth]),
-        "label_audited": len(agree_with_truth),
+        "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
+        "label_audited": len(audits),
         "solution_tokens_mean": mean_or_none([float(len(c.token_ids)) for g in solved for c in g]),
         "student_tokens_per_s": solver_tps,
     }
-    return StepResult(problems, solutions, samples, metrics)
