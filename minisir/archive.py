@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import time
 from pathlib import Path
@@ -23,13 +22,13 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
+from .archive_schema import (PROBLEM_COLUMNS, SCHEMA, SCHEMA_VERSION, SOLUTION_COLUMNS, check_file, check_readonly,
+                             embedding_blob, fix, json_text, number)
 from .errors import ArchiveError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 ARCHIVE_NAME = "archive.sqlite"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 # Recipe sections that must match on resume (the rest, e.g. trainer or run.steps, may change).
 RESUME_KEYS = ("model", "method")
 # Single settings that change what a run's saved state means: the random streams (seed), rlvr's
@@ -37,156 +36,9 @@ RESUME_KEYS = ("model", "method")
 STATE_KEYS = ("run.seed", "run.rounds_per_step", "trainer.lora_rank", "trainer.lora_alpha",
               "trainer.target_modules")
 
-# Refusals that come after a problem has its label: the rest come before it (parsing, "no label: ...").
-_AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
-PROBLEM_COLUMNS = (
-    "key", "text", "concepts", "parent_id", "step", "role", "method", "valid",
-    "invalid_reason", "majority_answer", "solve_rate", "n_parsed", "n_samples",
-    "solvability", "diversity", "length", "format", "teacher_reward",
-    "embedding", "embed_model", "raw", "created_at", "extra",
-)
-SOLUTION_COLUMNS = (
-    "problem_id", "step", "text", "n_tokens", "answer", "agrees", "reward",
-    "finish_reason", "extra",
-)
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    seed INTEGER,
-    recipe TEXT NOT NULL,
-    versions TEXT
-);
-CREATE TABLE IF NOT EXISTS steps (
-    step INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    metrics TEXT
-);
-CREATE TABLE IF NOT EXISTS problems (
-    id INTEGER PRIMARY KEY,
-    key TEXT,
-    text TEXT,
-    concepts TEXT,
-    parent_id INTEGER REFERENCES problems(id),
-    step INTEGER REFERENCES steps(step),
-    role TEXT,
-    method TEXT,
-    valid INTEGER NOT NULL DEFAULT 1,
-    invalid_reason TEXT,
-    majority_answer TEXT,
-    solve_rate REAL,
-    n_parsed INTEGER,
-    n_samples INTEGER,
-    solvability REAL,
-    diversity REAL,
-    length REAL,
-    format REAL,
-    teacher_reward REAL,
-    embedding BLOB,
-    embed_model TEXT,
-    raw TEXT,
-    created_at REAL,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS problems_step ON problems(step);
-CREATE INDEX IF NOT EXISTS problems_parent ON problems(parent_id);
-CREATE INDEX IF NOT EXISTS problems_valid ON problems(valid);
-CREATE TABLE IF NOT EXISTS solutions (
-    id INTEGER PRIMARY KEY,
-    problem_id INTEGER NOT NULL REFERENCES problems(id),
-    step INTEGER REFERENCES steps(step),
-    text TEXT,
-    n_tokens INTEGER,
-    answer TEXT,
-    agrees INTEGER,
-    reward REAL,
-    finish_reason TEXT,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS solutions_problem ON solutions(problem_id);
-CREATE TABLE IF NOT EXISTS adapters (
-    step INTEGER PRIMARY KEY REFERENCES steps(step),
-    path TEXT NOT NULL,
-    sha256 TEXT,
-    created_at REAL
-);
-CREATE TABLE IF NOT EXISTS evals (
-    id INTEGER PRIMARY KEY,
-    step INTEGER,
-    benchmark TEXT NOT NULL,
-    metrics TEXT,
-    created_at REAL
-);
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-
-def _fix(path: Path) -> str:
-    return f"use a new run directory (run.dir) or delete {path} to start fresh"
-
-
-def _check_file(path: Path) -> None:
-    """Cheap structural checks BEFORE SQLite touches the file (it would happily
-    treat garbage as an empty database on some paths)."""
-    size = path.stat().st_size
-    if size == 0:
-        return  # an empty file is an empty database; SQLite initialises it
-    with path.open("rb") as fh:
-        header = fh.read(100)
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise ArchiveError(f"archive {path} is not an SQLite file; {_fix(path)}")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    n_pages = int.from_bytes(header[28:32], "big")
-    change_counter = int.from_bytes(header[24:28], "big")
-    valid_for = int.from_bytes(header[92:96], "big")
-    if page_size < 512 or page_size & (page_size - 1):
-        raise ArchiveError(f"archive {path} has a corrupt header; {_fix(path)}")
-    if n_pages and valid_for == change_counter and size < n_pages * page_size:
-        raise ArchiveError(
-            f"archive {path} is truncated ({size} of {n_pages * page_size} bytes); {_fix(path)}"
-        )
-
-
-def _check_readonly(path: Path) -> int:
-    """Open read-only, run quick_check and return user_version (schema)."""
-    # With no -wal file there is nothing to recover, so open immutable: SQLite then
-    # creates no -wal/-shm side files next to a file we may be about to refuse.
-    wal = Path(str(path) + "-wal")
-    flags = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True)
-    except sqlite3.Error as exc:
-        raise ArchiveError(f"archive {path} cannot be opened ({exc}); {_fix(path)}") from exc
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if result != "ok":
-            raise ArchiveError(f"archive {path} is corrupt ({result}); {_fix(path)}")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise ArchiveError(f"archive {path} is corrupt ({exc}); {_fix(path)}") from exc
-    finally:
-        conn.close()
-    if version > SCHEMA_VERSION:
-        raise ArchiveError(
-            f"archive {path} has schema {version}, newer than this minisir ({SCHEMA_VERSION}); "
-            "upgrade minisir or use a new run directory (run.dir)"
-        )
-    if tables and version == 0:
-        raise ArchiveError(f"archive {path} is an SQLite file but not a minisir archive; {_fix(path)}")
-    return version
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _canon(value: Any) -> Any:
     """JSON round trip, so Paths/tuples compare equal to what was stored."""
-    return json.loads(_json(value))
+    return json.loads(json_text(value))
 
 
 def _diff(a: Any, b: Any, prefix: str) -> list[str]:
@@ -196,20 +48,6 @@ def _diff(a: Any, b: Any, prefix: str) -> list[str]:
             out += _diff(a.get(key), b.get(key), f"{prefix}.{key}")
         return out
     return [] if a == b else [prefix]
-
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _embedding_blob(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    arr = np.asarray(value, dtype=np.float32).reshape(-1)
-    return arr.tobytes()
 
 
 class Archive:
@@ -235,10 +73,10 @@ class Archive:
             path = path / ARCHIVE_NAME
         if path.exists():
             if not path.is_file():
-                raise ArchiveError(f"archive {path} is not a file; {_fix(path)}")
-            _check_file(path)
+                raise ArchiveError(f"archive {path} is not a file; {fix(path)}")
+            check_file(path)
             if path.stat().st_size:
-                _check_readonly(path)
+                check_readonly(path)
         elif readonly:
             raise ArchiveError(f"archive {path} does not exist; check the run directory")
         else:
@@ -259,7 +97,7 @@ class Archive:
                     db.conn.execute("PRAGMA journal_mode = WAL")
                 db.conn.execute("PRAGMA synchronous = NORMAL")
                 if db.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    db.conn.executescript(_SCHEMA)
+                    db.conn.executescript(SCHEMA)
                     db.conn.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
@@ -269,7 +107,7 @@ class Archive:
                     )
                     db.conn.commit()
         except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"archive {path} cannot be used ({exc}); {_fix(path)}") from exc
+            raise ArchiveError(f"archive {path} cannot be used ({exc}); {fix(path)}") from exc
         return cls(db, path, readonly)
 
     def close(self) -> None:
@@ -296,7 +134,7 @@ class Archive:
             with self.db.atomic():
                 self.db.conn.execute(
                     "INSERT INTO runs (created_at, seed, recipe, versions) VALUES (?, ?, ?, ?)",
-                    (time.time(), int(seed), _json(recipe), _json(versions)),
+                    (time.time(), int(seed), json_text(recipe), json_text(versions)),
                 )
             return
         stored = json.loads(row[0])
@@ -308,7 +146,7 @@ class Archive:
             shown = ", ".join(differing[:6]) + (" ..." if len(differing) > 6 else "")
             raise ArchiveError(
                 f"archive {self.path} belongs to a run with a different recipe ({shown} differ); "
-                f"{_fix(self.path)}"
+                f"{fix(self.path)}"
             )
         for key in STATE_KEYS:
             section, name = key.split(".")
@@ -322,7 +160,7 @@ class Archive:
             raise ArchiveError(
                 f"archive {self.path} was started with {key}={then} and this recipe has {now}; that changes what "
                 f"the saved state means. Resume with {key}={then}, pass --force-config to resume anyway, or "
-                f"{_fix(self.path)}")
+                f"{fix(self.path)}")
 
     def meta(self, key: str) -> str | None:
         """A value of the meta table (bookkeeping such as a tracker's run id), None when unset."""
@@ -397,7 +235,7 @@ class Archive:
                 metrics = {k: v for k, v in step.items() if k != "step"}
                 conn.execute(
                     "INSERT INTO steps (step, created_at, metrics) VALUES (?, ?, ?)",
-                    (step_no, now, _json(metrics)),
+                    (step_no, now, json_text(metrics)),
                 )
                 for prob in problems:
                     key = str(prob["key"])
@@ -448,14 +286,14 @@ class Archive:
                 raise ValueError(f"commit_step: parent_key {pk!r} is not an earlier problem of this step")
             row["parent_id"] = key_to_id[pk]
         if isinstance(row.get("concepts"), (list, tuple)):
-            row["concepts"] = _json(list(row["concepts"]))
+            row["concepts"] = json_text(list(row["concepts"]))
         row["valid"] = int(bool(row.get("valid", True)))
-        row["embedding"] = _embedding_blob(row.get("embedding"))
+        row["embedding"] = embedding_blob(row.get("embedding"))
         for name in ("solve_rate", "solvability", "diversity", "length", "format", "teacher_reward"):
             if name in row:
-                row[name] = _num(row[name])
+                row[name] = number(row[name])
         if extra:
-            row["extra"] = _json(extra)
+            row["extra"] = json_text(extra)
         return row
 
     @staticmethod
@@ -477,9 +315,9 @@ class Archive:
         if "agrees" in row and row["agrees"] is not None:
             row["agrees"] = int(bool(row["agrees"]))
         if "reward" in row:
-            row["reward"] = _num(row["reward"])
+            row["reward"] = number(row["reward"])
         if extra:
-            row["extra"] = _json(extra)
+            row["extra"] = json_text(extra)
         return row
 
     def add_eval(self, step: int | None, benchmark: str, metrics: dict) -> None:
@@ -487,7 +325,7 @@ class Archive:
         with self.db.atomic():
             self.db.conn.execute(
                 "INSERT INTO evals (step, benchmark, metrics, created_at) VALUES (?, ?, ?, ?)",
-                (step, benchmark, _json(metrics), time.time()),
+                (step, benchmark, json_text(metrics), time.time()),
             )
 
     # ------------------------------------------------------------------ embeddings
@@ -517,7 +355,7 @@ class Archive:
             if len(blob) != dim * 4:
                 raise ArchiveError(
                     f"archive {self.path}: problem {pid} has a {len(blob) // 4}-dim embedding, "
-                    f"others {dim}; {_fix(self.path)}"
+                    f"others {dim}; {fix(self.path)}"
                 )
             buf[i] = np.frombuffer(blob, dtype=np.float32)
             self._emb_ids.append(int(pid))
@@ -531,7 +369,7 @@ class Archive:
         if vec.shape[0] != self._emb.shape[1]:
             raise ArchiveError(
                 f"archive {self.path}: embedding dim {vec.shape[0]} differs from the archive's "
-                f"{self._emb.shape[1]}; {_fix(self.path)}"
+                f"{self._emb.shape[1]}; {fix(self.path)}"
             )
         if self._emb_n == self._emb.shape[0]:
             grown = np.empty((self._emb.shape[0] * 2, self._emb.shape[1]), dtype=np.float32)
@@ -644,51 +482,3 @@ class Archive:
 
     def evals(self) -> list[dict]:
         return self._rows("SELECT * FROM evals ORDER BY id")
-
-    def step_gates(self) -> list[dict]:
-        """Per step, how the generated problems (proposer/teacher rows) passed each gate, as shares
-        of all outputs: parsed, labelled (its program ran and printed a label, or it needs none),
-        valid (admitted: OpenSIR's window, SQLM's checks), paid (teacher reward > 0). Read from
-        each row's invalid_reason, so archives from any version answer."""
-        rows = self.db.conn.execute(
-            "SELECT step, valid, COALESCE(invalid_reason, ''), COALESCE(teacher_reward, 0) FROM problems "
-            "WHERE role IN ('proposer', 'teacher') ORDER BY step").fetchall()
-        out: dict[int, dict] = {}
-        for step, valid, reason, reward in rows:
-            g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
-            labelled = bool(valid) or reason.startswith(_AFTER_LABEL)
-            g["outputs"] += 1
-            g["parsed"] += labelled or reason.startswith("no label")
-            g["labelled"] += labelled
-            g["valid"] += bool(valid)
-            g["paid"] += reward > 0
-        return list(out.values())
-
-    def stats(self) -> dict:
-        """Counts and averages for `minisir archive stats`."""
-        c = self.db.conn
-        one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
-        n_problems = one("SELECT COUNT(*) FROM problems")
-        n_valid = one("SELECT COUNT(*) FROM problems WHERE valid = 1")
-        reasons = dict(
-            c.execute(
-                "SELECT COALESCE(invalid_reason, '?'), COUNT(*) FROM problems WHERE valid = 0 "
-                "GROUP BY 1 ORDER BY 2 DESC"
-            ).fetchall()
-        )
-        return {
-            "path": str(self.path),
-            "schema_version": SCHEMA_VERSION,
-            "steps": one("SELECT COUNT(*) FROM steps"),
-            "last_step": self.last_step(),
-            "problems": n_problems,
-            "valid_problems": n_valid,
-            "invalid_reasons": reasons,
-            "solutions": one("SELECT COUNT(*) FROM solutions"),
-            "adapters": one("SELECT COUNT(*) FROM adapters"),
-            "with_embedding": one("SELECT COUNT(*) FROM problems WHERE embedding IS NOT NULL"),
-            "mean_solve_rate": one("SELECT AVG(solve_rate) FROM problems WHERE valid = 1"),
-            "mean_teacher_reward": one("SELECT AVG(teacher_reward) FROM problems WHERE valid = 1"),
-            "mean_diversity": one("SELECT AVG(diversity) FROM problems WHERE valid = 1"),
-            "solution_agreement": one("SELECT AVG(agrees) FROM solutions WHERE agrees IS NOT NULL"),
-        }

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .archive import _SCHEMA, ARCHIVE_NAME, _check_file, _check_readonly
+from .archive import ARCHIVE_NAME
+from .archive_schema import SCHEMA, check_file, check_readonly
 from .errors import ArchiveError, MinisirError
 
 INSTALL_BROWSE = "pip install 'minisir[browse]'"
@@ -170,7 +171,7 @@ def schema_columns() -> dict[str, list[str]]:
     """Tables and columns of the archive schema, read from a fresh in-memory archive."""
     conn = sqlite3.connect(":memory:")
     try:
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
     finally:
@@ -205,8 +206,8 @@ def archive_path(run: Path) -> Path:
     path = run / ARCHIVE_NAME if run.is_dir() else run
     if not path.is_file():
         raise ArchiveError(f"{path} does not exist; pass a run directory made by `minisir run`")
-    _check_file(path)
-    if not path.stat().st_size or _check_readonly(path) == 0:
+    check_file(path)
+    if not path.stat().st_size or check_readonly(path) == 0:
         raise ArchiveError(f"archive {path} is empty (no step was ever committed); check the run directory")
     return path
 

@@ -203,15 +203,17 @@ def archive() -> None:
 @_friendly
 def archive_stats(run_dir: Path, per_step: bool) -> None:
     """Counts, rates and the last step of RUN_DIR."""
+    from .archive_stats import stats, step_gates
+
     with _open_archive(run_dir) as arc:
         if per_step:
             click.echo(f"{'step':>5} {'outputs':>7} {'parsed':>6} {'labelled':>8} {'valid':>5} {'rewarded':>8}")
-            for g in arc.step_gates():
+            for g in step_gates(arc):
                 n = g["outputs"]
                 click.echo(f"{g['step']:>5} {n:>7} " + " ".join(
                     f"{g[k] / n:>{w}.2f}" for k, w in (("parsed", 6), ("labelled", 8), ("valid", 5), ("paid", 8))))
             return
-        for key, value in arc.stats().items():
+        for key, value in stats(arc).items():
             click.echo(f"{key:>24}: {value}")
 
 

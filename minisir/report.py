@@ -432,10 +432,11 @@ def write_report(archive_path_or_run_dir: str | Path, out_dir: str | Path | None
 
 
 def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
+    from .archive_stats import stats as archive_stats
     from .evaluate import format_table
 
     steps = archive.steps()
-    stats = archive.stats()
+    stats = archive_stats(archive)
     info = archive.run_info() or {}
     recipe = info.get("recipe") or {}
     md: list[str] = ["# minisir run report", ""]

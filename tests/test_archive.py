@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minisir.archive import Archive
+from minisir.archive_stats import stats, step_gates
 from minisir.embed import diversity_scores
 from minisir.errors import ArchiveError
 
@@ -64,10 +65,10 @@ def test_fresh_archive_and_resume(tmp_path):
     with Archive.open(tmp_path) as arc:  # a run directory works too
         assert arc.last_step() == 1
         arc.ensure_run(RECIPE | {"trainer": {"lr": 3e-5}}, {"minisir": "0.1.1"}, seed=0)  # trainer may change
-        stats = arc.stats()
-        assert stats["steps"] == 2 and stats["problems"] == 6 and stats["valid_problems"] == 4
-        assert stats["solutions"] == 8 and stats["adapters"] == 2
-        assert stats["invalid_reasons"] == {"missing </problem>": 2}
+        counts = stats(arc)
+        assert counts["steps"] == 2 and counts["problems"] == 6 and counts["valid_problems"] == 4
+        assert counts["solutions"] == 8 and counts["adapters"] == 2
+        assert counts["invalid_reasons"] == {"missing </problem>": 2}
         assert [s["step"] for s in arc.steps()] == [0, 1]
         assert arc.steps()[1]["metrics"] == {"loss": 0.5}
         assert arc.latest_adapter()["path"] == "adapters/step1.gguf"
@@ -87,19 +88,19 @@ def test_commit_step_is_atomic(tmp_path):
     rng = np.random.default_rng(1)
     with Archive.open(tmp_path / "a.sqlite") as arc:
         _step(arc, 0, rng)
-        before = arc.stats()
+        before = stats(arc)
         matrix_before = arc.embedding_matrix()[0].copy()
         probs = [{"key": "ok", "text": "fine", "embedding": _unit(rng, 1)[0]}]
         bad_solutions = [{"problem_key": "ok", "text": "s"}, {"problem_key": "nope", "text": "s"}]
         with pytest.raises(ValueError, match="nope"):
             arc.commit_step({"step": 1}, probs, bad_solutions, {"path": "x.gguf"})
-        assert arc.stats() == before
+        assert stats(arc) == before
         assert arc.last_step() == 0
         np.testing.assert_array_equal(arc.embedding_matrix()[0], matrix_before)
         # a database-level failure (FK to a missing parent) rolls back too
         with pytest.raises(ArchiveError):
             arc.commit_step({"step": 1}, [{"key": "k", "text": "t", "parent_id": 999999}], [], None)
-        assert arc.stats() == before
+        assert stats(arc) == before
         # the archive is still usable afterwards
         _step(arc, 1, rng)
         assert arc.last_step() == 1
@@ -257,7 +258,7 @@ def test_per_step_gates_count_each_generated_problem_at_the_gate_it_stopped(tmp_
         arc.commit_step({"step": 1}, [{"key": "q", "text": "q", "role": "proposer", "valid": 0,
                                        "invalid_reason": "leak: majority answer appears in the problem",
                                        "teacher_reward": 0.0}], [])
-        assert arc.step_gates() == [
+        assert step_gates(arc) == [
             {"step": 0, "outputs": 4, "parsed": 3, "labelled": 2, "valid": 1, "paid": 1},
             {"step": 1, "outputs": 1, "parsed": 1, "labelled": 1, "valid": 0, "paid": 0}]
     out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path), "--per-step"])

@@ -18,7 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 import minisir.loop
-from minisir.archive import ARCHIVE_NAME, SCHEMA_VERSION, Archive
+from minisir.archive import ARCHIVE_NAME, Archive
+from minisir.archive_schema import SCHEMA_VERSION
 from minisir.cli import main
 from minisir.recipe import load_recipe
 from tiny_run import TINY

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from minisir import bench
+from minisir.archive_stats import stats
 from minisir.cli import main
 from tiny_models import tiny_hf_dir
 from tiny_run import force_valid_problem
@@ -151,7 +152,7 @@ def test_archive_bench_commits_are_real(tmp_path):
         keys = arc.commit_step({"step": arc.last_step() + 1}, problems, sols, None)
         assert len(keys) == 4
         assert arc.embedding_matrix()[0].shape == (54, 8)
-        assert arc.stats()["solutions"] == 50 + 8
+        assert stats(arc)["solutions"] == 50 + 8
 
 
 def test_growth_is_per_decade():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..archive import PROBLEM_COLUMNS
+from ..archive_schema import PROBLEM_COLUMNS
 from ..labels import VERIFIER_DESCRIPTION, verifier_spec
 from ..prompting import ChatFn
 from .common import METRICS as COMMON_METRICS

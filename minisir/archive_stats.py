@@ -1,0 +1,60 @@
+"""What `minisir archive stats` and the report read from an archive: counts, averages, and how each
+step's generated problems passed the gates from parsing to payment."""
+
+from __future__ import annotations
+
+from .archive import Archive
+from .archive_schema import SCHEMA_VERSION
+
+# Refusals that come after a problem has its label: the rest come before it (parsing, "no label: ...").
+_AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
+
+
+def step_gates(archive: Archive) -> list[dict]:
+    """Per step, how the generated problems (proposer/teacher rows) passed each gate, as shares
+    of all outputs: parsed, labelled (its program ran and printed a label, or it needs none),
+    valid (admitted: OpenSIR's window, SQLM's checks), paid (teacher reward > 0). Read from
+    each row's invalid_reason, so archives from any version answer."""
+    rows = archive.db.conn.execute(
+        "SELECT step, valid, COALESCE(invalid_reason, ''), COALESCE(teacher_reward, 0) FROM problems "
+        "WHERE role IN ('proposer', 'teacher') ORDER BY step").fetchall()
+    out: dict[int, dict] = {}
+    for step, valid, reason, reward in rows:
+        g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
+        labelled = bool(valid) or reason.startswith(_AFTER_LABEL)
+        g["outputs"] += 1
+        g["parsed"] += labelled or reason.startswith("no label")
+        g["labelled"] += labelled
+        g["valid"] += bool(valid)
+        g["paid"] += reward > 0
+    return list(out.values())
+
+
+def stats(archive: Archive) -> dict:
+    """Counts and averages for `minisir archive stats`."""
+    c = archive.db.conn
+    one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
+    n_problems = one("SELECT COUNT(*) FROM problems")
+    n_valid = one("SELECT COUNT(*) FROM problems WHERE valid = 1")
+    reasons = dict(
+        c.execute(
+            "SELECT COALESCE(invalid_reason, '?'), COUNT(*) FROM problems WHERE valid = 0 "
+            "GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    return {
+        "path": str(archive.path),
+        "schema_version": SCHEMA_VERSION,
+        "steps": one("SELECT COUNT(*) FROM steps"),
+        "last_step": archive.last_step(),
+        "problems": n_problems,
+        "valid_problems": n_valid,
+        "invalid_reasons": reasons,
+        "solutions": one("SELECT COUNT(*) FROM solutions"),
+        "adapters": one("SELECT COUNT(*) FROM adapters"),
+        "with_embedding": one("SELECT COUNT(*) FROM problems WHERE embedding IS NOT NULL"),
+        "mean_solve_rate": one("SELECT AVG(solve_rate) FROM problems WHERE valid = 1"),
+        "mean_teacher_reward": one("SELECT AVG(teacher_reward) FROM problems WHERE valid = 1"),
+        "mean_diversity": one("SELECT AVG(diversity) FROM problems WHERE valid = 1"),
+        "solution_agreement": one("SELECT AVG(agrees) FROM solutions WHERE agrees IS NOT NULL"),
+    }
