@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +43,7 @@ from .data_parallel import Ranks
 from .errors import MinisirError, RecipeError
 from .grpo import DEFAULT_TARGET_MODULES, Sample, TrainerConfig, group_advantages  # noqa: F401  (public here too)
 from .hf_model import load_hf_model
+from .trainer_batches import MicroBatch, length_groups, make_row, pack, share_rows, validate_samples
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +52,6 @@ _ADAPTER_DIR = "adapter"
 _STATE_FORMAT = 1
 # Config fields that change parameter shapes or names; a saved state needs the same values.
 _SHAPE_FIELDS = ("lora_rank", "target_modules")
-
-
-@dataclass
-class _Row:
-    """A sample reduced to what the forward pass needs."""
-
-    input_ids: list[int]  # prompt + completion up to the last trained token (exclusive)
-    positions: list[int]  # input positions whose next token is a trained completion token
-    targets: list[int]
-    sampler_lp: list[float]  # nan where unknown
-    advantage: float
-    prompt_len: int = 0
-    temperature: float = 1.0
-
-
-@dataclass
-class _MicroBatch:
-    input_ids: torch.Tensor  # (B, T) right padded
-    attention_mask: torch.Tensor  # (B, T)
-    rows: torch.Tensor  # (N,) batch index of each trained token
-    cols: torch.Tensor  # (N,) position of each trained token's prediction
-    targets: torch.Tensor  # (N,)
-    advantages: torch.Tensor  # (N,) float32
-    sampler_lp: torch.Tensor  # (N,) float32, nan = unknown
-    inv_temp: torch.Tensor  # (N,) float32, 1 / the sampling temperature of each trained token's row
-    shared_prompt: int = 0  # > 0: every row starts with the same this-many prompt tokens
 
 
 def _rng_state() -> tuple:
@@ -91,131 +64,6 @@ def _set_rng_state(state: tuple) -> None:
     torch.set_rng_state(cpu)
     if cuda is not None:
         torch.cuda.set_rng_state_all(cuda)
-
-
-def _validate(samples: list[Sample], vocab_size: int) -> None:
-    for n, s in enumerate(samples):
-        m = len(s.completion_ids)
-        if not s.prompt_ids:
-            raise ValueError(f"sample {n}: prompt_ids is empty (it must hold at least the BOS token)")
-        if s.sampler_logprobs and len(s.sampler_logprobs) != m:
-            raise ValueError(f"sample {n}: {len(s.sampler_logprobs)} sampler_logprobs for {m} completion tokens")
-        if s.loss_mask is not None and len(s.loss_mask) != m:
-            raise ValueError(f"sample {n}: loss_mask has {len(s.loss_mask)} entries for {m} completion tokens")
-        if not math.isfinite(float(s.reward)):
-            raise ValueError(f"sample {n}: reward {s.reward} is not finite")
-        if not (math.isfinite(float(s.temperature)) and s.temperature > 0):
-            raise ValueError(f"sample {n}: temperature {s.temperature} must be > 0 (greedy samples are scored at 1)")
-        ids = list(s.prompt_ids) + list(s.completion_ids)
-        if ids and (min(ids) < 0 or max(ids) >= vocab_size):
-            raise MinisirError(
-                f"sample {n}: token id {max(ids)} outside the trainer model's vocabulary ({vocab_size}); "
-                "model.hf_dir must be the same model as model.gguf"
-            )
-
-
-def _make_row(s: Sample, advantage: float, mask_truncated: bool) -> _Row | None:
-    mask = list(s.loss_mask) if s.loss_mask is not None else [1] * len(s.completion_ids)
-    if s.truncated and mask_truncated:
-        return None
-    trained = [j for j, keep in enumerate(mask) if keep]
-    if not trained:
-        return None
-    p = len(s.prompt_ids)
-    seq = list(s.prompt_ids) + list(s.completion_ids)
-    # Completion token j sits at seq[p + j] and is predicted from position p + j - 1.
-    last = trained[-1]
-    lps = s.sampler_logprobs
-    return _Row(
-        input_ids=seq[: p + last],
-        positions=[p + j - 1 for j in trained],
-        targets=[s.completion_ids[j] for j in trained],
-        sampler_lp=[float(lps[j]) if lps else math.nan for j in trained],
-        advantage=advantage,
-        prompt_len=p,
-        temperature=float(s.temperature),
-    )
-
-
-def share_rows(rows: list[_Row], rank: int, world: int) -> list[_Row]:
-    """Rank `rank`'s rows: longest first to the rank with the fewest tokens so far (the same
-    deterministic split on every rank, so together the ranks train on every row exactly once)."""
-    load = [0] * world
-    mine = []
-    for i in sorted(range(len(rows)), key=lambda i: (-len(rows[i].positions), i)):
-        r = min(range(world), key=lambda k: (load[k], k))
-        load[r] += len(rows[i].positions)
-        if r == rank:
-            mine.append(rows[i])
-    return mine
-
-
-def _pack(rows: list[_Row], budget: int, pad_id: int, device: torch.device,
-          share_prompt: bool = False) -> list[_MicroBatch]:
-    """Greedy length-sorted packing: each micro-batch holds <= budget padded tokens (one row may exceed it).
-
-    share_prompt: rows with the same prompt (a GRPO group) are packed together, so their
-    prompt is forwarded once per micro-batch instead of once per completion.
-    """
-    if share_prompt:
-        by_prompt: dict[tuple[int, ...], list[_Row]] = {}
-        for row in rows:
-            by_prompt.setdefault(tuple(row.input_ids[: row.prompt_len]), []).append(row)
-        out = []
-        for prompt, members in by_prompt.items():
-            batches = _pack(members, budget, pad_id, device)
-            for mb, n in zip(batches, _group_sizes(members, budget)):
-                # the last prompt token must be an input (it predicts the first completion token)
-                mb.shared_prompt = len(prompt) if n > 1 else 0
-            out += batches
-        return out
-    groups = _length_groups(rows, budget)
-    batches = []
-    for group in groups:
-        width = len(group[0].input_ids)
-        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
-        att = torch.zeros((len(group), width), dtype=torch.long)
-        rws, cols, tgts, advs, slps, invt = [], [], [], [], [], []
-        for b, row in enumerate(group):
-            ids[b, : len(row.input_ids)] = torch.tensor(row.input_ids, dtype=torch.long)
-            att[b, : len(row.input_ids)] = 1
-            rws += [b] * len(row.positions)
-            cols += row.positions
-            tgts += row.targets
-            advs += [row.advantage] * len(row.positions)
-            slps += row.sampler_lp
-            invt += [1.0 / row.temperature] * len(row.positions)
-        batches.append(
-            _MicroBatch(
-                input_ids=ids.to(device),
-                attention_mask=att.to(device),
-                rows=torch.tensor(rws, dtype=torch.long, device=device),
-                cols=torch.tensor(cols, dtype=torch.long, device=device),
-                targets=torch.tensor(tgts, dtype=torch.long, device=device),
-                advantages=torch.tensor(advs, dtype=torch.float32, device=device),
-                sampler_lp=torch.tensor(slps, dtype=torch.float32, device=device),
-                inv_temp=torch.tensor(invt, dtype=torch.float32, device=device),
-            )
-        )
-    return batches
-
-
-def _length_groups(rows: list[_Row], budget: int) -> list[list[_Row]]:
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
-    groups: list[list[_Row]] = []
-    for i in order:
-        row = rows[i]
-        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].input_ids) <= budget:
-            groups[-1].append(row)
-        else:
-            if len(row.input_ids) > budget:
-                log.warning("a %d-token sequence exceeds micro_batch_tokens=%d; it runs alone", len(row.input_ids), budget)
-            groups.append([row])
-    return groups
-
-
-def _group_sizes(rows: list[_Row], budget: int) -> list[int]:
-    return [len(g) for g in _length_groups(rows, budget)]
 
 
 class _ChosenLogprob(torch.autograd.Function):
@@ -325,7 +173,7 @@ class GRPOTrainer:
             and not any(p.requires_grad for p in head.parameters())
         )
 
-    def _token_logprobs(self, mb: _MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_logprobs(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (N,) of the micro-batch's trained tokens under the current model mode."""
         selected = self._shared_hidden(mb) if mb.shared_prompt else self._body(
             input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False
@@ -346,7 +194,7 @@ class GRPOTrainer:
             ents.append(ent)
         return torch.cat(lps), torch.cat(ents)
 
-    def _shared_hidden(self, mb: _MicroBatch) -> torch.Tensor:
+    def _shared_hidden(self, mb: MicroBatch) -> torch.Tensor:
         """Hidden states at mb's trained positions, with the shared prompt forwarded once.
 
         The prompt's KV cache is repeated for every row and the completions run on top of
@@ -373,17 +221,17 @@ class GRPOTrainer:
         LoRA at that multiple of its scale, PEFT's rescale_adapter_scale); for the sync guard and tests."""
         from peft.helpers import rescale_adapter_scale
 
-        _validate(samples, self.vocab_size)
+        validate_samples(samples, self.vocab_size)
         rows = []
         for s in samples:
             full = Sample(s.prompt_ids, s.completion_ids, [], 0.0, "", None, False, temperature=s.temperature)
-            rows.append(_make_row(full, 0.0, False))
+            rows.append(make_row(full, 0.0, False))
         out: list[list[float]] = [[] for _ in samples]
         kept = [(i, row) for i, row in enumerate(rows) if row is not None]
         budget = self.cfg.micro_batch_tokens
-        # Rows are batched as the trainer packs them (length-sorted groups); _length_groups gives
-        # the same grouping _pack uses, so each group's flat log-probs split back row by row.
-        groups = _length_groups([row for _, row in kept], budget)
+        # Rows are batched as the trainer packs them (length-sorted groups); length_groups gives
+        # the same grouping pack uses, so each group's flat log-probs split back row by row.
+        groups = length_groups([row for _, row in kept], budget)
         index = {id(row): i for i, row in kept}
         was_training = self.model.training
         self.model.eval()
@@ -391,7 +239,7 @@ class GRPOTrainer:
             with (self.model.disable_adapter() if base else rescale_adapter_scale(self.model, scale) if scale != 1.0
                   else contextlib.nullcontext()):
                 for group in groups:
-                    (mb,) = _pack(group, 1 << 62, self._pad_id, self.device)
+                    (mb,) = pack(group, 1 << 62, self._pad_id, self.device)
                     flat = self._token_logprobs(mb)[0].tolist()
                     for row in group:
                         out[index[id(row)]], flat = flat[: len(row.positions)], flat[len(row.positions):]
@@ -404,9 +252,9 @@ class GRPOTrainer:
         """One GRPO step (cfg.updates_per_step optimizer updates) on `samples`; returns metrics."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        _validate(samples, self.vocab_size)
+        validate_samples(samples, self.vocab_size)
         adv, used, skipped = group_advantages(samples, cfg.scale_std, cfg.min_reward_std)
-        rows = [r for s, a in zip(samples, adv) if a is not None and (r := _make_row(s, a, cfg.mask_truncated))]
+        rows = [r for s, a in zip(samples, adv) if a is not None and (r := make_row(s, a, cfg.mask_truncated))]
         n_tokens = sum(len(r.positions) for r in rows)
         metrics: dict[str, float] = {
             "loss": 0.0, "groups_used": float(used), "groups_skipped": float(skipped), "logprob_gap": 0.0,
@@ -426,7 +274,7 @@ class GRPOTrainer:
             metrics["rank_tokens"] = float(sum(len(r.positions) for r in rows))
             seed_key = np.random.SeedSequence([self.seed, self.step_count, self.ranks.rank])
             torch.manual_seed(int(seed_key.generate_state(1)[0]))  # dropout draws keyed by (seed, step, rank)
-        batches = _pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device,
+        batches = pack(rows, cfg.micro_batch_tokens, self._pad_id, self.device,
                         share_prompt=cfg.share_prompt and not cfg.gradient_checkpointing) if rows else []
 
         old_lp: list[torch.Tensor | None] = [None] * len(batches)
