@@ -25,8 +25,9 @@ import numpy as np
 
 from .archive import Archive
 from .difficulty import Difficulty, difficulty
-from .errors import MinisirError
+from .plotting import figure, integer_steps, save_png
 from .prompting import one_line
+from .report_evals import beside_section, eval_points, plot_evals, step_minutes
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +75,6 @@ PANELS = (
 )
 
 
-def _figure(width: float = 7.0, height: float = 4.0):
-    try:
-        from matplotlib.figure import Figure  # Figure + savefig use Agg; no pyplot global state
-    except ImportError as exc:
-        raise MinisirError("reports need matplotlib: run `pip install matplotlib`") from exc
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _integer_steps(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    return path
-
-
 def _series(archive: Archive, steps: list[dict], curve: Curve) -> tuple[dict[int, float], str]:
     """step -> value, and where it came from ("step metrics" | "tables" | "")."""
     stored = {}
@@ -116,7 +97,7 @@ def _rolling(y: np.ndarray, window: int) -> np.ndarray:
 
 
 def _plot_curves(path: Path, title: str, ylabel: str, series: dict[str, dict[int, float]], ylim) -> Path:
-    fig, ax = _figure()
+    fig, ax = figure()
     for label, data in series.items():
         xs = np.array(sorted(data))
         ys = np.array([data[x] for x in xs])
@@ -126,7 +107,7 @@ def _plot_curves(path: Path, title: str, ylabel: str, series: dict[str, dict[int
                     label=f"{label} (moving avg)")
         else:
             ax.plot(xs, ys, marker="o", linewidth=1.5, label=label)
-    _integer_steps(ax)
+    integer_steps(ax)
     ax.set_title(title)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
@@ -134,133 +115,7 @@ def _plot_curves(path: Path, title: str, ylabel: str, series: dict[str, dict[int
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
-
-
-def _eval_points(archive: Archive) -> dict[tuple[str, str], list[tuple[int | None, float, list]]]:
-    """(benchmark, metric) -> [(step or None for base, value, ci)]."""
-    out: dict[tuple[str, str], list] = {}
-    for row in archive.evals():
-        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-        for metric in ("pass@1", "maj@k", "greedy"):
-            if isinstance(m.get(metric), (int, float)):
-                ci = m.get(f"{metric}_ci") or [math.nan, math.nan]
-                out.setdefault((row["benchmark"], metric), []).append((row["step"], float(m[metric]), ci))
-    return out
-
-
-def step_minutes(steps: list[dict]) -> dict[int, float]:
-    """Step -> minutes of step time spent up to the end of that step (phase-0 steps included):
-    the x axis that compares methods by what they cost, not by how many steps they took."""
-    out, total = {}, 0.0
-    for row in sorted(steps, key=lambda r: r["step"]):
-        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-        seconds = m.get("seconds_step")
-        total += float(seconds) if isinstance(seconds, (int, float)) else 0.0
-        out[row["step"]] = total / 60
-    return out
-
-
-def _plot_evals(path: Path, points: dict, minutes: dict[int, float] | None = None) -> Path:
-    """Accuracy against step (base dashed), or with `minutes` against minutes of step time (base at 0)."""
-    fig, ax = _figure()
-    for i, ((bench, metric), pts) in enumerate(sorted(points.items())):
-        stepped = sorted((s, v, ci) for s, v, ci in pts if s is not None)
-        base = [(v, ci) for s, v, ci in pts if s is None]
-        label = f"{bench} {metric}"
-        color = f"C{i % 10}"
-        if minutes is not None:
-            stepped = [(minutes[s], v, ci) for s, v, ci in stepped if s in minutes]
-            stepped = ([(0.0, *base[-1])] if base else []) + stepped
-            base = []
-        if stepped:
-            xs = [s for s, _, _ in stepped]
-            ys = [100 * v for _, v, _ in stepped]
-            lo = [100 * (v - ci[0]) if ci and ci[0] == ci[0] else 0 for _, v, ci in stepped]
-            hi = [100 * (ci[1] - v) if ci and ci[1] == ci[1] else 0 for _, v, ci in stepped]
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color, label=f"{label} (95% CI)")
-        if base:
-            v, ci = base[-1]
-            ax.axhline(100 * v, linestyle="--", color=color, alpha=0.8, label=f"{label}, base model")
-            if ci and ci[0] == ci[0]:
-                ax.axhspan(100 * ci[0], 100 * ci[1], color=color, alpha=0.1)
-    if minutes is None:
-        _integer_steps(ax)
-    ax.set_title("Benchmark accuracy" if minutes is None else "Benchmark accuracy against cost")
-    ax.set_xlabel("training step (dashed: base model)" if minutes is None
-                  else "minutes of step time (0: base model)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
-
-
-PROTOCOL = ("benchmark", "n_questions", "k", "max_tokens", "temperature", "top_p", "seed")
-
-
-def run_curves(archive: Archive, metric: str = "pass@1") -> dict[tuple, list[tuple[float, float]]]:
-    """Per eval protocol (PROTOCOL's settings), (minutes of step time, accuracy) of a run's evaluations,
-    the newest base row at 0 minutes; only steps whose minutes are known count. Sorted by minutes.
-
-    Keyed by protocol because one archive holds evals of different sizes (a small in-run eval and a
-    200-question one), whose accuracies must not join one line."""
-    minutes = step_minutes(archive.steps())
-    rows: dict[tuple, dict] = {}
-    for row in archive.evals():
-        m = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-        config = {**(m.get("config") or {}), "benchmark": row["benchmark"]}
-        if not isinstance(m.get(metric), (int, float)):
-            continue
-        key = tuple(json.dumps(config.get(k), sort_keys=True) for k in PROTOCOL)
-        got = rows.setdefault(key, {"base": None, "steps": {}})
-        if row["step"] is None:
-            got["base"] = float(m[metric])
-        elif row["step"] in minutes:
-            got["steps"][row["step"]] = float(m[metric])
-    return {key: sorted(([(0.0, r["base"])] if r["base"] is not None else [])
-                        + [(minutes[s], v) for s, v in r["steps"].items()])
-            for key, r in rows.items() if r["steps"]}
-
-
-def plot_runs(path: Path, curves: dict[str, list[tuple[float, float]]], benchmark: str, metric: str) -> Path:
-    """Several runs' held-out accuracy against minutes of step time in one plot: what a method
-    buys per CPU-minute, beside another method on the same eval."""
-    fig, ax = _figure()
-    for i, (name, pts) in enumerate(curves.items()):
-        ax.plot([m for m, _ in pts], [100 * v for _, v in pts], marker="o", color=f"C{i % 10}", label=name)
-    ax.set_title(f"{benchmark} {metric} against cost")
-    ax.set_xlabel("minutes of step time (0: base model)")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
-
-
-def _beside_section(archive: Archive, out: Path, beside: list[Path]) -> list[str]:
-    """This run's held-out curve and the `beside` runs', on the eval protocol they all share with
-    the most points, in one plot against minutes of step time, and a table."""
-    from contextlib import ExitStack
-
-    names = [archive.path.parent.name] + [Path(b).name for b in beside]
-    with ExitStack() as stack:  # each other archive closed, also when a later one cannot be opened
-        archives = [archive] + [stack.enter_context(Archive.open(b, readonly=True)) for b in beside]
-        all_curves = [run_curves(a) for a in archives]
-        methods = [(a.run_info() or {}).get("recipe", {}).get("method", {}).get("name", "?") for a in archives]
-    shared = set(all_curves[0]).intersection(*all_curves[1:])
-    md = ["## Beside other runs", ""]
-    if not shared:
-        return md + ["No eval protocol (benchmark, questions, samples, max tokens, temperature, top-p, seed) "
-                     "is in every run's evals; nothing to compare.", ""]
-    key = max(sorted(shared), key=lambda k: sum(len(c[k]) for c in all_curves))
-    protocol = dict(zip(PROTOCOL, (json.loads(v) for v in key)))
-    curves = {f"{n} ({m})": c[key] for n, m, c in zip(names, methods, all_curves)}
-    plot_runs(out / "beside_minutes.png", curves, protocol["benchmark"], "pass@1")
-    md += [f"![{protocol['benchmark']} pass@1 against minutes](beside_minutes.png)", "",
-           "Protocol: " + ", ".join(f"{k} {v}" for k, v in protocol.items()), "",
-           "| run | minutes: pass@1 % |", "|---|---|"]
-    md += [f"| {n} | {', '.join(f'{m:.1f}: {100 * v:.1f}' for m, v in pts)} |" for n, pts in curves.items()]
-    return md + [""]
+    return save_png(fig, path)
 
 
 def lineage_depths(archive: Archive) -> dict[int, int]:
@@ -281,7 +136,7 @@ def lineage_depths(archive: Archive) -> dict[int, int]:
 
 
 def _plot_depths(path: Path, depths: list[int]) -> Path:
-    fig, ax = _figure()
+    fig, ax = figure()
     counts = Counter(depths)
     xs = list(range(0, max(counts) + 1))
     ax.bar(xs, [counts.get(x, 0) for x in xs], color="tab:blue", label="valid problems")
@@ -293,7 +148,7 @@ def _plot_depths(path: Path, depths: list[int]) -> Path:
     ax.set_ylabel("number of problems")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _phases(steps: list[int]) -> list[tuple[str, list[int]]]:
@@ -488,13 +343,13 @@ def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
 
     # ---------------------------------------------------------------- evaluations
     md += ["## Evaluation", ""]
-    points = _eval_points(archive)
+    points = eval_points(archive)
     if points:
-        _plot_evals(out / "eval_accuracy.png", points)
+        plot_evals(out / "eval_accuracy.png", points)
         md += ["![Benchmark accuracy](eval_accuracy.png)", ""]
         minutes = step_minutes(steps)
         if any(s is not None and s in minutes for pts in points.values() for s, _, _ in pts):
-            _plot_evals(out / "eval_minutes.png", points, minutes)
+            plot_evals(out / "eval_minutes.png", points, minutes)
             md += ["![Benchmark accuracy against minutes of step time](eval_minutes.png)", ""]
         rows = {}
         for i, row in enumerate(archive.evals()):
@@ -550,7 +405,7 @@ def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
     md += _difficulty_section(archive, out, _phases([int(s["step"]) for s in steps]))
     md += _time_section(steps)
     if beside:
-        md += _beside_section(archive, out, beside)
+        md += beside_section(archive, out, beside)
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     log.info("report written to %s", path)
