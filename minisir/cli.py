@@ -6,50 +6,21 @@ Heavy imports happen inside commands so `minisir --help` stays fast.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
 
 from . import __version__
+from .cli_bench import bench
+from .cli_common import friendly, parse_sets
 from .errors import MinisirError
 from .signals import handling
-
-
-def _friendly(fn: Callable) -> Callable:
-    """Turn MinisirError into a one-line message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MinisirError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
-    """--set a.b=value pairs; values parsed as YAML scalars (numbers, bools, null)."""
-    import yaml
-
-    out = {}
-    for item in values:
-        if "=" not in item:
-            raise MinisirError(f"--set {item}: expected KEY=VALUE, e.g. --set run.steps=3")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +62,7 @@ def _stop_on_signals() -> Iterator[None]:
 @click.option("--force-config", is_flag=True, help=(
     "Resume although run.seed, run.rounds_per_step or the LoRA's rank, alpha or targets changed "
     "(refused otherwise: they change what the saved state means)."))
-@_friendly
+@friendly
 def run(recipe: Path, steps: int | None, sets: tuple[str, ...], force_config: bool) -> None:
     """Run (or resume) the self-play loop described by RECIPE."""
     import shlex
@@ -104,7 +75,7 @@ def run(recipe: Path, steps: int | None, sets: tuple[str, ...], force_config: bo
             from .loop import Runner, StopRequested
             from .recipe import load_recipe
 
-            cfg = load_recipe(recipe, _parse_sets(sets))
+            cfg = load_recipe(recipe, parse_sets(sets))
             runner = Runner(cfg, force_config=force_config)
             try:
                 done = runner.run(steps)
@@ -140,7 +111,7 @@ def next_commands(recipe: Any) -> str:
 # --------------------------------------------------------------------------- doctor
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-@_friendly
+@friendly
 def doctor(as_json: bool) -> None:
     """Check the installation: versions, llama.cpp build, bundled model, embedder, GPU."""
     from .doctor import run_checks
@@ -165,7 +136,7 @@ def doctor(as_json: bool) -> None:
 @click.option("--max-tokens", default=64, show_default=True)
 @click.option("--temperature", default=0.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@_friendly
+@friendly
 def generate(prompt: str, model: str, adapter: str | None, n: int, max_tokens: int, temperature: float,
              seed: int) -> None:
     """Sample completions of PROMPT with the batched sampler."""
@@ -200,7 +171,7 @@ def archive() -> None:
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--per-step", is_flag=True, help="One row per step: shares of the generated problems that parsed, "
               "got a label, were valid (admitted) and got a teacher reward above 0.")
-@_friendly
+@friendly
 def archive_stats(run_dir: Path, per_step: bool) -> None:
     """Counts, rates and the last step of RUN_DIR."""
     from .archive_stats import stats, step_gates
@@ -219,7 +190,7 @@ def archive_stats(run_dir: Path, per_step: bool) -> None:
 
 @archive.command("steps")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
-@_friendly
+@friendly
 def archive_steps(run_dir: Path) -> None:
     """One line per committed step: rewards, rates, seconds and adapter."""
     from .step_metrics import summary_line
@@ -234,7 +205,7 @@ def archive_steps(run_dir: Path) -> None:
 @click.option("--limit", default=20, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 @click.option("--valid-only", is_flag=True)
-@_friendly
+@friendly
 def archive_problems(run_dir: Path, limit: int, offset: int, valid_only: bool) -> None:
     """List problems with step, parent, solve rate, reward and concepts."""
     with _open_archive(run_dir) as arc:
@@ -251,7 +222,7 @@ def archive_problems(run_dir: Path, limit: int, offset: int, valid_only: bool) -
 @archive.command("show")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 @click.argument("problem_id", type=int)
-@_friendly
+@friendly
 def archive_show(run_dir: Path, problem_id: int) -> None:
     """One problem with its lineage, answers and solutions."""
     with _open_archive(run_dir) as arc:
@@ -273,7 +244,7 @@ def archive_show(run_dir: Path, problem_id: int) -> None:
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--min-solve", type=click.FloatRange(0, 1), default=None, help="Keep problems solved at least this often.")
 @click.option("--max-solve", type=click.FloatRange(0, 1), default=None, help="Keep problems solved at most this often.")
-@_friendly
+@friendly
 def archive_export(run_dir: Path, out: Path, min_solve: float | None, max_solve: float | None) -> None:
     """Write the valid problems (label and its source, solve rate, lineage, agreeing solutions)
     to OUT.jsonl or OUT.parquet, which `datasets.load_dataset` reads as they are."""
@@ -287,7 +258,7 @@ def archive_export(run_dir: Path, out: Path, min_solve: float | None, max_solve:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True, help="0: any free port.")
 @click.option("--no-open", is_flag=True, help="Do not open a web browser.")
-@_friendly
+@friendly
 def archive_browse(run_dir: Path, port: int, no_open: bool) -> None:
     """Open the archive read-only in Datasette on 127.0.0.1, with described tables and canned
     queries (best problems, lineage, votes, a step's groups, label audit, evals)."""
@@ -318,7 +289,7 @@ def archive_browse(run_dir: Path, port: int, no_open: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print only a JSON object: per-target metrics and, with --compare, the paired comparison.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for llama.cpp (default: all).")
-@_friendly
+@friendly
 def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_questions: int, k: int,
              max_tokens: int, temperature: float, top_p: float, seed: int, no_greedy: bool, step: str,
              compare: str | None, as_json: bool, threads: int | None) -> None:
@@ -357,7 +328,7 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default RUN_DIR/report).")
 @click.option("--beside", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Another run whose held-out curve is drawn with this one's against minutes of step time (repeatable).")
-@_friendly
+@friendly
 def report(run_dir: Path, out: Path | None, beside: tuple[Path, ...]) -> None:
     """Write a Markdown summary and PNG plots of a run."""
     from .report import write_report
@@ -371,7 +342,7 @@ def report(run_dir: Path, out: Path | None, beside: tuple[Path, ...]) -> None:
 @click.option("--qtype", default="f16", show_default=True, help="f32, f16, or a llama.cpp quant type (q8_0, q4_k_m).")
 @click.option("--adapter-only", is_flag=True,
               help="Write only the LoRA, as a PEFT directory OUT (transformers, PEFT, vLLM) with a model card.")
-@_friendly
+@friendly
 def export(run_dir: Path, out: Path, qtype: str, adapter_only: bool) -> None:
     """Merge the run's latest LoRA into the model and write a GGUF that llama.cpp/Ollama run,
     with an Ollama Modelfile beside it (chat template and stop tokens); or, with
@@ -408,137 +379,7 @@ def export(run_dir: Path, out: Path, qtype: str, adapter_only: bool) -> None:
     click.echo(f"Ollama: ollama create NAME -f {modelfile}")
 
 
-# --------------------------------------------------------------------------- bench
-@main.group()
-def bench() -> None:
-    """Speed and memory against a baseline measured in the same run (JSON)."""
-
-
-@bench.command("sampler")
-@click.option("--model", default="bundled", help='GGUF path or "bundled".')
-@click.option("--prompts", default=4, show_default=True)
-@click.option("-n", "n", default=4, show_default=True, help="Completions per prompt.")
-@click.option("--max-tokens", default=64, show_default=True)
-@click.option("--parallel", default=16, show_default=True, help="Parallel sequences.")
-@click.option("--threads", type=int, default=None)
-@click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature of the batched path.")
-@click.option("--top-p", default=1.0, show_default=True, help="Nucleus mass of the batched path (< 1 sorts candidates).")
-@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
-@_friendly
-def bench_sampler_cmd(model: str, prompts: int, n: int, max_tokens: int, parallel: int, threads: int | None,
-                      temperature: float, top_p: float, as_json: bool) -> None:
-    """Batched sampler vs a one-sequence-at-a-time Llama.__call__ loop, with the batched call's
-    time split into prompt decoding, step decoding and numpy sampling."""
-    from .assets import resolve_gguf
-    from .bench.sampling import bench_sampler
-
-    result = bench_sampler(resolve_gguf(model), prompts=prompts, n=n, max_tokens=max_tokens,
-                           n_parallel=parallel, n_threads=threads, temperature=temperature, top_p=top_p)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
-
-
-@bench.command("server")
-@click.option("--url", required=True, help="An OpenAI-compatible completions server, e.g. http://127.0.0.1:8000.")
-@click.option("--model", default="bundled", help='GGUF of the served model (tokenizer; the in-process baseline).')
-@click.option("--served-model", default=None, help="The server's model name (default: the first /v1/models lists).")
-@click.option("--prompts", default=4, show_default=True)
-@click.option("-n", "n", default=4, show_default=True, help="Completions per prompt.")
-@click.option("--max-tokens", default=64, show_default=True)
-@click.option("--concurrency", default=8, show_default=True, help="Requests in flight (sampler.max_concurrency).")
-@click.option("--parallel", default=16, show_default=True, help="Parallel sequences of the in-process sampler.")
-@click.option("--threads", type=int, default=None, help="llama.cpp threads of the in-process sampler.")
-@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
-@_friendly
-def bench_server_cmd(url: str, model: str, served_model: str | None, prompts: int, n: int, max_tokens: int,
-                     concurrency: int, parallel: int, threads: int | None, as_json: bool) -> None:
-    """Sampling on a completions server vs the in-process batched sampler, same prompts and n."""
-    from .assets import resolve_gguf
-    from .bench.sampling import bench_server
-
-    result = bench_server(url, resolve_gguf(model), served_model=served_model, prompts=prompts, n=n,
-                          max_tokens=max_tokens, max_concurrency=concurrency, n_parallel=parallel,
-                          n_threads=threads)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
-
-
-@bench.command("train")
-@click.option("--model", default="bundled", help='GGUF path or "bundled".')
-@click.option("--hf-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Train this HF checkpoint instead of the dequantised GGUF.")
-@click.option("--samples", default=8, show_default=True, help="Sequences in the GRPO step.")
-@click.option("--prompt-tokens", default=32, show_default=True)
-@click.option("--completion-tokens", default=128, show_default=True)
-@click.option("--repeats", default=2, show_default=True, help="Timed steps per path (after one warm-up step).")
-@click.option("--lora-rank", default=16, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
-@_friendly
-def bench_train_cmd(model: str, hf_dir: Path | None, samples: int, prompt_tokens: int, completion_tokens: int,
-                    repeats: int, lora_rank: int, threads: int | None, as_json: bool) -> None:
-    """GRPO step: chunked log-probs (GRPOTrainer) vs full (batch, seq, vocab) logits."""
-    from .assets import resolve_gguf
-    from .bench.training import bench_train
-
-    result = bench_train(None if hf_dir else resolve_gguf(model), hf_dir=hf_dir, samples=samples,
-                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, repeats=repeats,
-                         lora_rank=lora_rank, threads=threads)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
-
-
-@bench.command("step")
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), default="recipes/opensir-tiny.yaml")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe field.")
-@click.option("--baseline", type=click.Choice(["auto", "trl", "peft"]), default="auto", show_default=True,
-              help="auto: TRL when installed (pip install 'minisir[bench]'), else PEFT full logits.")
-@click.option("--threads", type=int, default=None,
-              help="torch and llama.cpp threads for both stacks (default: their own choice).")
-@click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep the step's run directory here (default: a temp dir, deleted).")
-@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
-@_friendly
-def bench_step_cmd(recipe: Path, sets: tuple[str, ...], baseline: str, threads: int | None, keep_dir: Path | None,
-                   as_json: bool) -> None:
-    """One OpenSIR step by phase vs transformers generate + TRL GRPOTrainer on the same work."""
-    from .bench.step import bench_step
-
-    result = bench_step(recipe, _parse_sets(sets), baseline=baseline, threads=threads, keep_dir=keep_dir)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
-
-
-@bench.command("archive")
-@click.option("--sizes", default="1000,10000,100000", show_default=True, help="Archived problems, comma separated.")
-@click.option("--new", default=16, show_default=True, help="New problems per step.")
-@click.option("--solutions", default=128, show_default=True, help="Solutions committed per step.")
-@click.option("--dim", default=384, show_default=True, help="Embedding size (all-MiniLM-L6-v2: 384).")
-@click.option("--repeats", default=5, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print only the JSON object.")
-@_friendly
-def bench_archive_cmd(sizes: str, new: int, solutions: int, dim: int, repeats: int, as_json: bool) -> None:
-    """Diversity scoring and step commit time as the archive grows (growth per 10x)."""
-    from .bench.archive import bench_archive
-    from .errors import MinisirError
-
-    try:
-        counts = tuple(int(x) for x in sizes.split(",") if x.strip())
-    except ValueError:
-        raise MinisirError(f"--sizes {sizes}: expected comma-separated integers, e.g. 1000,10000") from None
-    if len(counts) < 2 or min(counts) < 1:
-        raise MinisirError(f"--sizes {sizes}: give at least two positive sizes, e.g. 1000,10000")
-    result = bench_archive(counts, new=new, solutions=solutions, dim=dim, repeats=repeats)
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
-
-
-@bench.command("sync")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--other", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Another run's adapter GGUF, measured as a fault too.")
-@click.option("--texts", default=3, show_default=True, help="Probe texts taken from the run's latest step.")
-@_friendly
-def bench_sync_cmd(run_dir: Path, other: Path | None, texts: int) -> None:
-    """The sync guard on RUN_DIR's latest adapter: healthy, and each fault it must catch."""
-    from .bench.sync import bench_sync
-
-    click.echo(json.dumps(bench_sync(run_dir, other=other, texts=texts), indent=2))
+main.add_command(bench)
 
 
 if __name__ == "__main__":  # pragma: no cover
