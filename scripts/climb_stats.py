@@ -1,0 +1,60 @@
+"""Per block of steps, how hard a run's proposer wrote and how its solvers did, from the archive.
+
+    python scripts/climb_stats.py runs/climb4-s7 [--block 10]
+
+Read by RESULTS.md's climbing rule: the share of valid proposed problems whose program takes two or
+more operations (minisir.difficulty.computation, identities left out), and the solve rate of those
+problems on their first 8 samples (by solution id; stretch samples come after them). Also: stretch
+problems and how many got a right answer, mean teacher reward, solve rate, solution tokens and
+seconds a step (with the stretch phase's share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+from minisir.difficulty import computation
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--block", type=int, default=10)
+    args = ap.parse_args()
+    db = sqlite3.connect(f"file:{args.run_dir / 'archive.sqlite'}?mode=ro", uri=True)
+    steps = {s: json.loads(m) for s, m in db.execute("SELECT step, metrics FROM steps")}
+    problems = db.execute("SELECT id, step, text, extra, teacher_reward FROM problems "
+                          "WHERE role = 'proposer' AND valid = 1").fetchall()
+    first8: dict[int, list[float]] = {}
+    for pid, reward in db.execute("SELECT problem_id, reward FROM solutions ORDER BY id"):
+        got = first8.setdefault(pid, [])
+        if len(got) < 8:
+            got.append(1.0 if (reward or 0) > 0 else 0.0)
+    print("| steps | valid problems | multi-op share | multi-op first-8 solve | stretch (right) | teacher reward "
+          "| solve rate | solution tokens | s a step (stretch) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    last = max(steps) if steps else -1
+    for lo in range(0, last + 1, args.block):
+        hi = lo + args.block - 1
+        rows = [p for p in problems if lo <= p[1] <= hi]
+        multi = [p for p in rows if computation(p[2], (json.loads(p[3] or "{}")).get("program"))[0] >= 2]
+        solved = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi if first8.get(p[0])]
+        ms = [steps[s] for s in range(lo, hi + 1) if s in steps]
+
+        def mean(key: str) -> float:
+            vals = [m[key] for m in ms if isinstance(m.get(key), (int, float))]
+            return sum(vals) / len(vals) if vals else float("nan")
+
+        stretch = sum(m.get("stretch_problems") or 0 for m in ms)
+        right = sum(m.get("stretch_solved") or 0 for m in ms)
+        print(f"| {lo}-{hi} | {len(rows)} | {len(multi) / len(rows) if rows else float('nan'):.3f} "
+              f"| {sum(solved) / len(solved) if solved else float('nan'):.3f} | {stretch} ({right}) "
+              f"| {mean('teacher_reward_mean'):.2f} | {mean('solve_rate_mean'):.2f} "
+              f"| {mean('solution_tokens_mean'):.0f} | {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) |")
+
+
+if __name__ == "__main__":
+    main()
