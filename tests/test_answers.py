@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -31,17 +30,11 @@ def test_extract_boxed(text, expected):
     assert extract_boxed(text) == expected
 
 
-def test_extract_boxed_linear_time_on_huge_input():
-    """4x the input costs about 4x the time (10x allowed); a ratio from the same run, not seconds."""
-    def work(k: int) -> float:
-        t0 = time.perf_counter()
-        assert extract_boxed("\\boxed{" + "{" * (50_000 * k) + "x" + "a" * (250_000 * k)) is None
-        assert extract_boxed("\\boxed{1}" * (25_000 * k)) == "1"
-        return time.perf_counter() - t0
-
-    work(1)  # warm-up
-    small = max(min(work(1) for _ in range(2)), 0.005)
-    assert work(4) < 10 * small
+def test_extract_boxed_on_huge_input():
+    """An unclosed box of 200k braces is no answer, and the last of 100k boxes is the answer (how fast
+    is for a benchmark, not a test)."""
+    assert extract_boxed("\\boxed{" + "{" * 200_000 + "x" + "a" * 1_000_000) is None
+    assert extract_boxed("\\boxed{1}" * 99_999 + "\\boxed{2}") == "2"
 
 
 @pytest.mark.parametrize(
@@ -157,7 +150,7 @@ def test_matches_refuses_the_sum_restated_and_wrong_values(answer, reference):
 
 def test_equivalent_never_raises_on_garbage():
     for junk in ["\\frac{", "}}}{{{", "\\boxed{\\boxed{", "a" * 5000, "1/0", "\\sqrt[", "=="]:
-        assert equivalent(junk, "1") in (True, False)
+        assert equivalent(junk, "1") is False
         assert equivalent(junk, junk) is True
 
 

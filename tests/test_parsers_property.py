@@ -50,7 +50,7 @@ def balanced(depth: int = 3):
 @given(any_text, finish)
 def test_parse_teacher_never_raises(text, reason):
     out = opensir_prompts.parse_teacher(text, reason)
-    assert isinstance(out.valid, bool)
+    assert out.valid or out.reason, "a refused output keeps its reason"
     if out.valid:
         assert out.problem and out.problem == out.problem.strip()
         assert all(tag not in out.problem for tag in ("<problem>", "</problem>", "<concepts>", "</concepts>"))
@@ -106,7 +106,6 @@ def test_normalize_answer_never_raises_and_is_idempotent(text):
 @given(st.one_of(st.none(), any_text), st.one_of(st.none(), any_text), st.integers(-10**12, 10**12))
 def test_equivalent_never_raises_is_reflexive_and_knows_equal_spellings(a, b, n):
     # Never raises on model output; None never matches anything, not even None.
-    assert isinstance(equivalent(a, b), bool)
     assert not equivalent(a, None) and not equivalent(None, b) and not equivalent(None, None)
     # Reflexive on every answer that survives normalisation (an empty one is no answer).
     for x in (a, b):
