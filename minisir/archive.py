@@ -23,7 +23,7 @@ import numpy as np
 import sqlite_utils
 
 from .archive_schema import (PROBLEM_COLUMNS, SCHEMA, SCHEMA_VERSION, SOLUTION_COLUMNS, check_file, check_readonly,
-                             embedding_blob, fix, json_text, number)
+                             embedding_blob, fix, json_text, number, upgrade)
 from .errors import ArchiveError
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,25 @@ class Archive:
                 conn = sqlite3.connect(str(path))
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.conn.execute("PRAGMA foreign_keys = ON")
-            if readonly and db.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+            if readonly and version == 0:
                 db.close()
                 raise ArchiveError(f"archive {path} is empty (no step was ever committed); check the run directory")
+            if readonly and version < SCHEMA_VERSION:
+                db.close()
+                raise ArchiveError(f"archive {path} has schema {version}, older than this minisir's "
+                                   f"({SCHEMA_VERSION}); `minisir archive upgrade {path.parent}` upgrades it in "
+                                   "place (a backup is kept), as resuming the run would")
             if not readonly:
                 db.conn.execute("PRAGMA busy_timeout = 10000")
                 if db.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     db.conn.execute("PRAGMA journal_mode = WAL")
                 db.conn.execute("PRAGMA synchronous = NORMAL")
-                if db.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                if version == 1:
+                    backup = upgrade(db.conn, path)
+                    log.warning("archive %s upgraded to schema %d (label columns); the old file is kept as %s",
+                                path, SCHEMA_VERSION, backup)
+                if version == 0:
                     db.conn.executescript(SCHEMA)
                     db.conn.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
@@ -382,7 +392,8 @@ class Archive:
     # ------------------------------------------------------------------ queries
     _LIST_COLS = (
         "id, key, step, parent_id, valid, invalid_reason, text, concepts, majority_answer, "
-        "solve_rate, solvability, diversity, length, format, teacher_reward, role, method"
+        "solve_rate, solvability, diversity, length, format, teacher_reward, role, method, "
+        "label, label_source, executed_answer, majority_correct"
     )
 
     @staticmethod
@@ -395,8 +406,9 @@ class Archive:
                     pass
         if "valid" in row and row["valid"] is not None:
             row["valid"] = bool(row["valid"])
-        if "agrees" in row and row["agrees"] is not None:
-            row["agrees"] = bool(row["agrees"])
+        for name in ("agrees", "majority_correct"):
+            if row.get(name) is not None:
+                row[name] = bool(row[name])
         row.pop("embedding", None)
         return row
 

@@ -16,14 +16,17 @@ import numpy as np
 
 from .errors import ArchiveError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the label's fields are columns of problems (they were keys of its JSON `extra` in 1)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+# What a problem's solvers were rewarded for matching, where it came from (majority, executed, known),
+# the program's answer, and whether the majority vote equals it (the label audit).
+LABEL_COLUMNS = ("label", "label_source", "executed_answer", "majority_correct")
 PROBLEM_COLUMNS = (
     "key", "text", "concepts", "parent_id", "step", "role", "method", "valid",
     "invalid_reason", "majority_answer", "solve_rate", "n_parsed", "n_samples",
     "solvability", "diversity", "length", "format", "teacher_reward",
-    "embedding", "embed_model", "raw", "created_at", "extra",
+    "embedding", "embed_model", "raw", "created_at", *LABEL_COLUMNS, "extra",
 )
 SOLUTION_COLUMNS = (
     "problem_id", "step", "text", "n_tokens", "answer", "agrees", "reward",
@@ -68,6 +71,10 @@ CREATE TABLE IF NOT EXISTS problems (
     embed_model TEXT,
     raw TEXT,
     created_at REAL,
+    label TEXT,
+    label_source TEXT,
+    executed_answer TEXT,
+    majority_correct INTEGER,
     extra TEXT
 );
 CREATE INDEX IF NOT EXISTS problems_step ON problems(step);
@@ -158,6 +165,38 @@ def check_readonly(path: Path) -> int:
     if tables and version == 0:
         raise ArchiveError(f"archive {path} is an SQLite file but not a minisir archive; {fix(path)}")
     return version
+
+
+def upgrade(conn: sqlite3.Connection, path: Path) -> Path:
+    """Schema 1 -> 2: the label's fields move from each problem's JSON `extra` to their own columns.
+
+    A copy of the file is kept first (<archive>.v1.bak, SQLite's online backup, so a WAL file's
+    commits are in it), then one transaction adds the columns, moves the values and sets the
+    version: a failure leaves the archive as it was. Returns the backup's path.
+    """
+    backup = path.with_name(path.name + ".v1.bak")
+    if not backup.exists():
+        target = sqlite3.connect(str(backup))
+        try:
+            conn.backup(target)
+        finally:
+            target.close()
+    moved = ", ".join(f"{c} = json_extract(extra, '$.{c}')" for c in LABEL_COLUMNS)
+    dropped = ", ".join(f"'$.{c}'" for c in LABEL_COLUMNS)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for column, kind in zip(LABEL_COLUMNS, ("TEXT", "TEXT", "TEXT", "INTEGER")):
+            conn.execute(f"ALTER TABLE problems ADD COLUMN {column} {kind}")
+        conn.execute(f"UPDATE problems SET {moved} WHERE extra IS NOT NULL")
+        conn.execute(f"UPDATE problems SET extra = NULLIF(json_remove(extra, {dropped}), '{{}}') "
+                     "WHERE extra IS NOT NULL")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '2')")
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return backup
 
 
 def json_text(value: Any) -> str:

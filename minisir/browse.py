@@ -66,8 +66,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "embed_model": "the embedder's name",
         "raw": "the teacher's/proposer's raw completion",
         "created_at": "Unix time of the commit",
-        "extra": "more fields as JSON: label, label_source (majority, executed, known), executed_answer, "
-                 "majority_correct (the label audit), program, topic, prompt_index, tests",
+        "label": "what the solvers were rewarded for matching",
+        "label_source": "where the label came from: majority (the vote), executed (the program), known (a dataset)",
+        "executed_answer": "the answer the problem's program (or expression) printed",
+        "majority_correct": "1 when the majority vote equals the executed answer (the label audit)",
+        "extra": "more fields as JSON: program, executed_source, topic, prompt_index, tests, stretch",
     }),
     "solutions": ("Every sampled solution: the votes behind a problem's label.", {
         "id": "solution id",
@@ -96,13 +99,13 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     }),
 }
 
-_LABEL = "COALESCE(json_extract(p.extra, '$.label'), p.majority_answer)"
+_LABEL = "COALESCE(p.label, p.majority_answer)"
 QUERIES: dict[str, dict[str, str]] = {
     "best_problems": {
         "title": "Best problems by reward",
         "description": "The 100 valid problems with the highest teacher/proposer reward (RLVR has no teacher).",
         "sql": f"""SELECT p.id, p.step, p.role, p.text, {_LABEL} AS label,
-  COALESCE(json_extract(p.extra, '$.label_source'), CASE WHEN p.majority_answer IS NOT NULL THEN 'majority' END)
+  COALESCE(p.label_source, CASE WHEN p.majority_answer IS NOT NULL THEN 'majority' END)
     AS label_source,
   p.solve_rate, p.solvability, p.diversity, p.teacher_reward
 FROM problems p WHERE p.valid = 1 AND p.teacher_reward IS NOT NULL
@@ -146,9 +149,9 @@ GROUP BY p.id ORDER BY round, teacher_group, p.id""",
         "title": "Label audit per step",
         "description": "Wherever an executed answer exists, is the majority vote right? "
                        "(empty for runs without executed answers)",
-        "sql": """SELECT step, COUNT(*) AS audited, SUM(json_extract(extra, '$.majority_correct')) AS vote_right,
-  AVG(json_extract(extra, '$.majority_correct')) AS label_precision
-FROM problems WHERE json_extract(extra, '$.majority_correct') IS NOT NULL
+        "sql": """SELECT step, COUNT(*) AS audited, SUM(majority_correct) AS vote_right,
+  AVG(majority_correct) AS label_precision
+FROM problems WHERE majority_correct IS NOT NULL
 GROUP BY step ORDER BY step""",
     },
     "eval_comparison": {

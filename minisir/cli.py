@@ -188,6 +188,25 @@ def archive_stats(run_dir: Path, per_step: bool) -> None:
             click.echo(f"{key:>24}: {value}")
 
 
+@archive.command("upgrade")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@friendly
+def archive_upgrade(run_dir: Path) -> None:
+    """Upgrade RUN_DIR's archive to this minisir's schema, keeping a backup (resuming the run does it too)."""
+    from .archive import ARCHIVE_NAME, Archive
+    from .archive_schema import SCHEMA_VERSION, check_readonly
+
+    path = run_dir / ARCHIVE_NAME if run_dir.is_dir() else run_dir
+    before = check_readonly(path) if path.is_file() and path.stat().st_size else None
+    with Archive.open(path, readonly=before is None):  # a missing or empty archive is refused, never created
+        pass
+    if before == SCHEMA_VERSION:
+        click.echo(f"{path} already has schema {SCHEMA_VERSION}")
+    else:
+        click.echo(f"{path} upgraded from schema {before} to {SCHEMA_VERSION}; the old file is kept as "
+                   f"{path.name}.v{before}.bak")
+
+
 @archive.command("steps")
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 @friendly

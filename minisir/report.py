@@ -56,8 +56,8 @@ CURVES: dict[str, Curve] = {
                             f"SELECT step, AVG(diversity) FROM problems WHERE valid = 1 AND diversity IS NOT NULL "
                             f"AND {_NOT_SEED} GROUP BY step"),
     "label_precision": Curve("label_precision", "majority vote equals the executed answer",
-                             "SELECT step, AVG(json_extract(extra, '$.majority_correct')) FROM problems "
-                             "WHERE json_extract(extra, '$.majority_correct') IS NOT NULL GROUP BY step"),
+                             "SELECT step, AVG(majority_correct) FROM problems "
+                             "WHERE majority_correct IS NOT NULL GROUP BY step"),
     "solution_tokens_mean": Curve("solution_tokens_mean", "solution length (mean tokens)",
                                   "SELECT step, AVG(n_tokens) FROM solutions WHERE n_tokens IS NOT NULL GROUP BY step"),
 }

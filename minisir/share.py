@@ -99,26 +99,22 @@ def problem_rows(arc: Archive, min_solve: float | None = None, max_solve: float 
         parents = dict(conn.execute("SELECT id, parent_id FROM problems").fetchall())
         cur = conn.execute(
             "SELECT id, key, step, role, method, text, concepts, majority_answer, solve_rate, n_samples, "
-            f"teacher_reward, parent_id, extra FROM problems WHERE {cond} ORDER BY id", params)
+            "teacher_reward, parent_id, label, label_source, executed_answer, majority_correct "
+            f"FROM problems WHERE {cond} ORDER BY id", params)
         for row in tqdm(cur, total=total, desc="problems", unit="problem",
                         disable=None if progress else True):  # None: only on a terminal
-            pid, key, step, role, method, text, concepts, majority, rate, n, reward, parent, extra = row
-            try:
-                more = json.loads(extra) if extra else {}
-            except ValueError:
-                more = {}
-            if not isinstance(more, dict):
-                more = {}
-            label, source = (more.get("label"), more.get("label_source")) if "label" in more else (majority, None)
+            (pid, key, step, role, method, text, concepts, majority, rate, n, reward, parent, label, source,
+             executed, correct) = row
+            if source is None:  # written before executed labels: the vote is the label
+                label = majority
             if label is not None and source is None:
                 source = "majority"
-            correct = more.get("majority_correct")
             solutions = [t for (t,) in conn.execute(
                 "SELECT text FROM solutions WHERE problem_id = ? AND agrees = 1 ORDER BY id", (pid,))]
             yield {
                 "id": pid, "key": key, "step": step, "role": role, "method": method, "problem": text,
                 "concepts": _concepts(concepts), "label": _text(label), "label_source": source,
-                "majority_answer": _text(majority), "executed_answer": _text(more.get("executed_answer")),
+                "majority_answer": _text(majority), "executed_answer": _text(executed),
                 "majority_correct": None if correct is None else bool(correct), "solve_rate": rate,
                 "n_samples": n, "teacher_reward": reward, "parent_id": parent,
                 "lineage": _lineage(pid, parents), "solutions": solutions,

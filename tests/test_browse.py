@@ -105,7 +105,6 @@ def test_canned_queries_answer_what_the_archive_holds(run_dir):
     problems = _rows(db, "SELECT * FROM problems")
     solutions = _rows(db, "SELECT * FROM solutions")
     by_id = {p["id"]: p for p in problems}
-    extra = {p["id"]: json.loads(p["extra"] or "{}") for p in problems}
     with serving(run_dir) as base:
         # the best problems: valid, scored, highest reward first
         best = _query(base, "best_problems")
@@ -114,7 +113,8 @@ def test_canned_queries_answer_what_the_archive_holds(run_dir):
         assert [r["id"] for r in best] == [p["id"] for p in scored] and len(best) >= 3
         for r in best:
             assert r["text"] == by_id[r["id"]]["text"]
-            assert r["label"] == extra[r["id"]].get("label", by_id[r["id"]]["majority_answer"])
+            assert r["label"] == (by_id[r["id"]]["label"] if by_id[r["id"]]["label_source"]
+                                  else by_id[r["id"]]["majority_answer"])
 
         # lineage: the deepest problem up to the seed
         def chain(pid):
@@ -151,9 +151,9 @@ def test_canned_queries_answer_what_the_archive_holds(run_dir):
 
         # the label audit: steps with an executed answer, share of right votes
         audited = {}
-        for pid, e in extra.items():
-            if "majority_correct" in e:
-                audited.setdefault(by_id[pid]["step"], []).append(bool(e["majority_correct"]))
+        for pid, p in by_id.items():
+            if p["majority_correct"] is not None:
+                audited.setdefault(p["step"], []).append(bool(p["majority_correct"]))
         got = _query(base, "label_audit")
         assert {r["step"]: (r["audited"], r["vote_right"]) for r in got} == \
             {s: (len(v), sum(v)) for s, v in audited.items()}

@@ -211,15 +211,15 @@ def test_sqlm_step_with_executed_labels(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     try:
-        rows = conn.execute("SELECT id, text, valid, invalid_reason, teacher_reward, extra FROM problems "
-                            "ORDER BY id").fetchall()
+        rows = conn.execute("SELECT id, text, valid, invalid_reason, teacher_reward, extra, executed_answer, "
+                            "majority_correct FROM problems ORDER BY id").fetchall()
         sols = {pid: conn.execute("SELECT answer, reward FROM solutions WHERE problem_id = ?", (pid,)).fetchall()
                 for pid, *_ in rows}
         metrics = json.loads(conn.execute("SELECT metrics FROM steps").fetchone()[0])
     finally:
         conn.close()
     extra = [json.loads(r[5]) for r in rows]
-    assert [e["executed_answer"] for e in extra] == ["23", None, "24", "42"]
+    assert [r[6] for r in rows] == ["23", None, "24", "42"]
     assert [e["executed_source"] for e in extra] == ["program", None, "program", "expression"]
     assert "NameError" in rows[1][3] and rows[1][3].startswith("no label")
     assert rows[2][3].startswith("leak")
@@ -230,7 +230,7 @@ def test_sqlm_step_with_executed_labels(tmp_path, monkeypatch):
         for answer, reward in got:  # the reward is true correctness, whatever the vote said
             assert reward == (1.0 if answer is not None and equivalent(answer, truth) else 0.0)
     assert metrics["labelled_rate"] == 0.75
-    assert metrics["label_audited"] == sum(1 for e in (extra[0], extra[3]) if "majority_correct" in e)
+    assert metrics["label_audited"] == sum(1 for r in (rows[0], rows[3]) if r[7] is not None)
 
 
 def test_every_program_parser_keeps_one_size_rule():

@@ -63,10 +63,10 @@ def expected_rows(db: Path, low: float | None = None, high: float | None = None)
         where = "valid = 1" + (f" AND solve_rate >= {low}" if low is not None else "") + \
             (f" AND solve_rate <= {high}" if high is not None else "")
         rows = conn.execute(
-            "SELECT id, text, COALESCE(json_extract(extra, '$.label'), majority_answer), "
-            "CASE WHEN json_extract(extra, '$.label') IS NOT NULL THEN json_extract(extra, '$.label_source') "
+            "SELECT id, text, CASE WHEN label_source IS NOT NULL THEN label ELSE majority_answer END, "
+            "CASE WHEN label_source IS NOT NULL THEN label_source "
             "WHEN majority_answer IS NOT NULL THEN 'majority' END, "
-            "json_extract(extra, '$.executed_answer'), json_extract(extra, '$.majority_correct'), solve_rate, "
+            "executed_answer, majority_correct, solve_rate, "
             f"parent_id, step, concepts FROM problems WHERE {where} ORDER BY id").fetchall()
         out = []
         for pid, text, label, source, executed, correct, rate, parent, step, concepts in rows:

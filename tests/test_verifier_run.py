@@ -34,7 +34,7 @@ def test_a_toy_topic_is_labelled_and_judged_by_the_users_verifier(tmp_path, monk
         "run": {"steps": 1, "seed": 5, "dir": str(tmp_path / "run")},
     })
     row = rows[PROBLEM]
-    assert row["valid"] and row["extra"]["label"] == "NaCl"  # the program's output, not a number
+    assert row["valid"] and row["label"] == "NaCl"  # the program's output, not a number
     assert [s["reward"] for s in row["solutions"]] == [1.0, 1.0, 0.0]  # atoms compared, order ignored
     assert row["teacher_reward"] == 1.0  # 2 of 3: inside the band 1 < m < 3
     assert metrics["solver_groups_trained"] >= 1
