@@ -201,13 +201,13 @@ class Archive:
         row = self.db.conn.execute("SELECT MAX(step) FROM steps").fetchone()
         return -1 if row[0] is None else int(row[0])
 
-    def phase_totals(self, phase: str) -> dict[str, int]:
-        """Committed steps whose metrics say `phase` (e.g. OpenSIR's "pool"), and their
-        teacher samples: how far a resumable phase has got."""
-        row = self.db.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(json_extract(metrics, '$.teacher_samples')), 0) FROM steps "
-            "WHERE json_extract(metrics, '$.phase') = ?", (phase,)).fetchone()
-        return {"steps": int(row[0]), "teacher_samples": int(row[1])}
+    def phase_totals(self, phase: str, sums: tuple[str, ...] = ()) -> dict[str, int]:
+        """Committed steps whose metrics say `phase` (e.g. OpenSIR's "pool"), and the sum of each
+        step metric named in `sums` over them: how far a resumable phase has got."""
+        totals = "".join(f", COALESCE(SUM(json_extract(metrics, '$.{name}')), 0)" for name in sums)
+        row = self.db.conn.execute(f"SELECT COUNT(*){totals} FROM steps WHERE json_extract(metrics, '$.phase') = ?",
+                                   (phase,)).fetchone()
+        return {"steps": int(row[0]), **{name: int(v) for name, v in zip(sums, row[1:])}}
 
     def commit_step(
         self,

@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,53 +25,11 @@ import numpy as np
 from .archive import Archive
 from .difficulty import Difficulty, difficulty
 from .plotting import figure, integer_steps, save_png
+from .methods.curves import NOT_SEED, Curve, report_curves
 from .prompting import one_line
 from .report_evals import beside_section, eval_points, plot_evals, step_minutes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Curve:
-    key: str  # step-metrics key the loop stores
-    label: str  # legend label
-    sql: str  # fallback: (step, value) rows from the tables
-
-
-# Fallback queries skip seed problems: they are not the teacher's output.
-_NOT_SEED = "COALESCE(role, '') != 'seed'"
-CURVES: dict[str, Curve] = {
-    "teacher_reward_mean": Curve("teacher_reward_mean", "teacher reward (mean per problem)",
-                                 f"SELECT step, AVG(teacher_reward) FROM problems WHERE teacher_reward IS NOT NULL "
-                                 f"AND {_NOT_SEED} GROUP BY step"),
-    "student_reward_mean": Curve("student_reward_mean", "student reward (mean per solution)",
-                                 "SELECT step, AVG(reward) FROM solutions WHERE reward IS NOT NULL GROUP BY step"),
-    "solve_rate_mean": Curve("solve_rate_mean", "solve rate (majority share, valid problems)",
-                             f"SELECT step, AVG(solve_rate) FROM problems WHERE valid = 1 AND solve_rate IS NOT NULL "
-                             f"AND {_NOT_SEED} GROUP BY step"),
-    "valid_rate": Curve("valid_rate", "valid-problem rate",
-                        f"SELECT step, AVG(valid) FROM problems WHERE {_NOT_SEED} GROUP BY step"),
-    "diversity_mean": Curve("diversity_mean", "diversity (mean per valid problem)",
-                            f"SELECT step, AVG(diversity) FROM problems WHERE valid = 1 AND diversity IS NOT NULL "
-                            f"AND {_NOT_SEED} GROUP BY step"),
-    "label_precision": Curve("label_precision", "majority vote equals the executed answer",
-                             "SELECT step, AVG(majority_correct) FROM problems "
-                             "WHERE majority_correct IS NOT NULL GROUP BY step"),
-    "solution_tokens_mean": Curve("solution_tokens_mean", "solution length (mean tokens)",
-                                  "SELECT step, AVG(n_tokens) FROM solutions WHERE n_tokens IS NOT NULL GROUP BY step"),
-}
-
-# One PNG per panel: (file, title, y label, curves, y range or None)
-PANELS = (
-    ("rewards.png", "Teacher and student reward", "mean reward", ("teacher_reward_mean", "student_reward_mean"), None),
-    ("solve_rate.png", "Student solve rate", "fraction of samples agreeing with the majority",
-     ("solve_rate_mean",), (0, 1.02)),
-    ("valid_rate.png", "Valid-problem rate", "fraction of teacher outputs that parse", ("valid_rate",), (0, 1.02)),
-    ("label_audit.png", "Label audit", "share of audited problems whose majority vote is right",
-     ("label_precision",), (0, 1.02)),
-    ("diversity.png", "Problem diversity", "diversity score (0 = duplicate, higher = novel)", ("diversity_mean",), None),
-    ("solution_length.png", "Student solution length", "tokens per solution", ("solution_tokens_mean",), None),
-)
 
 
 def _series(archive: Archive, steps: list[dict], curve: Curve) -> tuple[dict[int, float], str]:
@@ -189,7 +146,7 @@ def difficulty_rows(archive: Archive) -> list[tuple[int, Difficulty, float | Non
     """(step, features, solve rate) of every valid problem the policy proposed (not seeds or dataset questions)."""
     rows = archive.db.conn.execute(
         f"SELECT step, text, json_extract(extra, '$.program'), solve_rate FROM problems "
-        f"WHERE valid = 1 AND text IS NOT NULL AND {_NOT_SEED} AND COALESCE(role, '') != 'question' "
+        f"WHERE valid = 1 AND text IS NOT NULL AND {NOT_SEED} AND COALESCE(role, '') != 'question' "
         f"ORDER BY id").fetchall()
     return [(int(step), difficulty(text, program), rate) for step, text, program, rate in rows]
 
@@ -315,13 +272,14 @@ def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
     md += ["", "## Training curves", ""]
     notes: list[str] = []
     first_last = []
-    for fname, title, ylabel, keys, ylim in PANELS:
+    curves, panels = report_curves((recipe.get("method") or {}).get("name"))
+    for fname, title, ylabel, keys, ylim in panels:
         series: dict[str, dict[int, float]] = {}
         missing = []
         for key in keys:
-            data, source = _series(archive, steps, CURVES[key])
+            data, source = _series(archive, steps, curves[key])
             if data:
-                series[CURVES[key].label] = data
+                series[curves[key].label] = data
                 xs = sorted(data)
                 first_last.append((key, xs[0], data[xs[0]], xs[-1], data[xs[-1]], source))
             else:
@@ -367,7 +325,7 @@ def _write(archive: Archive, out: Path, beside: list[Path]) -> Path:
     md += ["## How the problems changed", ""]
     probs = archive.db.conn.execute(
         f"SELECT id, step, text, concepts, teacher_reward, solve_rate, majority_answer FROM problems "
-        f"WHERE valid = 1 AND {_NOT_SEED} ORDER BY id"
+        f"WHERE valid = 1 AND {NOT_SEED} ORDER BY id"
     ).fetchall()
     phases = _phases([int(s["step"]) for s in steps])
     if not probs or not phases:

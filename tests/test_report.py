@@ -186,3 +186,30 @@ def test_sampler_split_reads_one_steps_share_of_the_running_totals():
     assert sampler_split(before, after, 16) == {"sampler_prompt_s": 2.0, "sampler_decode_s": 7.5,
                                                 "sampler_sample_s": 0.5, "decode_occupancy": 0.5}
     assert sampler_split({}, {}, 16) == {}  # a server sampler keeps no totals
+
+
+def test_a_method_declares_its_own_report_curves(tmp_path, monkeypatch):
+    """A toy method's metric, which report.py never names, gets its panel from the method's CURVES and
+    PANELS; the common panels stay, and another method's (OpenSIR's diversity) does not appear."""
+    import sys
+    import types
+
+    from minisir.methods import METHODS
+    from minisir.methods.curves import Curve
+
+    fake = types.ModuleType("minisir.methods.widgets")
+    fake.CURVES = {"widgets": Curve("widgets", "widgets made", "SELECT step, NULL FROM steps WHERE 0")}
+    fake.PANELS = (("widgets.png", "Widgets", "widgets a step", ("widgets",), None),)
+    monkeypatch.setitem(sys.modules, "minisir.methods.widgets", fake)
+    monkeypatch.setitem(METHODS, "widgets", ("minisir.methods.widgets", "WidgetConfig"))
+    run = tmp_path / "run"
+    with Archive.open(run) as arc:
+        arc.ensure_run({"model": {"gguf": "bundled"}, "method": {"name": "widgets"}}, {}, 0)
+        for step in range(3):
+            arc.commit_step({"step": step, "widgets": 2.0 * step, "teacher_reward_mean": 0.1, "seconds_step": 1.0},
+                            [], [], None)
+    out = tmp_path / "rep"
+    md = write_report(run, out).read_text()
+    assert (out / "widgets.png").read_bytes()[:8] == PNG_MAGIC and "](widgets.png)" in md
+    assert "| widgets | 0 | 0.000 | 2 | 4.000 | step metrics |" in md
+    assert (out / "rewards.png").is_file() and "diversity.png" not in md and "diversity_mean" not in md

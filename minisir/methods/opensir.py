@@ -25,6 +25,7 @@ from ..sandbox import SandboxConfig
 from .common import METRICS as COMMON_METRICS
 from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
                      own_top_p_field, sampled_by, temperature_field, to_sample, top_p_field)
+from .curves import NOT_SEED, Curve
 from .opensir_prompts import (TeacherOutput, fenced_teacher_prompt, few_shot_problems, has_box, parse_fenced,
                               parse_teacher, student_prompt, student_stop, teacher_prompt, teacher_stop)
 from .opensir_rewards import select_groups, solvability, student_reward, teacher_reward
@@ -147,7 +148,7 @@ def _pool_phase(runner: "Context", cfg: OpenSIRConfig) -> bool:
     over-generation budget is spent; both counts come from the archive, so it resumes."""
     if cfg.initial_pool <= 0:
         return False
-    totals = runner.archive.phase_totals("pool")
+    totals = runner.archive.phase_totals("pool", ("teacher_samples",))
     if totals["steps"] == 0 and runner.archive.last_step() >= 0:
         return False  # RL already started (or the run predates phase 0): never go back
     admitted = runner.archive.count_valid() - len(cfg.seeds)
@@ -182,6 +183,12 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
 # How this method's step metrics combine over rounds (methods.common.METRICS says how to read it).
 METRICS = {**COMMON_METRICS, "teacher_samples": "sum", "admitted": "sum", "teacher_groups_trained": "sum",
            "student_groups_trained": "sum"}
+# The report's curves of this method's own metrics (methods.curves has the common ones).
+CURVES = {"diversity_mean": Curve("diversity_mean", "diversity (mean per valid problem)",
+                                  "SELECT step, AVG(diversity) FROM problems WHERE valid = 1 AND diversity IS NOT NULL "
+                                  f"AND {NOT_SEED} GROUP BY step")}
+PANELS = (("diversity.png", "Problem diversity", "diversity score (0 = duplicate, higher = novel)",
+           ("diversity_mean",), None),)
 
 
 def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "StepResult":
@@ -335,7 +342,7 @@ def _metrics(r: _Round) -> dict[str, Any]:
         archive = r.runner.archive
         pool = {"pool_target": cfg.initial_pool, "pool_budget": int(cfg.initial_pool * cfg.initial_pool_overgen),
                 "pool_admitted_before": max(0, archive.count_valid() - len(cfg.seeds)),
-                "pool_samples_before": archive.phase_totals("pool")["teacher_samples"]}
+                "pool_samples_before": archive.phase_totals("pool", ("teacher_samples",))["teacher_samples"]}
     return {
         "phase": "pool" if r.pool_phase else "rl",
         **pool,
