@@ -72,7 +72,7 @@ def test_rlvr_run_commits_questions_with_known_labels(tmp_path):
     assert f"minisir archive browse {run_dir}" in tail and "minisir run recipes/rlvr-arithmetic.yaml" in tail
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     try:
-        rows = conn.execute("SELECT key, text, extra FROM problems ORDER BY id").fetchall()
+        rows = conn.execute("SELECT key, text, label, label_source FROM problems ORDER BY id").fetchall()
         sols = conn.execute("SELECT p.key, s.text, s.reward FROM solutions s JOIN problems p ON p.id = s.problem_id"
                             ).fetchall()
         steps = [json.loads(m) for (m,) in conn.execute("SELECT metrics FROM steps ORDER BY step")]
@@ -80,8 +80,9 @@ def test_rlvr_run_commits_questions_with_known_labels(tmp_path):
         conn.close()
     expected = load_arithmetic(4, 0, "easy", split="train")
     assert [r[1] for r in rows] == [q.question for q in expected]  # steps 0 and 1 read on through the stream
-    labels = {r[0]: json.loads(r[2])["label"] for r in rows}
+    labels = {r[0]: r[2] for r in rows}
     assert [labels[r[0]] for r in rows] == [q.answer for q in expected]
+    assert {r[3] for r in rows} == {"known"}
     assert len(sols) == 4 * 4
     for key, text, reward in sols:  # each reward is the known answer's check of that very text
         assert reward == (1.0 if judge([text], labels[key]).correct[0] else 0.0)
