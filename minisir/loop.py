@@ -26,9 +26,9 @@ from .archive import ARCHIVE_NAME, Archive
 from .assets import resolve_gguf, resolve_hf_dir
 from .data_parallel import Ranks, ShardedSampler
 from .errors import ArchiveError, MinisirError, RecipeError
+from .labels import load_verifier
 from .methods import method_module
 from .prompting import ChatFn, choose_style
-from .labels import load_verifier
 from .recipe import Recipe, current_defaults
 from .run_dir import RunLock, lock_run_dir, sha256_file
 from .sampler import Sampler
