@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from . import __version__
 from .archive import ARCHIVE_NAME, Archive
 from .assets import resolve_gguf, resolve_hf_dir
 from .data_parallel import Ranks, ShardedSampler
@@ -30,7 +29,7 @@ from .labels import load_verifier
 from .methods import method_module
 from .prompting import ChatFn, choose_style
 from .recipe import Recipe, current_defaults
-from .run_dir import RunLock, lock_run_dir, sha256_file
+from .run_dir import RunLock, lock_run_dir, sha256_file, versions
 from .sampler import Sampler
 from .signals import handling
 from .step_metrics import merge_rounds, sampler_counters, sampler_split, summary_line
@@ -42,19 +41,6 @@ log = logging.getLogger(__name__)
 
 class StopRequested(MinisirError):
     """SIGINT/SIGTERM arrived: the step in flight was abandoned, nothing half-written."""
-
-
-def versions() -> dict[str, str]:
-    """Versions that shape results, stored with the run."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"minisir": __version__}
-    for name in ("llama-cpp-python", "torch", "transformers", "peft", "gguf", "sentence-transformers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
 
 
 class _Phases:
@@ -118,6 +104,9 @@ class Runner:
             self._lock.close()
             raise
         self.chat: ChatFn | None = choose_style(recipe.model.prompt_style, self.sampler.chat_template)
+        # What a method's step sees (methods.common.Context): its config, the run's seed and floors, the problems.
+        self.method, self.seed, self.rounds_per_step = recipe.method, recipe.run.seed, recipe.run.rounds_per_step
+        self.min_reward_std, self.problems = recipe.trainer.min_reward_std, self.archive
         self._embedder = None
         self._trainer = None
         self.sync = SyncGuard(self.sampler, lambda: self.trainer, recipe.trainer, recipe.sampler.adapter_scale,

@@ -1,4 +1,5 @@
-"""A run directory's guards: one process at a time (an exclusive lock), and files checked by hash."""
+"""A run directory's guards: one process at a time (an exclusive lock), files checked by hash, and
+the library versions stored with the run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from . import __version__
 from .errors import MinisirError, RecipeError
 
 
@@ -53,3 +55,16 @@ def lock_run_dir(run_dir: Path) -> RunLock:
     fh.write(str(os.getpid()))
     fh.flush()
     return RunLock(fh)
+
+
+def versions() -> dict[str, str]:
+    """Versions that shape results, stored with the run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"minisir": __version__}
+    for name in ("llama-cpp-python", "torch", "transformers", "peft", "gguf", "sentence-transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out

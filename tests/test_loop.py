@@ -285,3 +285,18 @@ def test_every_method_declares_its_counts():
         rules = method_module(name).METRICS
         assert rules["label_audited"] == "sum" and rules["label_precision"] == "mean/label_audited"
         assert all(r == "sum" or (r.startswith("mean/") and r.removeprefix("mean/") in rules) for r in rules.values())
+
+
+def test_methods_see_the_context_never_the_recipe_or_the_archive():
+    """A method's step reads its config, seeds, floors and problems through methods.common.Context; an
+    attribute named recipe or archive anywhere in a method module would reach past it."""
+    import ast
+    from pathlib import Path
+
+    import minisir.methods as methods
+
+    reached = [f"{path.name}:{node.lineno} .{node.attr}"
+               for path in sorted(Path(methods.__file__).parent.glob("*.py"))
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Attribute) and node.attr in ("recipe", "archive")]
+    assert reached == []

@@ -2,7 +2,8 @@
 
 - The step contract: a method module (methods/opensir.py, sqlm.py, rlvr.py) owns its whole
   step through `play(ctx, step, phase, round_) -> StepResult`, where ctx is a `Context`
-  (the loop's Runner is one) and phase a `Phase`; the loop knows a method only through that
+  (the loop's Runner is one: the method's config, seeds, floors, sampler, embedder and the
+  committed problems as a `ProblemStore`, never the recipe or the archive) and phase a `Phase`; the loop knows a method only through that
   function, `eval_prompt`/`eval_stop` (held-out evaluation asks questions the way the
   method's students are asked) and its config class (registered in methods.METHODS). No
   method module imports the loop.
@@ -112,18 +113,40 @@ def math_solver_prompt(problem: str, chat: ChatFn | None = None) -> str:
 ROLE_IDS = {"reference": 1, "teacher": 2, "student": 3, "proposer": 4, "solver": 5, "stretch": 6}
 
 
-class Context(Protocol):
-    """All a method's step may touch: loop.Runner is one, and no method names the loop.
+class ProblemStore(Protocol):
+    """The problems a run has committed, as a method reads them (the archive behind it is the loop's)."""
 
-    recipe: the validated Recipe; sampler: generate/tokenize/char_offsets; chat: the prompt
-    renderer (None for few-shot completion prompts); archive: the run's Archive; embedder:
-    sentence-transformers (loaded on first use); cache: per-run values computed once.
+    def count_valid(self) -> int: ...  # valid problems so far
+
+    def valid_at(self, positions: list[int]) -> list[dict]: ...  # valid problems by position, oldest first
+
+    def embedding_matrix(self) -> tuple[np.ndarray, list[int]]: ...  # embedded problems and their ids
+
+    def rewarded_since(self, step: int) -> list[dict]: ...  # problems that paid their proposer since `step`
+
+    def last_step(self) -> int: ...  # the newest committed step, -1 before the first
+
+    def phase_totals(self, phase: str, sums: tuple[str, ...] = ()) -> dict[str, int]: ...
+
+
+class Context(Protocol):
+    """All a method's step may touch: loop.Runner is one, and no method names the loop, the recipe
+    or the archive.
+
+    method: the method's own validated config (the recipe's method section); seed, rounds_per_step:
+    the run's; min_reward_std: the trainer's zero-signal floor for groups; sampler:
+    generate/tokenize/char_offsets; chat: the prompt renderer (None for few-shot completion
+    prompts); problems: what the run has committed; embedder: sentence-transformers (loaded on
+    first use); cache: per-run values computed once.
     """
 
-    recipe: Any
+    method: Any
+    seed: int
+    rounds_per_step: int
+    min_reward_std: float
     sampler: Any
     chat: ChatFn | None
-    archive: Any
+    problems: ProblemStore
     embedder: Any
     cache: dict[str, Any]
 

@@ -148,17 +148,17 @@ def _pool_phase(runner: "Context", cfg: OpenSIRConfig) -> bool:
     over-generation budget is spent; both counts come from the archive, so it resumes."""
     if cfg.initial_pool <= 0:
         return False
-    totals = runner.archive.phase_totals("pool", ("teacher_samples",))
-    if totals["steps"] == 0 and runner.archive.last_step() >= 0:
+    totals = runner.problems.phase_totals("pool", ("teacher_samples",))
+    if totals["steps"] == 0 and runner.problems.last_step() >= 0:
         return False  # RL already started (or the run predates phase 0): never go back
-    admitted = runner.archive.count_valid() - len(cfg.seeds)
+    admitted = runner.problems.count_valid() - len(cfg.seeds)
     return admitted < cfg.initial_pool and totals["teacher_samples"] < cfg.initial_pool * cfg.initial_pool_overgen
 
 
 def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
                 think: bool, program: bool = False) -> tuple[list[dict], list[str], list[dict]]:
     """Reference problems, their teacher prompts, and the seed rows of a fresh archive."""
-    archive = runner.archive
+    archive = runner.problems
     seed_rows: list[dict] = []
     n_pool, fetch = archive.count_valid(), archive.valid_at  # a few rows by position: no full read
     if not n_pool:  # a fresh run: the seeds become the first archived problems
@@ -225,8 +225,8 @@ class _Round:
         from .common import step_seed
 
         self.runner, self.step, self.round = runner, step, round_
-        self.cfg: OpenSIRConfig = runner.recipe.method
-        self.seed = runner.recipe.run.seed
+        self.cfg: OpenSIRConfig = runner.method
+        self.seed = runner.seed
         self.chat = runner.chat is not None
         self.think = self.cfg.uses_think(self.chat)
         self.fenced, self.labelled = self.cfg.fenced(self.chat), self.cfg.labels != "majority"
@@ -310,7 +310,7 @@ def _score(r: _Round) -> None:
             r.solutions.append({"problem_key": key, **completion_fields(c2), "answer": ans, "agrees": agrees,
                                 "reward": rew})
     trainable = {k: st for k, st in r.stats.items() if st["admitted_for_students"]}
-    floor = r.runner.recipe.trainer.min_reward_std
+    floor = r.runner.min_reward_std
     r.teacher_ids, r.student_keys = select_groups(
         teacher_rank, {k: _rank_value(st, cfg) for k, st in trainable.items()},
         cfg.teacher_groups, cfg.student_groups, {k: st["rewards"] for k, st in trainable.items()},
@@ -339,7 +339,7 @@ def _metrics(r: _Round) -> dict[str, Any]:
     audits = [st["audit"] for st in stats.values() if st["audit"] is not None]
     pool = {}
     if r.pool_phase:  # progress towards initial_pool (step_metrics.pool_progress puts it in the step line)
-        archive = r.runner.archive
+        archive = r.runner.problems
         pool = {"pool_target": cfg.initial_pool, "pool_budget": int(cfg.initial_pool * cfg.initial_pool_overgen),
                 "pool_admitted_before": max(0, archive.count_valid() - len(cfg.seeds)),
                 "pool_samples_before": archive.phase_totals("pool", ("teacher_samples",))["teacher_samples"]}
@@ -373,7 +373,7 @@ def _diversity(runner: "Context", cfg: OpenSIRConfig, texts: list[str], scorer) 
     if not texts:
         return []
     new = runner.embedder.encode(texts)
-    archived, _ = runner.archive.embedding_matrix()
+    archived, _ = runner.problems.embedding_matrix()
     if "few_shot_emb" not in runner.cache:
         runner.cache["few_shot_emb"] = runner.embedder.encode(few_shot_problems())
     fixed = runner.cache["few_shot_emb"]
@@ -481,7 +481,7 @@ def _problem_row(runner: "Context", ref: dict, c, out: TeacherOutput, key: str, 
         score, v = st["score"], st["vote"]
         row.update({
             "majority_answer": v.answer, "solve_rate": st["solve_rate"], "n_parsed": v.n_parsed,
-            "label": st["label"], "label_source": "majority" if runner.recipe.method.labels == "majority" else "executed",
+            "label": st["label"], "label_source": "majority" if runner.method.labels == "majority" else "executed",
             "n_samples": v.n_total, "solvability": score.solvability, "diversity": score.diversity,
             "length": score.length, "format": score.format, "teacher_reward": score.reward,
         })
@@ -491,6 +491,6 @@ def _problem_row(runner: "Context", ref: dict, c, out: TeacherOutput, key: str, 
             row.update({"embedding": st["emb"], "embed_model": runner.embedder.name})
     else:
         row.update({"teacher_reward": 0.0, "format": 0.0})
-    if runner.recipe.method.teacher_grading == "graded":
-        row["teacher_grade"] = teacher_value(st, runner.recipe.method)
+    if runner.method.teacher_grading == "graded":
+        row["teacher_grade"] = teacher_value(st, runner.method)
     return row

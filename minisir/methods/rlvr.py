@@ -110,10 +110,10 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
     """One round: the next questions of the stream, `samples` solutions each, rewards by the known answer."""
     from .common import StepResult, step_seed, tokens_per_s
 
-    cfg: RLVRConfig = runner.recipe.method
-    seed = runner.recipe.run.seed
+    cfg: RLVRConfig = runner.method
+    seed = runner.seed
     prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
-    start = (step * runner.recipe.run.rounds_per_step + round_) * cfg.questions_per_step
+    start = (step * runner.rounds_per_step + round_) * cfg.questions_per_step
     with phase("questions"):
         questions = training_questions(cfg.questions, start, cfg.questions_per_step, seed)
     with phase("solver"):

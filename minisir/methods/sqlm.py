@@ -41,7 +41,7 @@ from .sqlm_prompts import (TOPICS, Proposal, example_parts, parse_proposal, prop
 from .sqlm_rewards import GroupPlan, no_label_reason, plan_groups, proposer_payment, refusal, score_math
 
 if TYPE_CHECKING:
-    from .common import Context, Phase, StepResult
+    from .common import Context, Phase, ProblemStore, StepResult
 
 
 class SQLMConfig(BaseModel):
@@ -159,7 +159,7 @@ class SQLMConfig(BaseModel):
                                  self.solver_top_p)
 
 
-def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
+def curriculum_pool(problems: "ProblemStore", step: int, cfg: SQLMConfig, program: bool) -> list[dict]:
     """The hardest problems of the last curriculum_window steps that earned the proposer the band
     reward: what its solvers could just solve. A stretch problem's reward is for reach, and a pool
     of them led the proposer past its solvers (RESULTS.md, third sitting): it is left out.
@@ -174,7 +174,7 @@ def curriculum_pool(archive: Any, step: int, cfg: SQLMConfig, program: bool) -> 
     if not cfg.curriculum_examples:
         return []
     pool = []
-    for row in archive.rewarded_since(step - cfg.curriculum_window):
+    for row in problems.rewarded_since(step - cfg.curriculum_window):
         if row["stretch"]:  # paid for reach (a right answer in 32), not solved inside the band
             continue
         shot = {"problem": row["text"], "program": row["program"]} if row["program"] else row["text"]
@@ -268,8 +268,8 @@ class _Round:
 
     def __init__(self, runner: "Context", step: int, round_: int) -> None:
         self.runner, self.step, self.round = runner, step, round_
-        self.cfg: SQLMConfig = runner.recipe.method
-        self.seed = runner.recipe.run.seed
+        self.cfg: SQLMConfig = runner.method
+        self.seed = runner.seed
         self.kind = self.cfg.kind()
         self.chat = runner.chat is not None
         self.prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
@@ -297,7 +297,7 @@ def _propose(r: _Round) -> None:
 
     cfg, t = r.cfg, time.perf_counter()
     prop_seed = step_seed(r.seed, r.step, "proposer", r.round)
-    r.pool = curriculum_pool(r.runner.archive, r.step, cfg, r.labelled) if r.kind == "number" else []
+    r.pool = curriculum_pool(r.runner.problems, r.step, cfg, r.labelled) if r.kind == "number" else []
     prompts = [proposer_prompt(cfg.topic, r.runner.chat, seed=prop_seed + k, min_tests=cfg.min_tests, kind=r.kind,
                                examples=cfg.topic_examples, program=r.labelled,
                                frontier=pick_frontier(r.pool, cfg.curriculum_examples, prop_seed + k))
@@ -367,7 +367,7 @@ def _score(r: _Round) -> None:
                         for i in range(len(r.parsed))]
     solver_rewards = [r.scores[i].solver_rewards if i in r.scores else None for i in range(len(r.parsed))]
     r.plan = plan_groups(r.prefix, cfg.topic, r.parsed, proposer_rewards, solver_rewards, cfg, r.prompt_of,
-                         {**r.no_label, **r.invalid}, r.runner.recipe.trainer.min_reward_std)
+                         {**r.no_label, **r.invalid}, r.runner.min_reward_std)
 
 
 def _rows(r: _Round) -> tuple[list[dict], list[dict], list]:
