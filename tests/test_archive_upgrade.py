@@ -1,10 +1,9 @@
-"""Schema 1 -> 2: the label's fields become columns. tests/data/archive-v1.sqlite is a real schema-1
-archive (steps 0 of an SQLM executed-label run, pruned to 7 problems and their solutions)."""
+"""Schema 1 -> 2: the label's fields become columns. tests/data/archive-v1.sql is a real schema-1
+archive as SQL (step 0 of an SQLM executed-label run, pruned to 7 problems and their solutions)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -18,14 +17,19 @@ from minisir.cli import main
 from minisir.errors import ArchiveError
 from minisir.share import problem_rows
 
-V1 = Path(__file__).parent / "data" / "archive-v1.sqlite"
+V1 = Path(__file__).parent / "data" / "archive-v1.sql"
 
 
 @pytest.fixture
 def v1(tmp_path) -> Path:
+    """The schema-1 archive file, built from its SQL dump (a database file is not kept in git)."""
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copyfile(V1, run / "archive.sqlite")
+    conn = sqlite3.connect(run / "archive.sqlite")
+    try:
+        conn.executescript(V1.read_text())
+    finally:
+        conn.close()
     return run / "archive.sqlite"
 
 
