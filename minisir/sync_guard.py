@@ -57,20 +57,21 @@ class SyncGuard:
         confidence, tolerance = self.settings.sync_confidence, self.settings.sync_tolerance
         max_gap = gap_limit(self.floor, self.settings.sync_gap_ratio)
         reading = self.read()
-        problem = verdict(reading, self.adapter_scale, tolerance, confidence, max_gap) if confidence is not None else None
+        problem = (verdict(reading, self.adapter_scale, tolerance, confidence, max_gap, self.floor)
+                   if confidence is not None else None)
         if problem is None:
             self.strike = False
             return reading.metrics()
         adapter = self._reload()
         again = self.read()
-        still = verdict(again, self.adapter_scale, tolerance, confidence, max_gap)
+        still = verdict(again, self.adapter_scale, tolerance, confidence, max_gap, self.floor)
         where = f"step {step}" if step is not None else "the next step"
         if still is None:
             self.strike = False
             tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes; "
                        f"{where} goes on")
             return {**again.metrics(), "sync_recovered": 1.0}
-        if not gross(again, confidence) and not self.strike:
+        if not (again.effect >= self.floor and gross(again, confidence)) and not self.strike:
             self.strike = True
             tqdm.write(f"sync: {still}, also after reloading {adapter}; one such reading can be the probe's noise, "
                        f"so {where} goes on, and a second check in a row that shows it stops the run")

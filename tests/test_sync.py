@@ -74,6 +74,31 @@ def test_a_faint_effect_is_never_called():
         assert verdict(reading, expected=1.0, tolerance=0.25) is None
 
 
+def test_an_effect_below_the_engines_noise_is_never_called():
+    """The slow kill-and-resume run (tests/test_crash_resume.py) stopped at step 59 on this reading:
+    an adapter that had barely trained (rms effect 0.0075 nats/token on 20 fixed-probe tokens)
+    against engines that disagree by 0.048 with no adapter. Its slope, -6.25 +- 1.76, is noise
+    fitted to noise; with the engines' no-adapter gap as `noise` it is not called, while the same
+    statistics on an adapter that acts (the half-loaded one above, the missing one) still are."""
+    faint = SyncReading(tokens=20, errors={0.0: 0.048, 0.5: 0.048, 1.0: 0.048, 2.0: 0.049}, best=1.0, z=0.0,
+                        effect=0.0075, scale=-6.2462, scale_se=1.7617)
+    assert "acts at -6.25" in verdict(faint, expected=1.0, tolerance=0.2)  # the old verdict: a fault
+    assert verdict(faint, expected=1.0, tolerance=0.2, noise=0.048) is None
+    missing_faint = SyncReading(tokens=20, errors={0.0: 0.03, 0.5: 0.04, 1.0: 0.048, 2.0: 0.06}, best=0.0, z=5.0,
+                                effect=0.0075, scale=0.0, scale_se=0.01)
+    assert verdict(missing_faint, expected=1.0, tolerance=0.2, noise=0.048) is None
+    half_loaded = SyncReading(tokens=89, errors={0.0: 0.27, 0.5: 0.10, 1.0: 0.113, 2.0: 0.4}, best=0.5, z=2.43,
+                              effect=0.45, scale=0.6426, scale_se=0.027)
+    assert "acts at 0.64" in verdict(half_loaded, expected=1.0, tolerance=0.2, noise=0.048)
+    missing = SyncReading(tokens=89, errors={0.0: 0.04, 0.5: 0.2, 1.0: 0.3, 2.0: 0.5}, best=0.0, z=6.4,
+                          effect=0.3, scale=-0.01, scale_se=0.02)
+    assert "no adapter" in verdict(missing, expected=1.0, tolerance=0.2, noise=0.048)
+    # the gap test reads the run's own completions in absolute terms: a faint effect does not excuse it
+    elsewhere = SyncReading(tokens=89, errors={0.0: 0.2, 0.5: 0.2, 1.0: 0.2, 2.0: 0.2}, best=1.0, z=0.0,
+                            effect=0.01, own_gap=0.22)
+    assert "own completions" in verdict(elsewhere, 1.0, 0.2, max_gap=0.119, noise=0.048)
+
+
 def test_a_fresh_lora_has_nothing_to_fit():
     sampler, trainer = _engines(1.0, effect_rms=0.0, noise=0.05)
     reading = read(sampler, trainer)

@@ -111,7 +111,7 @@ def bench_sync(run_dir: Path, other: Path | None = None, texts: int = 3) -> dict
                     runner.sampler.set_adapter(path, scale)
                 reading = runner.sync.read()
                 first = runner.sync.probe_gap(base=False) - floor
-                called = verdict(reading, 1.0, tolerance, confidence, max_gap) is not None
+                called = verdict(reading, 1.0, tolerance, confidence, max_gap, floor) is not None
                 rows[name] = {**reading.metrics(), "called": called,
                               "first_guard_excess": round(first, 4), "first_guard_called": first > FIRST_GUARD_LIMIT}
         return {"run": str(run_dir), "step": latest["step"], "adapter": latest["path"], "confidence": confidence,
