@@ -222,8 +222,9 @@ def _chromium() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_problem_page_renders_in_chromium(run_dir, tmp_path):
-    browser = _chromium()  # fails, not skips: this test is opt-in (-m slow) and exists to run the browser
+    browser = _chromium()  # fails, not skips: this test is opt-in (-m browser) and exists to run the browser
     pid, text = next((r["id"], r["text"]) for r in _rows(run_dir / "archive.sqlite",
                                                         "SELECT id, text FROM problems WHERE text LIKE '%€%'"))
     with serving(run_dir) as base:

@@ -29,7 +29,7 @@ import pytest
 
 from tiny_run import check_committed, read_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("MINISIR_DOCKER_IMAGE", "minisir:cpu")
