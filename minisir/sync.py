@@ -109,12 +109,13 @@ def read(sampler_lp, trainer_lp: dict[float, np.ndarray], own_from: int | None =
     return SyncReading(s.size, errors, best, z, effect, k, se, float(own.mean()) if own.size else math.nan)
 
 
-def gross(reading: SyncReading, confidence: float = 3.0) -> bool:
+def gross(reading: SyncReading, confidence: float = 3.0, noise: float = 0.0) -> bool:
     """Whether the hypotheses test calls the reading: llama.cpp matches none, half or double scale
-    better than the expected one by a paired z of `confidence` (a missing or mis-scaled adapter).
+    better than the expected one by a paired z of `confidence` (a missing or mis-scaled adapter),
+    for an adapter whose effect reaches the engines' no-adapter gap `noise` (see verdict).
     A call by the slope alone is a milder fault, and the probe's own noise reached a statistic of
     0.147 against the 0.2 tolerance on a healthy run (RESULTS.md), so the loop wants it twice."""
-    return reading.best != 1.0 and reading.z >= confidence
+    return reading.effect >= noise and reading.best != 1.0 and reading.z >= confidence
 
 
 def gap_limit(floor: float, ratio: float | None) -> float | None:
@@ -146,13 +147,12 @@ def verdict(reading: SyncReading, expected: float, tolerance: float, confidence:
     (tests/test_crash_resume.py). Healthy runs of the shipped recipes show effects of 0.1 to 0.9
     from their first check (RESULTS.md), so the gate costs them nothing.
     """
-    noise_only = reading.effect < noise
-    if not noise_only and gross(reading, confidence):
+    if gross(reading, confidence, noise):
         what = "no adapter" if reading.best == 0.0 else f"the adapter at {reading.best * expected:g}x"
         return (f"llama.cpp's log-probs match the trainer with {what} (mean error "
                 f"{reading.errors[reading.best]:.3f} nats/token) better than with its adapter at {expected:g}x "
                 f"({reading.gap:.3f}; z {reading.z:.1f})")
-    if (not noise_only and math.isfinite(reading.scale)
+    if (reading.effect >= noise and math.isfinite(reading.scale)
             and abs(reading.scale - 1.0) - tolerance > confidence * reading.scale_se):
         return (f"the sampler's adapter acts at {reading.scale:.2f} +- {reading.scale_se:.2f} of the trainer's "
                 f"(tolerance {tolerance:g})")

@@ -71,7 +71,7 @@ class SyncGuard:
             tqdm.write(f"sync: {problem}; reloaded {adapter} from the trainer's state and the check passes; "
                        f"{where} goes on")
             return {**again.metrics(), "sync_recovered": 1.0}
-        if not (again.effect >= self.floor and gross(again, confidence)) and not self.strike:
+        if not gross(again, confidence, self.floor) and not self.strike:
             self.strike = True
             tqdm.write(f"sync: {still}, also after reloading {adapter}; one such reading can be the probe's noise, "
                        f"so {where} goes on, and a second check in a row that shows it stops the run")
