@@ -305,13 +305,16 @@ def archive_browse(run_dir: Path, port: int, no_open: bool) -> None:
               help="Two targets A,B (e.g. base,latest): B - A per metric with a paired 95% interval, "
                    "exact sign-test and permutation p-values. With several runs (training seeds), "
                    "also pooled over them.")
+@click.option("--kinds", default=None,
+              help="With --compare: run the paired tests on the questions of these kinds only, comma-separated "
+                   "(e.g. add-sub,mix,word of arithmetic-medium: its two-operation questions).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print only a JSON object: per-target metrics and, with --compare, the paired comparison.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for llama.cpp (default: all).")
 @friendly
 def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_questions: int, k: int,
              max_tokens: int, temperature: float, top_p: float, seed: int, no_greedy: bool, step: str,
-             compare: str | None, as_json: bool, threads: int | None) -> None:
+             compare: str | None, kinds: str | None, as_json: bool, threads: int | None) -> None:
     """Evaluate a run's adapters (stored in its archive) or a GGUF on held-out benchmarks.
 
     A run is evaluated with the prompt style stored in its recipe (model.prompt_style:
@@ -321,13 +324,18 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
     the evidence is pooled over the runs with the question as the unit.
     """
     from .evaluate import EvalConfig
-    from .evaluate.runs import comparison, evaluate_model, evaluate_runs, format_comparison, jsonable
+    from .evaluate.runs import chosen_kinds, comparison, evaluate_model, evaluate_runs, format_comparison, jsonable
 
     cfg = EvalConfig(benchmark=benchmark, n_questions=n_questions, k=k, temperature=temperature, top_p=top_p,
                      max_tokens=max_tokens, seed=seed, greedy=not no_greedy)
     names = compare.split(",") if compare else [step]
     if compare and len(names) != 2:
         raise MinisirError(f"--compare {compare}: give exactly two targets, e.g. --compare base,latest")
+    if kinds and not compare:
+        raise MinisirError("--kinds needs --compare A,B: it picks the questions the paired test runs on")
+    only = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else []
+    if only:
+        chosen_kinds(cfg, only)
     if len(run_dirs) > 1 and not compare:
         raise MinisirError(f"{len(run_dirs)} run directories need --compare A,B (e.g. base,latest) to pool over them")
     if not run_dirs:
@@ -338,7 +346,7 @@ def eval_cmd(run_dirs: tuple[Path, ...], model: str | None, benchmark: str, n_qu
         runs = [evaluate_model(model, cfg, threads)]
     else:
         runs = evaluate_runs(run_dirs, cfg, names, threads)
-    cmp = comparison(runs, names, cfg, compare=bool(compare))
+    cmp = comparison(runs, names, cfg, compare=bool(compare), only_kinds=only)
     click.echo(json.dumps(jsonable(cmp), indent=2, default=str) if as_json else format_comparison(runs, cmp))
 
 

@@ -63,23 +63,28 @@ def pooled_compare(pairs: Sequence[Pair], seed: int = 0) -> dict[str, Any]:
     pooled: dict[str, dict] = {}
     for name in METRICS:
         ids = [q for q in common if all(name in a[q] and name in b[q] for a, b in scored)]
-        if not ids:
-            continue
-        base = np.array([[a[q][name] for q in ids] for a, _ in scored])  # seeds x questions
-        trained = np.array([[b[q][name] for q in ids] for _, b in scored])
-        d_q = (trained - base).mean(axis=0)
-        seed_diffs = [float(x) for x in (trained - base).mean(axis=1)]
-        d, lo, hi = mean_ci(d_q)
-        sign, perm = sign_test(d_q), permutation_test(d_q, seed=seed)
-        pooled[name] = {
-            "a": float(trained.mean()), "b": float(base.mean()), "diff": d, "ci": [lo, hi], "n": len(ids),
-            "p_sign": sign["p"], "p_perm": perm["p"], "perm_method": perm["method"],
-            "wins": sign["wins"], "losses": sign["losses"], "ties": sign["ties"],
-            "significant": bool(perm["p"] < ALPHA),
-            "n_seeds": len(pairs), "seed_diffs": seed_diffs,
-            "seed_diff_min": min(seed_diffs), "seed_diff_max": max(seed_diffs),
-        }
+        if ids:
+            pooled[name] = _paired(scored, ids, name, seed)
     return {"n_seeds": len(pairs), "n_questions": len(common), "runs": runs, "pooled": pooled}
+
+
+def _paired(scored: list[tuple[dict, dict]], ids: Sequence[str], name: str, seed: int = 0) -> dict[str, Any]:
+    """One metric's paired evidence over `ids`, clustered by question (pooled_compare says why): means,
+    diff, interval, sign and permutation p-values, and each seed's own mean difference."""
+    base = np.array([[a[q][name] for q in ids] for a, _ in scored])  # seeds x questions
+    trained = np.array([[b[q][name] for q in ids] for _, b in scored])
+    d_q = (trained - base).mean(axis=0)
+    seed_diffs = [float(x) for x in (trained - base).mean(axis=1)]
+    d, lo, hi = mean_ci(d_q)
+    sign, perm = sign_test(d_q), permutation_test(d_q, seed=seed)
+    return {
+        "a": float(trained.mean()), "b": float(base.mean()), "diff": d, "ci": [lo, hi], "n": len(ids),
+        "p_sign": sign["p"], "p_perm": perm["p"], "perm_method": perm["method"],
+        "wins": sign["wins"], "losses": sign["losses"], "ties": sign["ties"],
+        "significant": bool(perm["p"] < ALPHA),
+        "n_seeds": len(scored), "seed_diffs": seed_diffs,
+        "seed_diff_min": min(seed_diffs), "seed_diff_max": max(seed_diffs),
+    }
 
 
 def question_kinds(benchmark: str, n: int | None = None, seed: int = 0) -> dict[str, str]:
@@ -112,8 +117,9 @@ def _record_kinds(res: Result) -> dict[str, str]:
     return out
 
 
-def pooled_by_kind(pairs: Sequence[Pair], kinds: dict[str, str] | None = None) -> dict[str, dict]:
-    """Per kind and metric: base and trained means over the kind's questions and all seeds, diff, n.
+def pooled_by_kind(pairs: Sequence[Pair], kinds: dict[str, str] | None = None, seed: int = 0) -> dict[str, dict]:
+    """Per kind and metric: base and trained means over the kind's questions and all seeds, diff, n, and
+    the permutation p over the kind's questions, so "every kind up" and "no kind down" can be tested.
 
     kinds maps question id -> kind (see question_kinds); kinds stored in the records are
     used too. Questions without a kind are left out; no kinds at all gives {}.
@@ -128,28 +134,36 @@ def pooled_by_kind(pairs: Sequence[Pair], kinds: dict[str, str] | None = None) -
             ids = [q for q in of_kind if all(name in a[q] and name in b[q] for a, b in scored)]
             if not ids:
                 continue
-            base = float(np.mean([a[q][name] for a, _ in scored for q in ids]))
-            trained = float(np.mean([b[q][name] for _, b in scored for q in ids]))
-            row[name] = {"base": base, "trained": trained, "diff": trained - base, "n": len(ids)}
+            got = _paired(scored, ids, name, seed)
+            row[name] = {"base": got["b"], "trained": got["a"], "diff": got["diff"], "n": got["n"],
+                         "p_perm": got["p_perm"]}
         if row:
             out[kind] = row
     return out
 
 
-def by_kind(result_a: Result, result_b: Result, kinds: dict[str, str] | None = None) -> dict[str, dict]:
+def by_kind(result_a: Result, result_b: Result, kinds: dict[str, str] | None = None,
+            seed: int = 0) -> dict[str, dict]:
     """One run's breakdown by kind: result_a is the base, result_b the trained model."""
-    return pooled_by_kind([(result_a, result_b)], kinds)
+    return pooled_by_kind([(result_a, result_b)], kinds, seed)
+
+
+def restrict(result: Result, ids: set[str]) -> dict:
+    """A result cut down to the questions in `ids`, in the stored-dict form compare() reads: a paired
+    test over a chosen set of kinds (`minisir eval --kinds`) is then the same test on fewer questions."""
+    return {"questions": [{"id": q, **scores} for q, scores in _scores_of(result).items() if q in ids]}
 
 
 def format_by_kind(table: dict[str, dict], label_base: str = "base", label_trained: str = "trained") -> str:
-    """Markdown table: per kind, base % / trained % (diff pp) for each metric."""
+    """Markdown table: per kind, base % / trained % (diff pp, permutation p) for each metric."""
     names = [m for m in METRICS if any(m in row for row in table.values())]
-    lines = ["| kind | n | " + " | ".join(f"{m} {label_base} / {label_trained} % (diff pp)" for m in names) + " |",
+    lines = ["| kind | n | " + " | ".join(f"{m} {label_base} / {label_trained} % (diff pp, p perm)" for m in names)
+             + " |",
              "|---|---|" + "---|" * len(names)]
     for kind, row in table.items():
         n = max(v["n"] for v in row.values())
-        cells = [f"{_pct(row[m]['base'])} / {_pct(row[m]['trained'])} ({100 * row[m]['diff']:+.1f})" if m in row
-                 else "-" for m in names]
+        cells = [f"{_pct(row[m]['base'])} / {_pct(row[m]['trained'])} ({100 * row[m]['diff']:+.1f}"
+                 + (f", p {_p(row[m]['p_perm'])})" if "p_perm" in row[m] else ")") if m in row else "-" for m in names]
         lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

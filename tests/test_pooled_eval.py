@@ -18,7 +18,7 @@ from minisir.archive import Archive
 from minisir.cli import main
 from minisir.errors import MinisirError
 from minisir.pooled import (by_kind, format_by_kind, format_pooled, format_runs, pooled_by_kind, pooled_compare,
-                            question_kinds)
+                            question_kinds, restrict)
 
 
 def _result(pass1, maj=None, ids=None, kinds=None) -> E.EvalResult:
@@ -90,16 +90,34 @@ def test_by_kind_by_hand():
     trained2 = _result([1, 1, 1, 1])
     table = pooled_by_kind([(base1, trained1), (base2, trained2)])  # kinds come from base1's records
     # add: base (0 + 0.5 + 0 + 0) / 4 = 0.125, trained (1 + 0.5 + 1 + 1) / 4 = 0.875
-    assert table["add"]["pass@1"] == pytest.approx({"base": 0.125, "trained": 0.875, "diff": 0.75, "n": 2})
-    # mul: base (1 + 1) / 2, trained (0.5 + 1) / 2
-    assert table["mul"]["pass@1"] == pytest.approx({"base": 1.0, "trained": 0.75, "diff": -0.25, "n": 1})
-    assert table["word"]["maj@k"] == pytest.approx({"base": 0.0, "trained": 0.5, "diff": 0.5, "n": 1})
+    # p: per question, the mean over seeds of trained - base: add q0 (1 + 1) / 2, q1 (0 + 0.5) / 2; both up,
+    # so 2 of the 4 sign patterns are as extreme
+    assert table["add"]["pass@1"] == pytest.approx({"base": 0.125, "trained": 0.875, "diff": 0.75, "n": 2,
+                                                    "p_perm": 0.5})
+    # mul: base (1 + 1) / 2, trained (0.5 + 1) / 2; one question, one sign flip either way
+    assert table["mul"]["pass@1"] == pytest.approx({"base": 1.0, "trained": 0.75, "diff": -0.25, "n": 1,
+                                                    "p_perm": 1.0})
+    assert table["word"]["maj@k"] == pytest.approx({"base": 0.0, "trained": 0.5, "diff": 0.5, "n": 1, "p_perm": 1.0})
     assert list(table) == ["add", "mul", "word"]
     one = by_kind(base2, trained2, {"q0": "x", "q1": "x", "q2": "y"})  # an explicit map; q3 has no kind
-    assert one["x"]["pass@1"] == pytest.approx({"base": 0.0, "trained": 1.0, "diff": 1.0, "n": 2})
+    assert one["x"]["pass@1"] == pytest.approx({"base": 0.0, "trained": 1.0, "diff": 1.0, "n": 2, "p_perm": 0.5})
     assert set(one) == {"x", "y"} and by_kind(base2, trained2) == {}
     text = format_by_kind(table, "base", "step 5")
-    assert "| add | 2 | 12.5 / 87.5 (+75.0)" in text and "| mul | 1 | 100.0 / 75.0 (-25.0)" in text
+    assert "| add | 2 | 12.5 / 87.5 (+75.0, p 0.5" in text and "| mul | 1 | 100.0 / 75.0 (-25.0, p 1" in text
+
+
+def test_a_kinds_p_is_the_paired_test_on_its_questions_alone():
+    """Per kind, the p-value is compare()'s on that kind's questions: a kind that gains everywhere is
+    significant on its own, while a kind that gains on one question of many is not."""
+    kinds = ["up"] * 8 + ["flat"] * 8
+    base = _result([0.0] * 16, kinds=kinds)
+    trained = _result([1.0] * 8 + [1.0] + [0.0] * 7)
+    table = by_kind(base, trained)
+    up_ids = {f"q{i}" for i in range(8)}
+    alone = E.compare(restrict(trained, up_ids), restrict(base, up_ids))["pass@1"]
+    assert table["up"]["pass@1"]["p_perm"] == pytest.approx(alone["p_perm"]) == pytest.approx(2 / 2**8)
+    assert table["flat"]["pass@1"]["p_perm"] == pytest.approx(1.0)  # 1 of 8 up: half the sign patterns tie it
+    assert restrict(trained, up_ids)["questions"] == [{"id": f"q{i}", "pass@1": 1.0, "maj@k": 1.0} for i in range(8)]
 
 
 def test_question_kinds_of_arithmetic_and_none_elsewhere():
@@ -178,13 +196,15 @@ class _FakeSampler:
         return out
 
 
-def _runs(tmp_path, monkeypatch, models: list[str]) -> tuple[list[str], str]:
+def _runs(tmp_path, monkeypatch, models: list[str], kinds: list[str] | None = None) -> tuple[list[str], str]:
     monkeypatch.setattr(minisir.sampler, "Sampler", _FakeSampler)
     monkeypatch.setattr(minisir.assets, "resolve_gguf", lambda spec: tmp_path / str(spec))
     monkeypatch.setattr(minisir.evaluate.run, "adapter_for_step", lambda arc, step: tmp_path / f"step-{step}.gguf")
     bench = tmp_path / "bench.jsonl"
-    bench.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
-                             for i in range(1, 7)))
+    rows = [{"question": f"What is {i} + {i}?", "answer": 2 * i} for i in range(1, 7)]
+    for row, kind in zip(rows, kinds or []):
+        row["kind"] = kind
+    bench.write_text("".join(json.dumps(row) + "\n" for row in rows))
     dirs = []
     for s, gguf in enumerate(models):
         d = tmp_path / f"seed{s}"
@@ -216,3 +236,37 @@ def test_several_runs_must_share_the_model(tmp_path, monkeypatch):
     dirs, bench = _runs(tmp_path, monkeypatch, ["m.gguf", "other.gguf"])
     res = CliRunner().invoke(main, ["eval", *dirs, "--benchmark", bench, "--compare", "base,1"])
     assert res.exit_code == 2 and "must share the base model" in res.output and len(res.output.splitlines()) == 1
+
+
+def test_kinds_runs_the_paired_test_on_those_kinds_questions(tmp_path, monkeypatch):
+    dirs, bench = _runs(tmp_path, monkeypatch, ["m.gguf"], kinds=["a", "a", "a", "b", "b", "b"])
+    args = ["eval", dirs[0], "--benchmark", bench, "--n", "6", "-k", "1", "--no-greedy", "--compare", "base,1", "--json"]
+    whole = json.loads(CliRunner().invoke(main, args).stdout)["compare"]["metrics"]["pass@1"]
+    res = CliRunner().invoke(main, [*args, "--kinds", "a"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    only = out["compare"]["metrics"]["pass@1"]
+    assert (whole["n"], only["n"]) == (6, 3) and out["compare"]["kinds"] == ["a"]
+    assert (whole["p_perm"], only["p_perm"]) == pytest.approx((2 / 2**6, 2 / 2**3))
+    assert list(out["by_kind"]["kinds"]) == ["a"]
+    assert out["results"][0]["metrics"]["n_questions"] == 6  # the targets' own metrics stay whole-benchmark
+
+
+def test_a_kind_the_benchmark_lacks_fails_before_any_sampling(tmp_path, monkeypatch):
+    dirs, bench = _runs(tmp_path, monkeypatch, ["m.gguf"], kinds=["a", "a", "a", "b", "b", "b"])
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before checking --kinds")
+
+    monkeypatch.setattr(_FakeSampler, "generate", never)
+    base = ["eval", dirs[0], "--benchmark", bench, "--n", "6", "-k", "1", "--no-greedy"]
+    res = CliRunner().invoke(main, [*base, "--compare", "base,1", "--kinds", "a,c"])
+    assert res.exit_code == 2 and len(res.output.splitlines()) == 1
+    assert "--kinds: c is not a kind of" in res.output and "its kinds: a, b" in res.output
+    res = CliRunner().invoke(main, [*base, "--kinds", "a"])
+    assert res.exit_code == 2 and "--kinds needs --compare" in res.output
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "What is 1 + 1?", "answer": 2}) + "\n")
+    res = CliRunner().invoke(main, ["eval", dirs[0], "--benchmark", str(plain), "--n", "1", "--compare", "base,1",
+                                    "--kinds", "a"])
+    assert res.exit_code == 2 and "has no question kinds" in res.output

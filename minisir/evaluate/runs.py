@@ -128,33 +128,57 @@ def evaluate_runs(run_dirs: Sequence[str | Path], cfg: EvalConfig, names: Sequen
     return runs
 
 
-def comparison(runs: list[RunEval], names: Sequence[str], cfg: EvalConfig, compare: bool = True) -> dict[str, Any]:
+def comparison(runs: list[RunEval], names: Sequence[str], cfg: EvalConfig, compare: bool = True,
+               only_kinds: Sequence[str] = ()) -> dict[str, Any]:
     """What `minisir eval --json` prints: each target's metrics and, with `compare` (two targets), the
-    paired difference and accuracy by question kind; over several runs, each run's and the pooled one."""
-    from ..pooled import by_kind, pooled_by_kind, pooled_compare, question_kinds
+    paired difference and accuracy by question kind; over several runs, each run's and the pooled one.
+    `only_kinds` runs the paired tests on the questions of those kinds alone (the targets' own metrics
+    stay whole-benchmark)."""
+    from ..pooled import by_kind, pooled_by_kind, pooled_compare, question_kinds, restrict
     from .stats import compare as diff
 
     kinds = question_kinds(cfg.benchmark, cfg.n_questions, cfg.seed) if compare else {}
+    pairs = [(r.results[0], r.results[1]) for r in runs] if compare else []
+    if only_kinds:
+        kinds = chosen_kinds(cfg, only_kinds)
+        pairs = [(restrict(a, set(kinds)), restrict(b, set(kinds))) for a, b in pairs]
     if len(runs) > 1:
         base, trained = _pooled_labels(runs, names)
-        pairs = [(r.results[0], r.results[1]) for r in runs]
         pooled = pooled_compare(pairs, seed=cfg.seed)
         return {
             "runs": [{"run": str(r.run_dir), "results": _results(r),
                       "compare": {"a": r.targets[1][0], "b": r.targets[0][0], "diff": "a - b", "metrics": own}}
                      for r, own in zip(runs, pooled["runs"])],
             "pooled": {"a": trained, "b": base, "diff": "a - b", "n_seeds": pooled["n_seeds"],
-                       "n_questions": pooled["n_questions"], "metrics": pooled["pooled"]},
-            "by_kind": {"base": base, "trained": trained, "kinds": pooled_by_kind(pairs, kinds) if kinds else {}},
+                       "n_questions": pooled["n_questions"], "kinds": list(only_kinds), "metrics": pooled["pooled"]},
+            "by_kind": {"base": base, "trained": trained,
+                        "kinds": pooled_by_kind(pairs, kinds, seed=cfg.seed) if kinds else {}},
         }
     (run,) = runs
     out: dict[str, Any] = {"results": _results(run)}
     if compare:
+        (a, b), = pairs
         out["compare"] = {"a": run.targets[1][0], "b": run.targets[0][0], "diff": "a - b",
-                          "metrics": diff(run.results[1], run.results[0], seed=cfg.seed)}
-        if kinds and (table := by_kind(run.results[0], run.results[1], kinds)):
+                          "kinds": list(only_kinds), "metrics": diff(b, a, seed=cfg.seed)}
+        if kinds and (table := by_kind(a, b, kinds, seed=cfg.seed)):
             out["by_kind"] = {"base": run.targets[0][0], "trained": run.targets[1][0], "kinds": table}
     return out
+
+
+def chosen_kinds(cfg: EvalConfig, only: Sequence[str]) -> dict[str, str]:
+    """Question id -> kind for the questions of the kinds in `only`, checked before any sampling: a
+    misspelt kind is one line naming the benchmark's kinds, not an error after minutes of sampling."""
+    from ..pooled import question_kinds
+
+    kinds = question_kinds(cfg.benchmark, cfg.n_questions, cfg.seed)
+    if not kinds:
+        raise MinisirError(f"--kinds: {cfg.benchmark} has no question kinds (the arithmetic levels have them, "
+                           "and a JSONL file whose rows carry \"kind\")")
+    known = sorted(set(kinds.values()))
+    if unknown := [k for k in only if k not in known]:
+        raise MinisirError(f"--kinds: {', '.join(unknown)} is not a kind of {cfg.benchmark}; its kinds: "
+                           f"{', '.join(known)}")
+    return {q: k for q, k in kinds.items() if k in only}
 
 
 def format_comparison(runs: list[RunEval], cmp: dict[str, Any]) -> str:
@@ -165,6 +189,8 @@ def format_comparison(runs: list[RunEval], cmp: dict[str, Any]) -> str:
     parts = []
     if "pooled" in cmp:
         pooled = cmp["pooled"]
+        if pooled.get("kinds"):
+            parts.append(f"Paired over the questions of kinds {', '.join(pooled['kinds'])} only:")
         parts += [f"{pooled['a']} - {pooled['b']}, each run on its own:",
                   format_runs([str(r.run_dir) for r in runs], [run["compare"]["metrics"] for run in cmp["runs"]]),
                   format_pooled({"n_seeds": pooled["n_seeds"], "n_questions": pooled["n_questions"],
@@ -172,6 +198,8 @@ def format_comparison(runs: list[RunEval], cmp: dict[str, Any]) -> str:
     else:
         parts.append(format_table(runs[0].results))
         if "compare" in cmp:
+            if cmp["compare"].get("kinds"):
+                parts.append(f"Paired over the questions of kinds {', '.join(cmp['compare']['kinds'])} only:")
             parts.append(format_compare(cmp["compare"]["metrics"], cmp["compare"]["a"], cmp["compare"]["b"]))
     if cmp.get("by_kind", {}).get("kinds"):
         parts.append(format_by_kind(cmp["by_kind"]["kinds"], cmp["by_kind"]["base"], cmp["by_kind"]["trained"]))
