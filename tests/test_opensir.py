@@ -400,7 +400,8 @@ def test_groups_rank_by_solvability_plus_diversity_not_length():
 
 # ----------------------------------------------------------------------------- fenced format, graded reward
 from minisir.methods.opensir import teacher_value  # noqa: E402
-from minisir.methods.opensir_prompts import FENCED_STOP, fenced_teacher_prompt, parse_fenced  # noqa: E402
+from minisir.methods.opensir_prompts import (FENCED_STOP, TEACHER_EXAMPLES, fenced_teacher_prompt,  # noqa: E402
+                                             parse_fenced)
 
 
 def test_fenced_prompt_items_parse_as_the_model_output_will():
@@ -417,6 +418,32 @@ def test_fenced_prompt_items_parse_as_the_model_output_will():
     assert "<problem>" not in p and "<concepts>" not in p
     assert teacher_stop(False, fenced=True, program=True) == list(FENCED_STOP)
     assert teacher_stop(True, fenced=True, program=True) == []
+
+
+def test_a_recipes_teacher_examples_are_the_prompts_worked_examples():
+    """method.teacher_examples replaces the default worked examples in both completion formats, each
+    item parses back to the recipe's problem and program, and the diversity reference is those problems."""
+    from minisir.methods.opensir import OpenSIRConfig
+
+    examples = [{"reference": "What is 1+1?", "problem": "What is 23 * 4 - 17?", "concepts": "order of operations",
+                 "program": "print(23 * 4 - 17)"},
+                {"reference": "What is 9 - 3?", "problem": "A box holds 12 eggs. How many eggs are in 7 boxes?",
+                 "concepts": "multiplication", "program": "print(12 * 7)"}]
+    cfg = OpenSIRConfig(labels="program", teacher_format="fenced", teacher_examples=examples)
+    shots = cfg.shots()
+    assert few_shot_problems(shots) == [e["problem"] for e in examples]
+    fenced = fenced_teacher_prompt("What is 5 + 5?", [], True, shots)
+    tags = teacher_prompt("What is 5 + 5?", [], None, False, True, shots)
+    for default in few_shot_problems():
+        assert default not in fenced and default not in tags
+    items = fenced.split("\nNew problem:")[1:-1]
+    assert len(items) == 2
+    for item, example in zip(items, examples):
+        cut = min(item.find(s) for s in FENCED_STOP if s in item)
+        out = parse_fenced(item[:cut], "stop", program=True)
+        assert (out.problem, out.program) == (example["problem"], example["program"])
+    assert "<concepts>order of operations</concepts>" in tags and "<program>\nprint(12 * 7)\n</program>" in tags
+    assert OpenSIRConfig().shots() == TEACHER_EXAMPLES  # the defaults, when a recipe names none
 
 
 @pytest.mark.parametrize("text, program, reason", [

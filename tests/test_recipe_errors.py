@@ -63,6 +63,13 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("unknown-method", _set("method.name", "grpo"), [], ["method", "use name: opensir, sqlm, rlvr"]),
     ("method-without-name", _drop("method.name"), [], ["method.name", "opensir, sqlm, rlvr"]),
     ("solve-window-low-gt-high", _set("method.solve_low", 0.95), [], ["method", "solve_low", "solve_high"]),
+    ("teacher-example-without-program",
+     {"method": {"name": "opensir", "labels": "program", "teacher_format": "fenced", "teacher_examples": [
+         {"reference": "What is 1+1?", "problem": "What is 6 * 7?"}]}}, [],
+     ["method", "teacher_examples[0]", "program", "labels: program"]),
+    ("teacher-example-without-concepts",
+     {"method": {"name": "opensir", "teacher_examples": [{"reference": "What is 1+1?", "problem": "What is 6 * 7?"}]}},
+     [], ["method", "teacher_examples[0]", "concepts", "tags"]),
     ("sqlm-band-high", {"method": {"name": "sqlm", "solver_samples": 4, "band_high": 9}}, [],
      ["method", "band_high", "solver_samples"]),
     ("sqlm-pass-window", {"method": {"name": "sqlm", "pass_low": 0.9, "pass_high": 0.5}}, [],

@@ -19,15 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..grpo import Sample
 from ..labels import (LABELS_DESCRIPTION, STATED_NUMBERS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode,
-                      bind_verifier, execute, judge, verifier_spec)
+                      bind_verifier, checked_program, execute, judge, verifier_spec)
 from ..prompting import ChatFn
 from ..sandbox import SandboxConfig
 from .common import METRICS as COMMON_METRICS
 from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
                      own_top_p_field, sampled_by, temperature_field, to_sample, top_p_field)
 from .curves import NOT_SEED, Curve
-from .opensir_prompts import (TeacherOutput, fenced_teacher_prompt, few_shot_problems, has_box, parse_fenced,
-                              parse_teacher, student_prompt, student_stop, teacher_prompt, teacher_stop)
+from .opensir_prompts import (TEACHER_EXAMPLES, TeacherOutput, TeacherShot, fenced_teacher_prompt, few_shot_problems,
+                              has_box, parse_fenced, parse_teacher, student_prompt, student_stop, teacher_prompt,
+                              teacher_stop)
 from .opensir_rewards import select_groups, solvability, student_reward, teacher_reward
 
 if TYPE_CHECKING:
@@ -42,6 +43,19 @@ class RewardWeights(BaseModel):
     diversity: float = Field(1.0, ge=0, description="weight of the embedding-distance term")
     length: float = Field(1.0, ge=0, description="weight of the student-solution-length term")
     format: float = Field(0.1, ge=0, description="weight of the format term (parsed, <think> when required)")
+
+
+class TeacherExample(BaseModel):
+    """One worked example in the teacher's few-shot prompt (completion prompts; chat prompts have none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reference: str = Field(min_length=1, description="the reference problem the example starts from")
+    problem: str = Field(min_length=1, description="the new problem written from it")
+    concepts: str = Field("", description="the concepts it tests, comma-separated (needed by teacher_format: tags)")
+    program: str | None = Field(None, description="a program printing its answer (needed by labels: program/agree)")
+
+    def shot(self) -> TeacherShot:
+        return TeacherShot(self.reference, self.problem, self.concepts, self.program)
 
 
 class OpenSIRConfig(BaseModel):
@@ -97,6 +111,10 @@ class OpenSIRConfig(BaseModel):
         "-1 for an output that does not parse or whose program gives no label, -0.5 for a valid problem "
         "outside the window, the reference sum inside it (Absolute Zero's shape), so a teacher group has "
         "spread whenever its outputs differ in quality"))
+    teacher_examples: list[TeacherExample] = Field(
+        default_factory=lambda: [TeacherExample(**vars(shot)) for shot in TEACHER_EXAMPLES], min_length=1,
+        description="worked examples of the teacher's task in its few-shot prompt; a base model writes problems "
+        "like them, so their difficulty and style set where the teacher starts")
     teacher_max_tokens: int = max_tokens_field(192, "teacher completion")
     labels: LabelMode = Field("majority", description=LABELS_DESCRIPTION)
     verifier: str | None = Field(None, description=VERIFIER_DESCRIPTION + " (labels: program or agree)")
@@ -113,10 +131,20 @@ class OpenSIRConfig(BaseModel):
                 f"solve_low={self.solve_low}, solve_peak={self.solve_peak}, solve_high={self.solve_high}"
             )
         verifier_spec(self.verifier)
+        for i, example in enumerate(self.teacher_examples):
+            why = "it has none" if example.program is None else checked_program(example.program)[1]
+            if self.labels != "majority" and why:
+                raise ValueError(f"teacher_examples[{i}] needs a program printing its answer (labels: {self.labels}): "
+                                 f"{why}")
+            if self.teacher_format == "tags" and not example.concepts.strip():
+                raise ValueError(f"teacher_examples[{i}] needs concepts (teacher_format: tags shows them)")
         if self.verifier and self.labels == "majority":
             raise ValueError("verifier needs labels: program or agree (it compares answers with what the "
                              "teacher's program printed; a vote has no program)")
         return self
+
+    def shots(self) -> tuple[TeacherShot, ...]:
+        return tuple(example.shot() for example in self.teacher_examples)
 
     def uses_think(self, chat: bool) -> bool:
         return chat if self.think is None else self.think
@@ -175,8 +203,9 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
         others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
         examples = [p["text"] for p in fetch(others)]
-        prompts.append(fenced_teacher_prompt(ref["text"], examples, program) if cfg.fenced(runner.chat is not None)
-                       else teacher_prompt(ref["text"], examples, runner.chat, think, program))
+        prompts.append(fenced_teacher_prompt(ref["text"], examples, program, cfg.shots())
+                       if cfg.fenced(runner.chat is not None)
+                       else teacher_prompt(ref["text"], examples, runner.chat, think, program, cfg.shots()))
     return refs, prompts, seed_rows
 
 
@@ -375,7 +404,7 @@ def _diversity(runner: "Context", cfg: OpenSIRConfig, texts: list[str], scorer) 
     new = runner.embedder.encode(texts)
     archived, _ = runner.problems.embedding_matrix()
     if "few_shot_emb" not in runner.cache:
-        runner.cache["few_shot_emb"] = runner.embedder.encode(few_shot_problems())
+        runner.cache["few_shot_emb"] = runner.embedder.encode(few_shot_problems(cfg.shots()))
     fixed = runner.cache["few_shot_emb"]
     reference = np.vstack([m for m in (archived, fixed) if len(m)])
     return list(zip(scorer(new, reference, cfg.diversity_top_k).tolist(), new))

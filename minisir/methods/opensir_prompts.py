@@ -39,41 +39,42 @@ MAX_CONCEPTS = 8
 
 
 # --------------------------------------------------------------------------- prompts
-# Programs that compute the examples' answers (labels: program/agree), in TEACHER_EXAMPLES' order.
-TEACHER_PROGRAMS: tuple[str, ...] = (
-    "width = 48 / (2 * (3 + 1))\nprint(3 * width * width)",
-    "print(40 * (1 - 0.25) * (1 + 0.10))",
-    "print(len([n for n in range(1, 50) if n % 3 == 0 or n % 5 == 0]))",
+@dataclass(frozen=True)
+class TeacherShot:
+    """One worked example of the teacher's task: a reference problem, the new problem written from it,
+    the concepts it tests (tags format) and the program that prints its answer (labels program/agree)."""
+
+    reference: str
+    problem: str
+    concepts: str = ""
+    program: str | None = None
+
+
+# The default worked examples, written for this project (recipes replace them: method.teacher_examples).
+TEACHER_EXAMPLES: tuple[TeacherShot, ...] = (
+    TeacherShot("What is 3 times 4?",
+                "A rectangle is 3 times as long as it is wide and its perimeter is 48 cm. What is its area in square "
+                "centimetres?", "perimeter, area, ratios",
+                "width = 48 / (2 * (3 + 1))\nprint(3 * width * width)"),
+    TeacherShot("Tom has 5 apples and buys 7 more. How many apples does he have?",
+                "A shirt costs $40. It is discounted by 25% and then a 10% sales tax is added. What is the final price "
+                "in dollars?", "percentages, discounts, multi-step arithmetic",
+                "print(40 * (1 - 0.25) * (1 + 0.10))"),
+    TeacherShot("What is 12 divided by 4?",
+                "How many positive integers less than 50 are divisible by 3 or by 5?",
+                "divisibility, counting, inclusion-exclusion",
+                "print(len([n for n in range(1, 50) if n % 3 == 0 or n % 5 == 0]))"),
 )
 PROGRAM_INSTRUCTION = (
     " Between them, a short Python program inside <program></program> computes the new problem's answer "
     "and prints it."
 )
-# Fixed worked examples: (reference, new problem, concepts). Written for this project.
-TEACHER_EXAMPLES: tuple[tuple[str, str, str], ...] = (
-    (
-        "What is 3 times 4?",
-        "A rectangle is 3 times as long as it is wide and its perimeter is 48 cm. What is its area in square centimetres?",
-        "perimeter, area, ratios",
-    ),
-    (
-        "Tom has 5 apples and buys 7 more. How many apples does he have?",
-        "A shirt costs $40. It is discounted by 25% and then a 10% sales tax is added. What is the final price in dollars?",
-        "percentages, discounts, multi-step arithmetic",
-    ),
-    (
-        "What is 12 divided by 4?",
-        "How many positive integers less than 50 are divisible by 3 or by 5?",
-        "divisibility, counting, inclusion-exclusion",
-    ),
-)
 
 
-
-def few_shot_problems() -> list[str]:
+def few_shot_problems(shots: Sequence[TeacherShot] = TEACHER_EXAMPLES) -> list[str]:
     """The fixed example problems shown to the teacher. Add their embeddings to the
     diversity reference so copying an example never looks novel."""
-    return [new for _, new, _ in TEACHER_EXAMPLES]
+    return [shot.problem for shot in shots]
 
 
 TEACHER_INSTRUCTION = (
@@ -85,13 +86,14 @@ TEACHER_INSTRUCTION = (
 
 
 def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | None = None,
-                   think: bool = False, program: bool = False) -> str:
+                   think: bool = False, program: bool = False, shots: Sequence[TeacherShot] = TEACHER_EXAMPLES) -> str:
     """Prompt asking for a new problem conceptually different from `reference`.
 
     examples: archive problems to steer away from (shown, not to be copied).
     chat=None -> completion prompt ending in "<problem>" (base models).
     think: ask the model to explain first, inside <think>, how its problem differs (reference).
     program: the problem is followed by a <program> that prints its answer (labels: program/agree).
+    shots: the worked examples of a completion prompt (each needs its program when `program`).
     """
     reference = one_line(reference)
     existing = [one_line(e) for e in examples if str(e).strip()]
@@ -116,10 +118,10 @@ def teacher_prompt(reference: str, examples: Sequence[str] = (), chat: ChatFn | 
         )
         return chat([{"role": "user", "content": user}])
     parts = [TEACHER_INSTRUCTION + (PROGRAM_INSTRUCTION if program else ""), ""]
-    for (ref, new, concepts), code in zip(TEACHER_EXAMPLES, TEACHER_PROGRAMS):
-        parts += [f"Reference problem: {ref}", f"<problem>{new}</problem>"]
-        parts += ["<program>", code, "</program>"] if program else []
-        parts += [f"<concepts>{concepts}</concepts>", ""]
+    for shot in shots:
+        parts += [f"Reference problem: {one_line(shot.reference)}", f"<problem>{one_line(shot.problem)}</problem>"]
+        parts += ["<program>", str(shot.program), "</program>"] if program else []
+        parts += [f"<concepts>{shot.concepts}</concepts>", ""]
     if existing:
         parts += ["Problems already written (new problems must differ from these):"]
         parts += [f"- {e}" for e in existing]
@@ -137,16 +139,17 @@ FENCED_STOP: tuple[str, ...] = ("\n```\n", "\nReference problem:", "\n\n\n")
 FENCED_PROBLEM_STOP: tuple[str, ...] = ("\n", )  # without programs the problem is one line
 
 
-def fenced_teacher_prompt(reference: str, examples: Sequence[str] = (), program: bool = False) -> str:
+def fenced_teacher_prompt(reference: str, examples: Sequence[str] = (), program: bool = False,
+                          shots: Sequence[TeacherShot] = TEACHER_EXAMPLES) -> str:
     """Few-shot completion prompt in shapes a base model saw in pretraining; ends with "New problem:".
 
     Each example is a "Reference problem:" line, a "New problem:" line and (program) its program
     in a ```python block. No concepts: the reference only gates on them and never trains on them.
     """
     parts = [FENCED_INSTRUCTION + (FENCED_PROGRAM_INSTRUCTION if program else ""), ""]
-    for (ref, new, _), code in zip(TEACHER_EXAMPLES, TEACHER_PROGRAMS):
-        parts += [f"Reference problem: {ref}", f"New problem: {new}"]
-        parts += ["```python", code, "```"] if program else []
+    for shot in shots:
+        parts += [f"Reference problem: {one_line(shot.reference)}", f"New problem: {one_line(shot.problem)}"]
+        parts += ["```python", str(shot.program), "```"] if program else []
         parts += [""]
     existing = [one_line(e) for e in examples if str(e).strip()]
     if existing:
