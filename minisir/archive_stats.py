@@ -3,6 +3,8 @@ step's generated problems passed the gates from parsing to payment."""
 
 from __future__ import annotations
 
+import re
+
 from .archive import Archive
 from .archive_schema import SCHEMA_VERSION
 
@@ -30,18 +32,36 @@ def step_gates(archive: Archive) -> list[dict]:
     return list(out.values())
 
 
+# A refusal's specifics (which numbers, which name, the line of a traceback) stay in the archive; the
+# stats group refusals by kind, so 40 "program leaves 7 of the problem unused" lines read as one.
+_REASON_KINDS: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"(program failed: \w+)(?::.*)?$"), r"\1"),
+    (re.compile(r"program leaves .+ of the problem unused$"), "program leaves a number of the problem unused"),
+    (re.compile(r"program uses .+, which the problem never states$"), "program uses a number the problem never states"),
+    (re.compile(r"program printed a number too large to check .*$"), "program printed a number too large to check"),
+    (re.compile(r"program printed \d+ characters .*$"), "program printed too long an output"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A refusal without its specifics: the exception's name, not its message; "a number", not which."""
+    for pattern, kind in _REASON_KINDS:
+        reason = pattern.sub(kind, reason)
+    return reason
+
+
 def stats(archive: Archive) -> dict:
     """Counts and averages for `minisir archive stats`."""
     c = archive.db.conn
     one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731
     n_problems = one("SELECT COUNT(*) FROM problems")
     n_valid = one("SELECT COUNT(*) FROM problems WHERE valid = 1")
-    reasons = dict(
-        c.execute(
-            "SELECT COALESCE(invalid_reason, '?'), COUNT(*) FROM problems WHERE valid = 0 "
-            "GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    )
+    reasons: dict[str, int] = {}
+    for reason, n in c.execute("SELECT COALESCE(invalid_reason, '?'), COUNT(*) FROM problems WHERE valid = 0 "
+                               "GROUP BY 1"):
+        kind = reason_kind(reason)
+        reasons[kind] = reasons.get(kind, 0) + n
+    reasons = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
     return {
         "path": str(archive.path),
         "schema_version": SCHEMA_VERSION,

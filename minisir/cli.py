@@ -185,7 +185,12 @@ def archive_stats(run_dir: Path, per_step: bool) -> None:
                     f"{g[k] / n:>{w}.2f}" for k, w in (("parsed", 6), ("labelled", 8), ("valid", 5), ("paid", 8))))
             return
         for key, value in stats(arc).items():
-            click.echo(f"{key:>24}: {value}")
+            if isinstance(value, dict):  # the refusals by kind: one per line, most frequent first
+                click.echo(f"{key:>24}:" + ("" if value else " none"))
+                for kind, n in value.items():
+                    click.echo(f"{n:>24}  {kind}")
+            else:
+                click.echo(f"{key:>24}: {value}")
 
 
 @archive.command("upgrade")

@@ -266,3 +266,37 @@ def test_per_step_gates_count_each_generated_problem_at_the_gate_it_stopped(tmp_
     assert lines[0].split() == ["step", "outputs", "parsed", "labelled", "valid", "rewarded"]
     assert lines[1].split() == ["0", "4", "0.75", "0.50", "0.25", "0.25"]
     assert lines[2].split() == ["1", "1", "1.00", "1.00", "0.00", "0.00"]
+
+
+def test_stats_group_refusals_by_kind_and_keep_each_reason_in_the_archive(tmp_path):
+    """Refusals that differ only in their specifics (the numbers left unused, the exception's message)
+    count as one kind in `minisir archive stats`, most frequent first; the rows keep the full reason."""
+    from click.testing import CliRunner
+
+    from minisir.archive_stats import reason_kind
+    from minisir.cli import main
+
+    reasons = ["no label: program leaves 7 of the problem unused", "no label: program leaves 3, 40 of the problem unused",
+               "no label: program leaves 2 of the problem unused", "no label: program failed: NameError: name 'x' "
+               "is not defined", "no label: program failed: SyntaxError: invalid syntax",
+               "no label: program failed: SyntaxError: '(' was never closed", "truncated",
+               "no label: program uses 12, which the problem never states"]
+    with Archive.open(tmp_path) as arc:
+        arc.commit_step({"step": 0}, [{"key": f"k{i}", "text": f"p{i}", "role": "teacher", "valid": 0,
+                                       "invalid_reason": why} for i, why in enumerate(reasons)], [])
+        assert stats(arc)["invalid_reasons"] == {
+            "no label: program leaves a number of the problem unused": 3,
+            "no label: program failed: SyntaxError": 2,
+            "no label: program failed: NameError": 1,
+            "no label: program uses a number the problem never states": 1,
+            "truncated": 1}
+        kept = {r for (r,) in arc.db.conn.execute("SELECT invalid_reason FROM problems")}
+    assert kept == set(reasons)
+    assert reason_kind("program printed a number too large to check (1e999)") == \
+        "program printed a number too large to check"
+    out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    lines = [line.strip() for line in out.output.splitlines()]
+    at = lines.index("invalid_reasons:")
+    assert lines[at + 1].split(None, 1) == ["3", "no label: program leaves a number of the problem unused"]
+    assert lines[at + 2].split(None, 1) == ["2", "no label: program failed: SyntaxError"]
