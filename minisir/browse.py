@@ -81,7 +81,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "answer": "the extracted answer (its vote)",
         "agrees": "1 when the answer equals the label",
         "reward": "the student's/solver's reward",
-        "finish_reason": "stop or length",
+        "finish_reason": "stop, length or loop",
         "extra": "more fields as JSON (data-parallel rank, pass rates)",
     }),
     "adapters": ("The GGUF LoRA adapter each training step hot-swapped into the sampler.", {

@@ -91,7 +91,7 @@ class Sample:
     reward: float
     group: str  # rewards are compared inside a group (GRPO)
     loss_mask: list[int] | None = None  # per completion token, 1 = trained, 0 = masked
-    truncated: bool = False  # finish_reason == "length"
+    truncated: bool = False  # never finished its answer: finish_reason "length" or "loop" (sampler.UNFINISHED)
     reward_scale: float = 1.0  # the largest reward this sample's role can earn (min_reward_std is relative to it)
     temperature: float = 1.0  # the sampling T: the trainer scores log softmax(logits / T), the policy that sampled
 

@@ -142,10 +142,10 @@ class Runner:
             return self._server_sampler()
         if ranks.world == 1:
             return Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=s.n_threads, n_parallel=s.n_parallel,
-                           n_gpu_layers=s.n_gpu_layers)
+                           n_gpu_layers=s.n_gpu_layers, loop_repeats=s.loop_repeats)
         threads = s.n_threads or max(1, (os.cpu_count() or 1) // ranks.local_world)
         local = Sampler(self.gguf, n_ctx=s.n_ctx, n_threads=threads, n_parallel=s.n_parallel,
-                        n_gpu_layers=s.n_gpu_layers, gpu=ranks.local_rank)
+                        n_gpu_layers=s.n_gpu_layers, gpu=ranks.local_rank, loop_repeats=s.loop_repeats)
         return ShardedSampler(local, ranks)
 
     def _server_sampler(self):

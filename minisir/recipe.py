@@ -63,6 +63,10 @@ class SamplerConfig(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="CPU threads; null = all cores")
     n_gpu_layers: int = Field(-1, ge=-1, description="-1 = all layers on the GPU when llama.cpp has one")
     adapter_scale: float = Field(1.0, ge=0.0, le=4.0, description="LoRA scale in the sampler")
+    loop_repeats: int = Field(4, ge=0, le=64, description=(
+        "stop a training completion whose text ends in this many copies of one 12-60 byte block: a loop that "
+        "would run to its token limit without an answer (finish_reason loop, scored as truncated); 0 = never. "
+        "Evaluations never stop loops; backend llama_cpp only"))
     backend: Literal["llama_cpp", "openai"] = Field("llama_cpp", description=(
         "llama_cpp = sample in this process; openai = on an OpenAI-compatible completions server at "
         "sampler.url that loads each step's adapter at runtime (vLLM: --enable-lora and "

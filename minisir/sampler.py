@@ -38,6 +38,9 @@ from .token_sampling import log_softmax_at, sample_rows
 SAMPLER_VERSION = 2
 
 
+UNFINISHED = ("length", "loop")  # finish reasons of a completion that never finished its answer
+
+
 @dataclass
 class Completion:
     """One sampled continuation, with what the trainer needs to learn from it."""
@@ -45,7 +48,7 @@ class Completion:
     text: str
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str  # "stop" (EOG token or stop string) | "length"
+    finish_reason: str  # "stop" (EOG token or stop string) | "length" | "loop" (its text repeats itself: loop_at)
     prompt_ids: list[int] = field(repr=False, default_factory=list)
     rank: int | None = None  # the data-parallel rank that sampled it (None: a one-process run)
     # The temperature `logprobs` are taken at (logits / T, the distribution it was drawn from);
@@ -83,6 +86,7 @@ class Sampler(Vocabulary):
         n_gpu_layers: int = -1,
         n_batch: int = 512,
         gpu: int | None = None,
+        loop_repeats: int = 0,
     ) -> None:
         if not Path(model_path).is_file():  # before model_params, which needs llama.cpp's backend
             raise ModelNotFound(f"model file {model_path} does not exist; pass an existing GGUF file")
@@ -125,6 +129,9 @@ class Sampler(Vocabulary):
         # full the batch ran, which a throughput below bench sampler's batched rate comes down to.
         self.decode_calls = 0
         self.decode_rows = 0
+        # A completion whose text ends in this many copies of one block is stopped (0 = never): see loop_at.
+        self.loop_repeats = int(loop_repeats)
+        self.loops_stopped = 0
         self._adapter = None
         self.adapter_path: Path | None = None
         self.adapter_scale = 0.0
@@ -250,6 +257,7 @@ class Sampler(Vocabulary):
         stop: Sequence[str] = (),
         progress=None,
         streams: Sequence[tuple[int, int]] | None = None,
+        loop_repeats: int | None = None,
     ) -> list[list[Completion]]:
         """Sample `n` completions for each prompt (or n[i] for prompt i); returns them grouped by prompt.
 
@@ -257,7 +265,10 @@ class Sampler(Vocabulary):
         makes it (seed, key, first + j) instead: a data-parallel rank that samples part of a
         step's work then draws exactly what one process sampling all of it would.
         `progress`, when given, is called with the number of tokens produced each step.
+        `loop_repeats` (default: the sampler's) stops a completion whose text has come to repeat itself
+        (finish_reason "loop"); every sequence draws from its own stream, so the others are unchanged.
         """
+        repeats = self.loop_repeats if loop_repeats is None else int(loop_repeats)
         counts, keys = sample_plan(len(prompts), n, max_tokens, streams)
         ids = [self.tokenize(p) for p in prompts]
         for p in ids:
@@ -300,7 +311,7 @@ class Sampler(Vocabulary):
                     live[s] = _Slot(s, p, j, group, rng, len(ids[p]), max_tokens)
                     admitted.append(live[s])
                 self._advance(admitted, np.broadcast_to(first, (k, self.n_vocab)), temperature, top_p,
-                              max_tokens, stops)
+                              max_tokens, stops, repeats)
                 if todo - k:
                     pending[0] = (p, todo - k)  # the rest start later, with their own prompt evaluation
                 else:
@@ -328,7 +339,7 @@ class Sampler(Vocabulary):
             self.decode_rows += len(order)
             for sl in order:
                 sl.pos += 1
-            self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops)
+            self._advance(order, self._logits(len(order)), temperature, top_p, max_tokens, stops, repeats)
             if progress:
                 progress(len(order))
         scored_at = temperature if temperature > 0 else 1.0
@@ -346,6 +357,7 @@ class Sampler(Vocabulary):
         top_p: float,
         max_tokens: int,
         stops: list[str],
+        loop_repeats: int = 0,
     ) -> None:
         """Sample one token for each slot from its logits row and update its state."""
         t0 = time.perf_counter()
@@ -364,6 +376,10 @@ class Sampler(Vocabulary):
                 if any(s in tail for s in stops):
                     sl.done = "stop"
                     continue
+            if loop_repeats and loop_at(sl.raw, loop_repeats):
+                sl.done = "loop"
+                self.loops_stopped += 1
+                continue
             if len(sl.ids) >= max_tokens:
                 sl.done = "length"
 
@@ -438,6 +454,26 @@ def _finish(sl: _Slot, prompt_ids: list[int], stops: list[str]) -> Completion:
         finish_reason=sl.done or "length",
         prompt_ids=prompt_ids,
     )
+
+
+LOOP_BLOCK = (12, 60)  # bytes: the shortest and longest block loop_at looks for
+
+
+def loop_at(raw: bytes | bytearray, repeats: int, block: tuple[int, int] = LOOP_BLOCK) -> bool:
+    """Whether `raw` ends in `repeats` back-to-back copies of one block of block[0]-block[1] bytes
+    holding at least 3 distinct bytes (so a rule line, a table's |---| or indentation is no loop).
+
+    Why: a small model stuck in a loop ("= 16 + 15/4 = 16 + 15/4 = ...") writes to its token limit and
+    never answers, and its tail keeps a nearly empty batch decoding. On the fixed stretch run's solver
+    completions (RESULTS.md, sixth sitting), 4 copies caught 82% of those that hit the limit, about
+    half-way through them, and none of the 337 right ones.
+    """
+    n = len(raw)
+    for p in range(block[0], min(block[1], n // repeats) + 1):
+        last = raw[n - p:]
+        if len(set(last)) >= 3 and all(raw[n - (k + 1) * p:n - k * p] == last for k in range(1, repeats)):
+            return True
+    return False
 
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate evaluation

@@ -168,8 +168,10 @@ class ServerSampler(Vocabulary):
         stop: Sequence[str] = (),
         progress=None,
         streams: Sequence[tuple[int, int]] | None = None,
+        loop_repeats: int | None = None,
     ) -> list[list[Completion]]:
         """`Sampler.generate` on the server: `n` completions per prompt, grouped by prompt.
+        (loop_repeats is accepted and not applied: a server stops at its stop strings and token limit.)
 
         Requests run `sampler.max_concurrency` at a time; each is seeded from
         (seed, prompt, first sample), so a rerun asks the server for the same draws (whether

@@ -16,7 +16,8 @@ def sampler_counters(sampler: Any) -> dict[str, float]:
     if not isinstance(timings, dict):
         return {}
     return {**timings, "decode_calls": float(getattr(sampler, "decode_calls", 0)),
-            "decode_rows": float(getattr(sampler, "decode_rows", 0))}
+            "decode_rows": float(getattr(sampler, "decode_rows", 0)),
+            "loops_stopped": float(getattr(sampler, "loops_stopped", 0))}
 
 
 def sampler_split(before: dict[str, float], after: dict[str, float], n_parallel: int) -> dict[str, float]:
@@ -26,6 +27,7 @@ def sampler_split(before: dict[str, float], after: dict[str, float], n_parallel:
     if not before or not after:
         return {}
     out = {f"sampler_{k}": round(after[k] - before[k], 3) for k in ("prompt_s", "decode_s", "sample_s")}
+    out["loop_stops"] = after.get("loops_stopped", 0.0) - before.get("loops_stopped", 0.0)
     calls = after["decode_calls"] - before["decode_calls"]
     if calls and n_parallel:
         out["decode_occupancy"] = round((after["decode_rows"] - before["decode_rows"]) / (calls * n_parallel), 4)

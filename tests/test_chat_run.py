@@ -61,9 +61,10 @@ class RecordingSampler(Sampler):
 
     calls: list[dict] = []
 
-    def generate(self, prompts, n=1, max_tokens=256, temperature=1.0, top_p=1.0, seed=0, stop=(), progress=None):
+    def generate(self, prompts, n=1, max_tokens=256, temperature=1.0, top_p=1.0, seed=0, stop=(), progress=None,
+                 **kwargs):
         out = super().generate(prompts, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                               seed=seed, stop=stop, progress=progress)
+                               seed=seed, stop=stop, progress=progress, **kwargs)
         RecordingSampler.calls.append({"prompts": list(prompts), "stop": list(stop), "max_tokens": max_tokens,
                                        "completions": [c for group in out for c in group],
                                        "ids": [self.tokenize(p) for p in prompts],

@@ -162,6 +162,8 @@ def test_parse_malformed(text, reason):
 def test_parse_truncated_output_rejected():
     out = parse_teacher("What is 2+2?</problem><concepts>addition", finish_reason="length")
     assert not out.valid and out.reason == "truncated"
+    out = parse_teacher("What is 2+2?</problem><concepts>addition", finish_reason="loop")
+    assert not out.valid and out.reason == "looped"
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -465,6 +467,7 @@ def test_parse_fenced_reads_problem_and_program():
     assert out.program == "left = 35 - 12\nprint(left)" and out.concepts == [] and out.concept_span is None
     assert parse_fenced(" What is 7 * 8?", "stop", program=False).problem == "What is 7 * 8?"
     assert parse_fenced(" What is 7 * 8?\n```python\nprint(56)", "length", program=True).reason == "truncated"
+    assert parse_fenced(" What is 7 * 8?\n```python\nprint(56)", "loop", program=True).reason == "looped"
 
 
 def _stats(admitted: bool, leak: str | None = None, reward: float = 1.7) -> dict:

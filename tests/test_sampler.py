@@ -295,3 +295,80 @@ def test_nucleus_draws_exactly_what_a_full_sort_draws(shape):
         u = [np.random.default_rng([shape.__len__(), i]).random() for i in range(len(logits))]
         probs = np.exp((logits - logits.max(axis=1, keepdims=True)) / np.float32(temperature))
         assert toks.tolist() == [_full_sort_nucleus(p, top_p, x) for p, x in zip(probs, u)]
+
+
+# ----------------------------------------------------------------------------- loops
+LOOP = " = 16 + 15/4"  # 12 bytes: how the fixed stretch run's solvers looped (RESULTS.md, sixth sitting)
+
+
+@pytest.mark.parametrize("text, loops", [
+    ("Step:" + LOOP * 4, True),
+    ("Step:" + LOOP * 3, False),  # three copies are not yet a loop
+    (" 2 * (7/3 + 7/4) = 2 * 3 + 7/12 + 7/4 = 16 + 7/4 = 16 + 15/4" + " = 16 + 15/4" * 3, True),
+    (" ab1" * 16, True),  # a short block counts once it fills 12 bytes 4 times
+    ("-" * 200, False), ("|---" * 50, False), (" " * 200, False),  # fewer than 3 distinct bytes: no loop
+    (" ".join(str(i) for i in range(1, 120)), False),  # counting never repeats a block
+    # a right answer that repeats itself three times on the way (seen in the archive): not cut
+    (" 2*2 + 2 * 2 = 4 + 2 * 2 = 4 + 2 * 2 = 4 + 2 * 2 = 4 + 4 = 8 + 2 = 8. The answer is \\boxed{8}.", False),
+])
+def test_loop_at_finds_a_tail_of_four_copies_of_one_block(text, loops):
+    from minisir.sampler import loop_at
+
+    assert loop_at(text.encode(), 4) is loops
+
+
+def _forcing(monkeypatch, sampler, text: str) -> None:
+    """Make the model write `text` over and over, whatever its logits say: the failure forced, so the
+    test holds on any CPU. The draws still go through the real sampler, decode and stop logic."""
+    import minisir.sampler as S
+
+    real, cycle, at = S.sample_rows, sampler.tokenize(text, add_bos=False), {}
+
+    def forced(logits, temperature, top_p, rngs):
+        toks, lps = real(logits, temperature, top_p, rngs)
+        toks = toks.copy()
+        for r, rng in enumerate(rngs):
+            k = at.setdefault(id(rng), [0])
+            toks[r], k[0] = cycle[k[0] % len(cycle)], k[0] + 1
+        return toks, lps
+
+    monkeypatch.setattr(S, "sample_rows", forced)
+
+
+def test_a_completion_that_loops_stops_there_and_one_that_does_not_runs_on(sampler, monkeypatch):
+    from minisir.sampler import loop_at
+
+    _forcing(monkeypatch, sampler, LOOP)
+    before = sampler.loops_stopped
+    looped = sampler.generate([PROMPTS[0]], n=1, max_tokens=64, temperature=1.0, seed=3, loop_repeats=4)[0][0]
+    assert looped.finish_reason == "loop" and sampler.loops_stopped == before + 1
+    assert looped.text.endswith(LOOP * 4) and len(looped.token_ids) < 64
+    assert len(looped.logprobs) == len(looped.token_ids)
+    shorter = sampler.detokenize(looped.token_ids[:-1]).encode()
+    assert not loop_at(shorter, 4), "stopped at the first token that completed the fourth copy"
+    full = sampler.generate([PROMPTS[0]], n=1, max_tokens=64, temperature=1.0, seed=3, loop_repeats=0)[0][0]
+    assert full.finish_reason == "length" and len(full.token_ids) == 64
+    assert full.token_ids[:len(looped.token_ids)] == looped.token_ids
+    assert sampler.loops_stopped == before + 1
+
+
+def test_text_that_never_repeats_itself_runs_to_its_limit(sampler, monkeypatch):
+    _forcing(monkeypatch, sampler, " ".join(str(i) for i in range(1, 200)))
+    out = sampler.generate([PROMPTS[1]], n=2, max_tokens=48, temperature=1.0, seed=5, loop_repeats=4)[0]
+    assert [c.finish_reason for c in out] == ["length", "length"]
+
+
+def test_an_unfinished_completion_is_a_truncated_sample_and_the_step_counts_its_loops():
+    """A looped completion never finished its answer, like one cut at the limit: the trainer sees both
+    as truncated (method.mask_truncated treats them alike), and a step reports how many loops it cut."""
+    from minisir.methods.common import to_sample
+    from minisir.sampler import Completion
+    from minisir.step_metrics import sampler_split
+
+    done = {reason: to_sample(Completion("x", [1, 2], [-0.1, -0.2], reason, [5]), 0.0, "g").truncated
+            for reason in ("stop", "length", "loop")}
+    assert done == {"stop": False, "length": True, "loop": True}
+    before = {"prompt_s": 0.0, "decode_s": 0.0, "sample_s": 0.0, "decode_calls": 0.0, "decode_rows": 0.0,
+              "loops_stopped": 2.0}
+    after = {**before, "decode_calls": 10.0, "decode_rows": 40.0, "loops_stopped": 5.0}
+    assert sampler_split(before, after, 8)["loop_stops"] == 3.0

@@ -112,6 +112,7 @@ def test_seed_varies_few_shot_and_chat_mode_uses_template():
         ("Sure!\n<problem>What is 417 * 3 - 256?</problem>", "arithmetic", "stop", False, "stray tag"),
         ("Two numbers add up to 50 and differ by 8. What is the smaller one?", "algebra", "stop", True, None),
         ("What is 417 * 3 - 256?", "arithmetic", "length", False, "truncated"),
+        ("What is 417 * 3 - 256?", "arithmetic", "loop", False, "looped"),
         ("   \n", "arithmetic", "stop", False, "empty"),
         ("What is 5?", "arithmetic", "stop", False, "too short"),
         ("What is nine hundred plus 100?", "arithmetic", "stop", False, "two numbers"),

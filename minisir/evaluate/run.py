@@ -88,11 +88,13 @@ def evaluate(
     for start in range(0, len(prompts), chunk):
         part = prompts[start : start + chunk]
         seed = cfg.seed * 1_000_003 + start  # distinct random streams per chunk
+        # loop_repeats=0: an eval samples every answer to its end, as the cached base results were sampled,
+        # whatever the run's sampler cuts in training
         sampled += sampler.generate(part, n=cfg.k, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                    top_p=cfg.top_p, seed=seed, stop=stop)
+                                    top_p=cfg.top_p, seed=seed, stop=stop, loop_repeats=0)
         if cfg.greedy:
             greedy += [g[0] for g in sampler.generate(part, n=1, max_tokens=cfg.max_tokens, temperature=0.0,
-                                                      seed=seed, stop=stop)]
+                                                      seed=seed, stop=stop, loop_repeats=0)]
         bar.update(len(part))
     bar.close()
     records = []

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from ..answers import equivalent, majority_vote, normalize_answer
 from ..prompting import ChatFn, one_line
-from ..sampler import Completion
+from ..sampler import UNFINISHED, Completion
 from ..grpo import Sample
 
 
@@ -206,7 +206,7 @@ def to_sample(c: Completion, reward: float, group: str, mask: list[int] | None =
         reward=float(reward),
         group=group,
         loss_mask=mask,
-        truncated=c.finish_reason == "length",
+        truncated=c.finish_reason in UNFINISHED,
         temperature=c.temperature,
         reward_scale=float(scale),
     )

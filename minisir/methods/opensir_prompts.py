@@ -25,6 +25,7 @@ from typing import Sequence
 from ..answers import extract_boxed
 from ..labels import checked_program
 from ..prompting import ChatFn, one_line
+from ..sampler import UNFINISHED
 from .common import MATH_SOLVER_STOP, math_solver_prompt
 
 
@@ -167,8 +168,8 @@ def parse_fenced(text: str, finish_reason: str = "stop", program: bool = False) 
 
     The stop string "\\n```\\n" eats the closing fence, so a block may run to the end of the text.
     """
-    if finish_reason == "length":
-        return TeacherOutput(None, reason="truncated")
+    if finish_reason in UNFINISHED:
+        return TeacherOutput(None, reason="truncated" if finish_reason == "length" else "looped")
     text = text or ""
     fence = _FENCE_OPEN.search("\n" + text) if program else None
     head = text if fence is None else ("\n" + text)[: fence.start()]
@@ -235,8 +236,8 @@ def parse_teacher(text: str, finish_reason: str = "stop") -> TeacherOutput:
     the whole "<concepts>...</concepts>" block (tags included, to end of text when the
     closing tag is missing) so the trainer can mask it from the teacher loss.
     """
-    if finish_reason == "length":
-        return TeacherOutput(None, reason="truncated")
+    if finish_reason in UNFINISHED:
+        return TeacherOutput(None, reason="truncated" if finish_reason == "length" else "looped")
     text = text or ""
     out = _parse_tagged(text)
     t_open, t_close = text.find("<think>"), text.find("</think>")

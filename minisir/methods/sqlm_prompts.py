@@ -37,6 +37,7 @@ from typing import Literal, Sequence
 from ..labels import bare_expression, checked_program
 from ..prompting import ChatFn, one_line
 from ..sandbox import TestCase
+from ..sampler import UNFINISHED
 from .common import MATH_SOLVER_STOP, math_solver_prompt
 
 Topic = Literal["arithmetic", "algebra", "coding"]
@@ -388,8 +389,9 @@ def parse_proposal(
     the last block is ignored.
     """
     coding = topic_kind(topic, kind) == "program"
-    if finish_reason == "length":
-        return _invalid("truncated: hit the token limit")
+    if finish_reason in UNFINISHED:
+        return _invalid("truncated: hit the token limit" if finish_reason == "length"
+                        else "looped: its text repeated itself")
     if not isinstance(text, str) or not text.strip():
         return _invalid("empty output")
     t = text.lstrip()
