@@ -82,6 +82,8 @@ class SamplerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _server_needs(self) -> "SamplerConfig":
+        if self.loop_repeats == 1:
+            raise ValueError("loop_repeats: 0 (never stop a loop) or at least 2 (copies of a block that make one)")
         if self.backend == "openai":
             if not self.url or not self.url.startswith(("http://", "https://")):
                 raise ValueError("backend openai needs sampler.url, the server's http(s):// base URL")

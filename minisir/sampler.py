@@ -471,7 +471,9 @@ def loop_at(raw: bytes | bytearray, repeats: int, block: tuple[int, int] = LOOP_
     n = len(raw)
     for p in range(block[0], min(block[1], n // repeats) + 1):
         last = raw[n - p:]
-        if len(set(last)) >= 3 and all(raw[n - (k + 1) * p:n - k * p] == last for k in range(1, repeats)):
+        if raw[n - 2 * p:n - p] != last:  # the cheap test first: most blocks end here
+            continue
+        if all(raw[n - (k + 1) * p:n - k * p] == last for k in range(2, repeats)) and len(set(last)) >= 3:
             return True
     return False
 

@@ -63,6 +63,7 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("unknown-method", _set("method.name", "grpo"), [], ["method", "use name: opensir, sqlm, rlvr"]),
     ("method-without-name", _drop("method.name"), [], ["method.name", "opensir, sqlm, rlvr"]),
     ("solve-window-low-gt-high", _set("method.solve_low", 0.95), [], ["method", "solve_low", "solve_high"]),
+    ("loop-repeats-one", _set("sampler.loop_repeats", 1), [], ["sampler", "loop_repeats", "at least 2"]),
     ("teacher-example-without-program",
      {"method": {"name": "opensir", "labels": "program", "teacher_format": "fenced", "teacher_examples": [
          {"reference": "What is 1+1?", "problem": "What is 6 * 7?"}]}}, [],
