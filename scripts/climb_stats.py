@@ -5,8 +5,9 @@
 Read by RESULTS.md's climbing rule: the share of valid proposed problems whose program takes two or
 more operations (minisir.difficulty.computation, identities left out), and the solve rate of those
 problems on their first 8 samples (by solution id; stretch samples come after them). Also: stretch
-problems and how many got a right answer, mean teacher reward, solve rate, solution tokens and
-seconds a step (with the stretch phase's share).
+problems and how many got a right answer, mean teacher reward, solve rate, solution tokens, the share
+of solver completions that never finished (hit the token limit or looped), and seconds a step (with
+the stretch phase's share).
 """
 
 from __future__ import annotations
@@ -29,13 +30,19 @@ def main() -> None:
     problems = db.execute("SELECT id, step, text, extra, teacher_reward FROM problems "
                           "WHERE role = 'proposer' AND valid = 1").fetchall()
     first8: dict[int, list[float]] = {}
-    for pid, reward in db.execute("SELECT problem_id, reward FROM solutions ORDER BY id"):
+    unfinished: dict[int, list[int]] = {}  # step -> [completions that hit the limit or looped, all completions]
+    for pid, reward, step, finish in db.execute(
+            "SELECT s.problem_id, s.reward, p.step, s.finish_reason FROM solutions s "
+            "JOIN problems p ON p.id = s.problem_id ORDER BY s.id"):
         got = first8.setdefault(pid, [])
         if len(got) < 8:
             got.append(1.0 if (reward or 0) > 0 else 0.0)
+        count = unfinished.setdefault(step, [0, 0])
+        count[0] += finish in ("length", "loop")
+        count[1] += 1
     print("| steps | valid problems | multi-op share | multi-op first-8 solve | stretch (right) | teacher reward "
-          "| solve rate | solution tokens | s a step (stretch) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| solve rate | solution tokens | unfinished solutions | s a step (stretch) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     last = max(steps) if steps else -1
     for lo in range(0, last + 1, args.block):
         hi = lo + args.block - 1
@@ -48,12 +55,15 @@ def main() -> None:
             vals = [m[key] for m in ms if isinstance(m.get(key), (int, float))]
             return sum(vals) / len(vals) if vals else float("nan")
 
+        cut = [unfinished.get(s, [0, 0]) for s in range(lo, hi + 1)]
+        total = sum(c[1] for c in cut)
         stretch = sum(m.get("stretch_problems") or 0 for m in ms)
         right = sum(m.get("stretch_solved") or 0 for m in ms)
         print(f"| {lo}-{hi} | {len(rows)} | {len(multi) / len(rows) if rows else float('nan'):.3f} "
               f"| {sum(solved) / len(solved) if solved else float('nan'):.3f} | {stretch} ({right}) "
               f"| {mean('teacher_reward_mean'):.2f} | {mean('solve_rate_mean'):.2f} "
-              f"| {mean('solution_tokens_mean'):.0f} | {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) |")
+              f"| {mean('solution_tokens_mean'):.0f} | {sum(c[0] for c in cut) / total if total else float('nan'):.2f} "
+              f"| {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) |")
 
 
 if __name__ == "__main__":
