@@ -55,7 +55,8 @@ class TrainerConfig(BaseModel):
     is_cap: float | None = Field(
         2.0, ge=1.0, description="cap of the truncated importance weight trainer/sampler; null = no correction"
     )
-    mask_truncated: bool = Field(True, description="no loss on completions that never finished: hit max_tokens or looped")
+    mask_truncated: bool = Field(
+        True, description="no loss on completions that never finished: hit max_tokens or looped")
     micro_batch_tokens: int = Field(4096, ge=16, description="padded tokens per micro-batch (gradient accumulation)")
     logprob_chunk: int = Field(256, ge=1, description="positions per lm_head/log_softmax chunk")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory, slower)")
