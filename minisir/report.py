@@ -221,7 +221,8 @@ def _time_section(steps: list[dict]) -> list[str]:
         ("sampler: seconds in prompt decodes", "sampler_prompt_s"),
         ("sampler: seconds in generation decodes", "sampler_decode_s"),
         ("sampler: seconds in numpy sampling", "sampler_sample_s"),
-        ("sampler: generation batch occupancy (sequences per decode / n_parallel)", "decode_occupancy"))]
+        ("sampler: generation batch occupancy (sequences per decode / n_parallel)", "decode_occupancy"),
+        ("sampler: completions stopped as loops (sampler.loop_repeats)", "loop_stops"))]
     if any(v is not None for _, v in rates):
         md += ["", "| quantity | mean per step |", "|---|---|"]
         md += [f"| {label} | {_fmt(v)} |" for label, v in rates if v is not None]

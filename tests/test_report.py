@@ -126,7 +126,7 @@ def test_report_says_where_a_step_s_time_goes(tmp_path):
         archive.commit_step({"step": step, "seconds_solver": solver, "seconds_train": 10.0, "seconds_step": solver + 10,
                              "student_tokens_per_s": 90.0, "trained_token_share": 0.1 * step,
                              "train_tokens": 100.0 * step, "decode_occupancy": 0.5 + 0.1 * step,
-                             "sampler_decode_s": 10.0 * step}, [], [])
+                             "sampler_decode_s": 10.0 * step, "loop_stops": 3.0 * step}, [], [])
     archive.close()
     md = write_report(run).read_text()
     section = md.split("## Where a step's time goes")[1]
@@ -135,6 +135,7 @@ def test_report_says_where_a_step_s_time_goes(tmp_path):
     assert "| share of sampled tokens trained | 0.150 |" in section
     assert "| sampler: generation batch occupancy (sequences per decode / n_parallel) | 0.650 |" in section
     assert "| sampler: seconds in generation decodes | 15.000 |" in section
+    assert "| sampler: completions stopped as loops (sampler.loop_repeats) | 4.500 |" in section
     assert "| training, tokens/s (trained tokens / train phase) | 15.000 |" in section  # mean of 10 and 20
 
 
