@@ -27,7 +27,8 @@ def sampler_split(before: dict[str, float], after: dict[str, float], n_parallel:
     if not before or not after:
         return {}
     out = {f"sampler_{k}": round(after[k] - before[k], 3) for k in ("prompt_s", "decode_s", "sample_s")}
-    out["loop_stops"] = after.get("loops_stopped", 0.0) - before.get("loops_stopped", 0.0)
+    if "loops_stopped" in after:  # a sampler that stops loops counts them
+        out["loop_stops"] = after["loops_stopped"] - before.get("loops_stopped", 0.0)
     calls = after["decode_calls"] - before["decode_calls"]
     if calls and n_parallel:
         out["decode_occupancy"] = round((after["decode_rows"] - before["decode_rows"]) / (calls * n_parallel), 4)
