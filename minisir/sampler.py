@@ -266,7 +266,8 @@ class Sampler(Vocabulary):
         step's work then draws exactly what one process sampling all of it would.
         `progress`, when given, is called with the number of tokens produced each step.
         `loop_repeats` (default: the sampler's) stops a completion whose text has come to repeat itself
-        (finish_reason "loop"); every sequence draws from its own stream, so the others are unchanged.
+        (finish_reason "loop"); the others keep their own random streams, though the batch's new shape can
+        move a near-tie through llama.cpp's batch-dependent rounding (2 of 152 solutions in RESULTS' A/B).
         """
         repeats = self.loop_repeats if loop_repeats is None else int(loop_repeats)
         counts, keys = sample_plan(len(prompts), n, max_tokens, streams)
