@@ -4,7 +4,8 @@ Neither reference checks a math label: both trust the majority vote. On a weak m
 vote is mostly wrong (17% right on the bundled 270M's own bare expressions), so the
 teacher/proposer also writes a short program that computes the answer from the
 problem's numbers, and minisir runs it:
-- a problem that is a bare expression ("What is 27 * 8?") is its own program;
+- a problem that is a bare expression ("What is 27 * 8?") is its own program, and a program
+  written beside it must give the same value, or the problem has no label (own_value_check);
 - a program that is one expression, or `print(expression)`, is evaluated exactly with
   the AST-whitelist evaluator (evaluate.SafeEval, Fractions; never Python's eval);
 - anything else runs in the sandbox (minisir.sandbox); the last number it prints is the answer
@@ -241,21 +242,26 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
             whole_output: bool = False, stated_only: bool = True) -> list[Executed]:
     """Labels for many problems at once; programs that need Python share one sandbox pool.
 
-    problems[i] is used when it is a bare expression and programs[i] is None; a given
-    program always wins (the proposer says how its problem is computed). whole_output: the
-    label is all a program printed (output_label, for a method.verifier), not its last number.
+    problems[i] is its own label when it is a bare expression and programs[i] is None; a program
+    given beside a bare expression must compute the expression's value (own_value_check), and one
+    for a bare expression that does not evaluate is refused. whole_output: the label is all a program
+    printed (output_label, for a method.verifier), not its last number, and no expression is checked.
     stated_only: refuse a program that computes with a number its problem never states (foreign_numbers).
     """
     from .sandbox import SandboxConfig, run_batch
 
     out: list[Executed | None] = [None] * len(problems)
     jobs: list[tuple[int, str]] = []
+    exprs = [bare_expression(problem or "") for problem in problems]
+    own = [exact_value(e) if e else None for e in exprs]
     for i, (problem, program) in enumerate(zip(problems, programs)):
+        unevaluable = f"the problem's expression {(exprs[i] or '')[:60]} does not evaluate"
         if program is None or not program.strip():
-            expr = bare_expression(problem or "")
-            value = exact_value(expr) if expr else None
-            out[i] = Executed(value, "expression", None) if value is not None else Executed(
-                None, None, "no program, and the problem is not a bare expression")
+            out[i] = Executed(own[i], "expression") if own[i] is not None else Executed(
+                None, None, unevaluable if exprs[i] else "no program, and the problem is not a bare expression")
+            continue
+        if exprs[i] and own[i] is None and not whole_output:
+            out[i] = Executed(None, None, unevaluable)
             continue
         unused = unused_numbers(problem or "", program)
         if unused:
@@ -281,7 +287,21 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
         else:
             value, why = (output_label if whole_output else printed_number)(res.stdout)
             out[i] = Executed(value, "program") if value is not None else Executed(None, None, why)
+    if not whole_output:
+        out = [own_value_check(e, exprs[i], own[i]) if e is not None else None for i, e in enumerate(out)]
     return [e if e is not None else Executed(None, None, "not executed") for e in out]
+
+
+def own_value_check(found: Executed, expr: str | None, own: str | None) -> Executed:
+    """A program's label for a bare-expression problem is refused unless it is the expression's value.
+
+    The problem's words are what the solvers answer: "What is 5 + (2 + 3)?" with the program
+    `print(5 + 2 * (2 + 3))` labelled 15, so every solver who said 10 earned 0. On the bundled
+    model's fixed stretch run 14-18% of labelled bare expressions carried such a label from step 30 on.
+    """
+    if found.source != "program" or found.answer is None or own is None or found.answer == own:
+        return found
+    return Executed(None, None, f"program gives {found.answer}, but the problem's {expr[:60]} is {own}")
 
 
 @dataclass

@@ -42,9 +42,22 @@ def test_execute_uses_the_problem_or_the_program():
     assert "not a bare expression" in out[3].reason
 
 
-def test_a_given_program_wins_over_the_problem_text():
-    (e,) = execute(["What is 2 + 2?"], ["print(2 + 3)"])
-    assert (e.answer, e.source) == ("5", "program")
+def test_a_program_must_give_its_bare_expressions_value():
+    problem = "What is 5 + (2 + 3)?"  # a proposer's program on the bundled model: print(5 + 2 * (2 + 3))
+    out = execute([problem, problem, problem, problem, "What is 2 * (4 + (4 * 2)?"],
+                  ["print(5 + 2 * (2 + 3))", "a = 5 + 2 * 3\nprint(a)", "a = 5 + (2 + 3)\nprint('The answer is', a)",
+                   "print(5 + 2 + 3)", "print(2 * (4 + 4 * 2))"])
+    assert out[0].answer is None and out[0].reason == "program gives 15, but the problem's 5 + (2 + 3) is 10"
+    assert out[1].answer is None and out[1].reason.startswith("program gives 11")  # sandboxed, the same check
+    assert [(e.answer, e.source) for e in out[2:4]] == [("10", "program"), ("10", "program")]
+    assert out[4].answer is None and out[4].reason == "the problem's expression 2 * (4 + (4 * 2) does not evaluate"
+    (alone,) = execute(["What is 2 * (4 + (4 * 2)?"], [None])
+    assert alone.reason == out[4].reason
+
+
+def test_a_users_verifier_mode_checks_no_expression():
+    (e,) = execute(["What is 2 + 2?"], ['print(2 + 2 + 1, "apples")'], whole_output=True)
+    assert (e.answer, e.source) == ("5 apples", "program")
 
 
 def test_failing_programs_are_refused_with_their_reason():
