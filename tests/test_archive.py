@@ -294,6 +294,10 @@ def test_stats_group_refusals_by_kind_and_keep_each_reason_in_the_archive(tmp_pa
     assert kept == set(reasons)
     assert reason_kind("program printed a number too large to check (1e999)") == \
         "program printed a number too large to check"
+    assert reason_kind("no label: program gives 15, but the problem's 5 + (2 + 3) is 10") == \
+        "no label: program gives another value than the problem's expression"
+    assert reason_kind("no label: the problem's expression 2 * (4 + 1 does not evaluate") == \
+        "no label: the problem's expression does not evaluate"
     out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path)])
     assert out.exit_code == 0, out.output
     lines = [line.strip() for line in out.output.splitlines()]
