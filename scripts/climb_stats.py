@@ -7,7 +7,10 @@ more operations (minisir.difficulty.computation, identities left out), and the s
 problems on their first 8 samples (by solution id; stretch samples come after them). Also: stretch
 problems and how many got a right answer, mean teacher reward, solve rate, solution tokens, the share
 of solver completions that never finished (hit the token limit or looped), and seconds a step (with
-the stretch phase's share).
+the stretch phase's share). And the labels' own check: of the valid bare-expression problems
+("What is 5 + (2 + 3)?"), the share whose label is not the expression's exact value (a proposer's
+program that computed something else; labels.own_value_check refuses them since the seventh
+sitting), and the multi-operation first-8 solve rate over the problems whose label is not one of them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ import sqlite3
 from pathlib import Path
 
 from minisir.difficulty import computation
+from minisir.labels import bare_expression, exact_value
+
+
+def mislabelled(text: str, label: str | None) -> bool | None:
+    """Whether a bare expression's label is not its exact value (None: not a bare expression)."""
+    expr = bare_expression(text or "")
+    return None if not expr or label is None else exact_value(expr) != label
 
 
 def main() -> None:
@@ -27,7 +37,9 @@ def main() -> None:
     args = ap.parse_args()
     db = sqlite3.connect(f"file:{args.run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     steps = {s: json.loads(m) for s, m in db.execute("SELECT step, metrics FROM steps")}
-    problems = db.execute("SELECT id, step, text, extra, teacher_reward FROM problems "
+    cols = {r[1] for r in db.execute("PRAGMA table_info(problems)")}
+    label = "label" if "label" in cols else "NULL"  # schema 1 archives: `minisir archive upgrade` first
+    problems = db.execute(f"SELECT id, step, text, extra, teacher_reward, {label} FROM problems "
                           "WHERE role = 'proposer' AND valid = 1").fetchall()
     first8: dict[int, list[float]] = {}
     unfinished: dict[int, list[int]] = {}  # step -> [completions that hit the limit or looped, all completions]
@@ -41,8 +53,9 @@ def main() -> None:
         count[0] += finish in ("length", "loop")
         count[1] += 1
     print("| steps | valid problems | multi-op share | multi-op first-8 solve | stretch (right) | teacher reward "
-          "| solve rate | solution tokens | unfinished solutions | s a step (stretch) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| solve rate | solution tokens | unfinished solutions | s a step (stretch) | mislabelled bare expressions "
+          "| multi-op first-8 solve, right labels |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     last = max(steps) if steps else -1
     for lo in range(0, last + 1, args.block):
         hi = lo + args.block - 1
@@ -50,6 +63,10 @@ def main() -> None:
         multi = [p for p in rows if computation(p[2], (json.loads(p[3] or "{}")).get("program"))[0] >= 2]
         solved = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi if first8.get(p[0])]
         ms = [steps[s] for s in range(lo, hi + 1) if s in steps]
+        checked = [mislabelled(p[2], p[5]) for p in rows]
+        bare = [c for c in checked if c is not None]
+        right = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi
+                 if first8.get(p[0]) and not mislabelled(p[2], p[5])]
 
         def mean(key: str) -> float:
             vals = [m[key] for m in ms if isinstance(m.get(key), (int, float))]
@@ -58,12 +75,14 @@ def main() -> None:
         cut = [unfinished.get(s, [0, 0]) for s in range(lo, hi + 1)]
         total = sum(c[1] for c in cut)
         stretch = sum(m.get("stretch_problems") or 0 for m in ms)
-        right = sum(m.get("stretch_solved") or 0 for m in ms)
+        stretch_right = sum(m.get("stretch_solved") or 0 for m in ms)
         print(f"| {lo}-{hi} | {len(rows)} | {len(multi) / len(rows) if rows else float('nan'):.3f} "
-              f"| {sum(solved) / len(solved) if solved else float('nan'):.3f} | {stretch} ({right}) "
+              f"| {sum(solved) / len(solved) if solved else float('nan'):.3f} | {stretch} ({stretch_right}) "
               f"| {mean('teacher_reward_mean'):.2f} | {mean('solve_rate_mean'):.2f} "
               f"| {mean('solution_tokens_mean'):.0f} | {sum(c[0] for c in cut) / total if total else float('nan'):.2f} "
-              f"| {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) |")
+              f"| {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) "
+              f"| {sum(bare) / len(bare) if bare else float('nan'):.2f} ({sum(bare)} of {len(bare)}) "
+              f"| {sum(right) / len(right) if right else float('nan'):.3f} |")
 
 
 if __name__ == "__main__":
