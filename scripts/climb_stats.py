@@ -11,6 +11,11 @@ the stretch phase's share). And the labels' own check: of the valid bare-express
 ("What is 5 + (2 + 3)?"), the share whose label is not the expression's exact value (a proposer's
 program that computed something else; labels.own_value_check refuses them since the seventh
 sitting), and the multi-operation first-8 solve rate over the problems whose label is not one of them.
+
+`--classes` adds a second table: the first-8 solve rate per class of computation (operations 1, 2,
+3+; the largest operand's digits 1, 2, 3+), right labels only. A pooled multi-operation rate moves
+with the mix of classes as well as with the solvers (three-operation chains are harder than two), so
+"did the solvers improve" is read class by class there.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--classes", action="store_true", help="also the solve rate per class of computation")
     args = ap.parse_args()
     db = sqlite3.connect(f"file:{args.run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     steps = {s: json.loads(m) for s, m in db.execute("SELECT step, metrics FROM steps")}
@@ -83,6 +89,29 @@ def main() -> None:
               f"| {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) "
               f"| {sum(bare) / len(bare) if bare else float('nan'):.2f} ({sum(bare)} of {len(bare)}) "
               f"| {sum(right) / len(right) if right else float('nan'):.3f} |")
+
+
+    if args.classes:
+        print_classes(problems, first8, last, args.block)
+
+
+def print_classes(problems: list, first8: dict[int, list[float]], last: int, block: int) -> None:
+    """Per block, each class's problems and their first-8 solve rate (right labels only)."""
+    classes = [(o, d) for o in (1, 2, 3) for d in (1, 2, 3)]
+    name = lambda o, d: f"{o}{'+' if o == 3 else ''}-op, {d}{'+' if d == 3 else ''}-digit"  # noqa: E731
+    print()
+    print("| steps | " + " | ".join(name(o, d) for o, d in classes) + " |")
+    print("|---|" + "---|" * len(classes))
+    for lo in range(0, last + 1, block):
+        rates: dict[tuple[int, int], list[float]] = {c: [] for c in classes}
+        for pid, step, text, extra, _reward, label in problems:
+            if not lo <= step < lo + block or mislabelled(text, label) or not first8.get(pid):
+                continue
+            ops, digits = computation(text, (json.loads(extra or "{}")).get("program"))
+            if ops and digits:
+                rates[(min(ops, 3), min(digits, 3))].append(sum(first8[pid]) / len(first8[pid]))
+        cells = [f"{sum(r) / len(r):.2f} ({len(r)})" if r else "-" for r in rates.values()]
+        print(f"| {lo}-{lo + block - 1} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
