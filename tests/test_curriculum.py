@@ -89,3 +89,24 @@ def test_a_stretch_problem_paid_for_reach_stays_out_of_the_pool(tmp_path):
     finally:
         archive.close()
     assert [p["problem"] for p in pool] == ["What is 7 * 8 + 2?"]
+
+
+def test_curriculum_rank_digits_puts_bigger_operands_before_more_operations(tmp_path):
+    """method.curriculum_rank: operations climbs to chains of small numbers; digits to bigger operands."""
+    from minisir.methods.sqlm import ranked, stretch_picks
+
+    archive = Archive.open(tmp_path)
+    archive.ensure_run({"model": {}, "method": {"name": "sqlm"}}, {}, 0)
+    archive.commit_step({"step": 3}, [
+        {"key": f"k{i}", "text": text, "program": None, "valid": True, "teacher_reward": 1.0, "role": "proposer"}
+        for i, text in enumerate(["What is 2 + 3 + 4?", "What is 47 + 38?", "What is 6 + 7?"])], [])
+    try:
+        by_ops = curriculum_pool(archive, step=4, cfg=_cfg(), program=True)
+        by_digits = curriculum_pool(archive, step=4, cfg=_cfg(curriculum_rank="digits"), program=True)
+    finally:
+        archive.close()
+    assert by_ops == ["What is 2 + 3 + 4?", "What is 47 + 38?", "What is 6 + 7?"]
+    assert by_digits == ["What is 47 + 38?", "What is 2 + 3 + 4?", "What is 6 + 7?"]
+    work = {0: (2, 1), 1: (1, 2), 2: (1, 1)}  # the same three problems' (operations, digits)
+    assert stretch_picks({i: ranked(w, "operations") for i, w in work.items()}, {}, k=1) == [0]
+    assert stretch_picks({i: ranked(w, "digits") for i, w in work.items()}, {}, k=1) == [1]

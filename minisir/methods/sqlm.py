@@ -85,6 +85,11 @@ class SQLMConfig(BaseModel):
         "curriculum_examples come from the problems of the last this many steps"))
     curriculum_pool: int = Field(8, ge=1, le=1024, description=(
         "curriculum_examples are drawn at random from this many of the hardest rewarded problems"))
+    curriculum_rank: Literal["operations", "digits"] = Field("operations", description=(
+        "what 'hardest' means for curriculum_examples and stretch problems (difficulty.computation): "
+        "operations = more operations first, then bigger operands; digits = bigger operands first, then more "
+        "operations. On the bundled model, ranking by operations climbed to long chains of one-digit numbers "
+        "while its two-digit sums stayed weak (RESULTS.md, seventh sitting); digits is unmeasured so far"))
     stretch_samples: int = Field(0, ge=0, le=256, description=(
         "labels program: extra solver samples for a stretch problem, one harder than most of its round "
         "(difficulty.computation above the round's median) that none of its first solver_samples solved. With "
@@ -164,8 +169,8 @@ def curriculum_pool(problems: "ProblemStore", step: int, cfg: SQLMConfig, progra
     reward: what its solvers could just solve. A stretch problem's reward is for reach, and a pool
     of them led the proposer past its solvers (RESULTS.md, third sitting): it is left out.
 
-    Hardest by the computation that labels them (difficulty.computation: operations, then operand
-    digits), never by their wording, which nothing verifies. With program labels only problems
+    Hardest by the computation that labels them (difficulty.computation, ordered as
+    method.curriculum_rank says), never by their wording, which nothing verifies. With program labels only problems
     with a program (or bare expressions, which are their own) qualify, so every example still shows
     how its answer is computed.
     """
@@ -180,9 +185,15 @@ def curriculum_pool(problems: "ProblemStore", step: int, cfg: SQLMConfig, progra
         shot = {"problem": row["text"], "program": row["program"]} if row["program"] else row["text"]
         if program and example_parts(shot)[1] is None:
             continue
-        pool.append((computation(row["text"], row["program"]), row["step"], shot))
+        pool.append((ranked(computation(row["text"], row["program"]), cfg.curriculum_rank), row["step"], shot))
     pool.sort(key=lambda x: (x[0], x[1]), reverse=True)  # hardest first; among equals, the newest
     return [shot for _, _, shot in pool[: cfg.curriculum_pool]]
+
+
+def ranked(work: tuple[int, int], rank: str) -> tuple[int, int]:
+    """difficulty.computation's (operations, operand digits) as the sort key method.curriculum_rank names."""
+    operations, digits = work
+    return (digits, operations) if rank == "digits" else (operations, digits)
 
 
 def pick_frontier(pool: list, k: int, seed: int) -> list:
@@ -219,7 +230,7 @@ def _sample_stretch(runner: "Context", cfg: SQLMConfig, problems: dict[int, str]
     from ..difficulty import computation
 
     programs = {i: getattr(p, "program", None) for i, p in problems.items()}
-    hardness = {i: computation(problems[i].problem, programs[i]) for i in solved}
+    hardness = {i: ranked(computation(problems[i].problem, programs[i]), cfg.curriculum_rank) for i in solved}
     right = {i: judge([c.text for c in group], labels[i], bind_verifier(cfg.verifier, problems[i].problem,
                                                                          labels[i])).right
              for i, group in solved.items()}
