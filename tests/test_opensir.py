@@ -431,7 +431,7 @@ def test_a_recipes_teacher_examples_are_the_prompts_worked_examples():
                  "program": "print(23 * 4 - 17)"},
                 {"reference": "What is 9 - 3?", "problem": "A box holds 12 eggs. How many eggs are in 7 boxes?",
                  "concepts": "multiplication", "program": "print(12 * 7)"}]
-    cfg = OpenSIRConfig(labels="program", teacher_format="fenced", teacher_examples=examples)
+    cfg = OpenSIRConfig(labels="program", teacher_format="fenced", teacher_examples=examples, min_problem_chars=12)
     shots = cfg.shots()
     assert few_shot_problems(shots) == [e["problem"] for e in examples]
     fenced = fenced_teacher_prompt("What is 5 + 5?", [], True, shots)
@@ -446,6 +446,9 @@ def test_a_recipes_teacher_examples_are_the_prompts_worked_examples():
         assert (out.problem, out.program) == (example["problem"], example["program"])
     assert "<concepts>order of operations</concepts>" in tags and "<program>\nprint(12 * 7)\n</program>" in tags
     assert OpenSIRConfig().shots() == TEACHER_EXAMPLES  # the defaults, when a recipe names none
+    with pytest.raises(ValueError, match="20 characters, shorter than min_problem_chars"):
+        OpenSIRConfig(labels="program", teacher_format="fenced", teacher_examples=examples)  # reference's 30
+    assert OpenSIRConfig(labels="program", teacher_format="fenced", teacher_examples=examples, leak_filter=False)
 
 
 @pytest.mark.parametrize("text, program, reason", [

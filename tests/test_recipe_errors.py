@@ -71,6 +71,10 @@ CASES: list[tuple[str, Any, list[str], list[str]]] = [
     ("teacher-example-without-concepts",
      {"method": {"name": "opensir", "teacher_examples": [{"reference": "What is 1+1?", "problem": "What is 6 * 7?"}]}},
      [], ["method", "teacher_examples[0]", "concepts", "tags"]),
+    ("teacher-example-shorter-than-the-leak-filter",
+     {"method": {"name": "opensir", "labels": "program", "teacher_format": "fenced", "teacher_examples": [
+         {"reference": "What is 1+1?", "problem": "What is 6 * 7?", "program": "print(6 * 7)"}]}}, [],
+     ["method", "teacher_examples[0].problem is 14 characters", "min_problem_chars (30)"]),
     ("sqlm-band-high", {"method": {"name": "sqlm", "solver_samples": 4, "band_high": 9}}, [],
      ["method", "band_high", "solver_samples"]),
     ("sqlm-pass-window", {"method": {"name": "sqlm", "pass_low": 0.9, "pass_high": 0.5}}, [],

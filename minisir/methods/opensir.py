@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..grpo import Sample
 from ..labels import (LABELS_DESCRIPTION, STATED_NUMBERS_DESCRIPTION, VERIFIER_DESCRIPTION, Executed, LabelMode,
                       bind_verifier, checked_program, execute, judge, verifier_spec)
-from ..prompting import ChatFn
+from ..prompting import ChatFn, one_line
 from ..sandbox import SandboxConfig
 from .common import METRICS as COMMON_METRICS
 from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
@@ -138,6 +138,11 @@ class OpenSIRConfig(BaseModel):
                                  f"{why}")
             if self.teacher_format == "tags" and not example.concepts.strip():
                 raise ValueError(f"teacher_examples[{i}] needs concepts (teacher_format: tags shows them)")
+            length = len(one_line(example.problem))
+            if self.leak_filter and length < self.min_problem_chars:
+                raise ValueError(f"teacher_examples[{i}].problem is {length} characters, shorter than "
+                                 f"min_problem_chars ({self.min_problem_chars}): the teacher would copy a problem the "
+                                 "leak filter refuses; lengthen the example or lower min_problem_chars")
         if self.verifier and self.labels == "majority":
             raise ValueError("verifier needs labels: program or agree (it compares answers with what the "
                              "teacher's program printed; a vote has no program)")
