@@ -47,6 +47,7 @@ def main() -> None:
     label = "label" if "label" in cols else "NULL"  # schema 1 archives: `minisir archive upgrade` first
     problems = db.execute(f"SELECT id, step, text, extra, teacher_reward, {label} FROM problems "
                           "WHERE role = 'proposer' AND valid = 1").fetchall()
+    wrong = {p[0]: mislabelled(p[2], p[5]) for p in problems}  # problem id -> its bare-expression check
     first8: dict[int, list[float]] = {}
     unfinished: dict[int, list[int]] = {}  # step -> [completions that hit the limit or looped, all completions]
     for pid, reward, step, finish in db.execute(
@@ -69,10 +70,8 @@ def main() -> None:
         multi = [p for p in rows if computation(p[2], (json.loads(p[3] or "{}")).get("program"))[0] >= 2]
         solved = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi if first8.get(p[0])]
         ms = [steps[s] for s in range(lo, hi + 1) if s in steps]
-        checked = [mislabelled(p[2], p[5]) for p in rows]
-        bare = [c for c in checked if c is not None]
-        right = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi
-                 if first8.get(p[0]) and not mislabelled(p[2], p[5])]
+        bare = [wrong[p[0]] for p in rows if wrong[p[0]] is not None]
+        right = [sum(first8[p[0]]) / len(first8[p[0]]) for p in multi if first8.get(p[0]) and not wrong[p[0]]]
 
         def mean(key: str) -> float:
             vals = [m[key] for m in ms if isinstance(m.get(key), (int, float))]
@@ -89,13 +88,12 @@ def main() -> None:
               f"| {mean('seconds_step'):.0f} ({mean('seconds_stretch'):.0f}) "
               f"| {sum(bare) / len(bare) if bare else float('nan'):.2f} ({sum(bare)} of {len(bare)}) "
               f"| {sum(right) / len(right) if right else float('nan'):.3f} |")
-
-
     if args.classes:
-        print_classes(problems, first8, last, args.block)
+        print_classes(problems, wrong, first8, last, args.block)
 
 
-def print_classes(problems: list, first8: dict[int, list[float]], last: int, block: int) -> None:
+def print_classes(problems: list, wrong: dict[int, bool | None], first8: dict[int, list[float]], last: int,
+                  block: int) -> None:
     """Per block, each class's problems and their first-8 solve rate (right labels only)."""
     classes = [(o, d) for o in (1, 2, 3) for d in (1, 2, 3)]
     name = lambda o, d: f"{o}{'+' if o == 3 else ''}-op, {d}{'+' if d == 3 else ''}-digit"  # noqa: E731
@@ -104,8 +102,8 @@ def print_classes(problems: list, first8: dict[int, list[float]], last: int, blo
     print("|---|" + "---|" * len(classes))
     for lo in range(0, last + 1, block):
         rates: dict[tuple[int, int], list[float]] = {c: [] for c in classes}
-        for pid, step, text, extra, _reward, label in problems:
-            if not lo <= step < lo + block or mislabelled(text, label) or not first8.get(pid):
+        for pid, step, text, extra, _reward, _label in problems:
+            if not lo <= step < lo + block or wrong[pid] or not first8.get(pid):
                 continue
             ops, digits = computation(text, (json.loads(extra or "{}")).get("program"))
             if ops and digits:
