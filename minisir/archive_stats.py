@@ -9,7 +9,7 @@ from .archive import Archive
 from .archive_schema import SCHEMA_VERSION
 
 # Refusals that come after a problem has its label: the rest come before it (parsing, "no label: ...").
-_AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
+AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
 
 
 def step_gates(archive: Archive) -> list[dict]:
@@ -23,7 +23,7 @@ def step_gates(archive: Archive) -> list[dict]:
     out: dict[int, dict] = {}
     for step, valid, reason, reward in rows:
         g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
-        labelled = bool(valid) or reason.startswith(_AFTER_LABEL)
+        labelled = bool(valid) or reason.startswith(AFTER_LABEL)
         g["outputs"] += 1
         g["parsed"] += labelled or reason.startswith("no label")
         g["labelled"] += labelled

@@ -3,28 +3,50 @@
     python scripts/opensir_gates.py runs/opensir-arith-s0 [more runs]
 
 Shares parsed, labelled and admitted; the solve rates of labelled problems against windows; how often
-the students' vote matched the executed answer; groups trained; the refusals by kind.
+the students' vote matched the executed answer; groups trained; the refusals by kind. A refusal reads
+as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.AFTER_LABEL).
 """
-import sqlite3, sys, json
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
 from collections import Counter
-from minisir.archive_stats import reason_kind
-for path in sys.argv[1:]:
+
+from minisir.archive_stats import AFTER_LABEL, reason_kind
+
+
+def report(path: str) -> None:
+    """Print one run's gates over its RL phase (the steps after phase 0's pool steps)."""
     db = sqlite3.connect(f"file:{path}/archive.sqlite?mode=ro", uri=True)
-    pool = [s for (s, m) in db.execute("select step, metrics from steps") if json.loads(m).get("phase") == "pool"]
+    pool = [s for (s, m) in db.execute("SELECT step, metrics FROM steps") if json.loads(m).get("phase") == "pool"]
     first_rl = max(pool) + 1 if pool else 0
-    rows = db.execute("select valid, coalesce(invalid_reason,''), solve_rate, majority_correct from problems "
-                      "where role='teacher' and step>=?", (first_rl,)).fetchall()
+    rows = db.execute("SELECT valid, COALESCE(invalid_reason, ''), solve_rate, majority_correct FROM problems "
+                      "WHERE role = 'teacher' AND step >= ?", (first_rl,)).fetchall()
     n = len(rows)
-    after = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
-    labelled = [r for r in rows if r[0] or r[1].startswith(after)]
-    parsed = [r for r in rows if r[0] or r[1].startswith(after) or r[1].startswith("no label")]
-    sr = [r[2] for r in labelled if r[2] is not None]
-    mc = [r[3] for r in rows if r[3] is not None]
-    steps = db.execute("select count(*) from steps where step>=?", (first_rl,)).fetchone()[0]
-    tg = db.execute("select sum(json_extract(metrics,'$.teacher_groups_trained')), sum(json_extract(metrics,'$.student_groups_trained')), avg(json_extract(metrics,'$.seconds_step')) from steps where step>=?", (first_rl,)).fetchone()
-    print(path, "RL steps", steps, "outputs", n, "parsed %.2f labelled %.2f admitted %.3f" % (len(parsed)/n, len(labelled)/n, sum(r[0] for r in rows)/n))
-    print("  solve rates of labelled:", len(sr), "in [0.5,0.9]: %d, in [0.25,0.9]: %d, >0: %d, =0: %d" % (
-        sum(0.5 <= x <= 0.9 for x in sr), sum(0.25 <= x <= 0.9 for x in sr), sum(x > 0 for x in sr), sum(x == 0 for x in sr)))
-    print("  vote matched executed: %.2f of %d" % (sum(mc)/len(mc), len(mc)) if mc else "  no audit")
-    print("  groups trained teacher/student:", tg[0], tg[1], "s a step %.0f" % tg[2])
+    labelled = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL)]
+    parsed = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL) or r[1].startswith("no label")]
+    rates = [r[2] for r in labelled if r[2] is not None]
+    audits = [r[3] for r in rows if r[3] is not None]
+    steps = db.execute("SELECT COUNT(*) FROM steps WHERE step >= ?", (first_rl,)).fetchone()[0]
+    teacher, student, seconds = db.execute(
+        "SELECT SUM(json_extract(metrics, '$.teacher_groups_trained')), "
+        "SUM(json_extract(metrics, '$.student_groups_trained')), AVG(json_extract(metrics, '$.seconds_step')) "
+        "FROM steps WHERE step >= ?", (first_rl,)).fetchone()
+    print(path, "RL steps", steps, "outputs", n, "parsed %.2f labelled %.2f admitted %.3f"
+          % (len(parsed) / n, len(labelled) / n, sum(r[0] for r in rows) / n))
+    print("  solve rates of labelled:", len(rates), "in [0.5,0.9]: %d, in [0.25,0.9]: %d, >0: %d, =0: %d" % (
+        sum(0.5 <= x <= 0.9 for x in rates), sum(0.25 <= x <= 0.9 for x in rates), sum(x > 0 for x in rates),
+        sum(x == 0 for x in rates)))
+    print("  vote matched executed: %.2f of %d" % (sum(audits) / len(audits), len(audits)) if audits else "  no audit")
+    print("  groups trained teacher/student:", teacher, student, "s a step %.0f" % seconds)
     print("  refusals:", Counter(reason_kind(r[1]) for r in rows if not r[0]).most_common(8))
+
+
+if __name__ == "__main__":
+    for run in sys.argv[1:]:
+        try:
+            report(run)
+        except sqlite3.OperationalError as exc:  # a schema-1 archive has no label columns
+            sys.exit(f"{run}: {exc}; run `minisir archive upgrade {run}` first")
