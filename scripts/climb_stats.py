@@ -15,7 +15,9 @@ sitting), and the multi-operation first-8 solve rate over the problems whose lab
 `--classes` adds a second table: the first-8 solve rate per class of computation (operations 1, 2,
 3+; the largest operand's digits 1, 2, 3+), right labels only. A pooled multi-operation rate moves
 with the mix of classes as well as with the solvers (three-operation chains are harder than two), so
-"did the solvers improve" is read class by class there.
+"did the solvers improve" is read class by class there. Its last column sums the multi-operation
+classes with a two-digit or larger operand (the kind `arithmetic-medium` asks): the expected number of
+those problems solved, their first-8 solve rate times their number.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def print_classes(problems: list, wrong: dict[int, bool | None], first8: dict[in
     classes = [(o, d) for o in (1, 2, 3) for d in (1, 2, 3)]
     name = lambda o, d: f"{o}{'+' if o == 3 else ''}-op, {d}{'+' if d == 3 else ''}-digit"  # noqa: E731
     print()
-    print("| steps | " + " | ".join(name(o, d) for o, d in classes) + " |")
-    print("|---|" + "---|" * len(classes))
+    print("| steps | " + " | ".join(name(o, d) for o, d in classes) + " | multi-op, 2+-digit: solved (rate x n) |")
+    print("|---|" + "---|" * (len(classes) + 1))
     for lo in range(0, last + 1, block):
         rates: dict[tuple[int, int], list[float]] = {c: [] for c in classes}
         for pid, step, text, extra, _reward, _label in problems:
@@ -109,6 +111,8 @@ def print_classes(problems: list, wrong: dict[int, bool | None], first8: dict[in
             if ops and digits:
                 rates[(min(ops, 3), min(digits, 3))].append(sum(first8[pid]) / len(first8[pid]))
         cells = [f"{sum(r) / len(r):.2f} ({len(r)})" if r else "-" for r in rates.values()]
+        chains = [x for (o, d), r in rates.items() if o >= 2 and d >= 2 for x in r]  # arithmetic-medium's kind
+        cells.append(f"{sum(chains):.1f} ({sum(chains) / len(chains):.3f} x {len(chains)})" if chains else "-")
         print(f"| {lo}-{lo + block - 1} | " + " | ".join(cells) + " |")
 
 
