@@ -10,6 +10,9 @@ from .archive_schema import SCHEMA_VERSION
 
 # Refusals that come after a problem has its label: the rest come before it (parsing, "no label: ...").
 AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "all rewards equal")
+# Refusals of an output that parsed, before its label: its program gave none, or (OpenSIR's
+# opensir_prompts.NOT_NEW) it repeats a problem its prompt showed.
+BEFORE_LABEL = ("no label", "not new")
 
 
 def step_gates(archive: Archive) -> list[dict]:
@@ -25,7 +28,7 @@ def step_gates(archive: Archive) -> list[dict]:
         g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
         labelled = bool(valid) or reason.startswith(AFTER_LABEL)
         g["outputs"] += 1
-        g["parsed"] += labelled or reason.startswith("no label")
+        g["parsed"] += labelled or reason.startswith(BEFORE_LABEL)
         g["labelled"] += labelled
         g["valid"] += bool(valid)
         g["paid"] += reward > 0

@@ -4,7 +4,7 @@
 
 Shares parsed, labelled and admitted; the solve rates of labelled problems against windows; how often
 the students' vote matched the executed answer; groups trained; the refusals by kind. A refusal reads
-as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.AFTER_LABEL).
+as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.AFTER_LABEL, BEFORE_LABEL).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from collections import Counter
 
-from minisir.archive_stats import AFTER_LABEL, reason_kind
+from minisir.archive_stats import AFTER_LABEL, BEFORE_LABEL, reason_kind
 
 
 def report(path: str) -> None:
@@ -26,7 +26,7 @@ def report(path: str) -> None:
                       "WHERE role = 'teacher' AND step >= ?", (first_rl,)).fetchall()
     n = len(rows)
     labelled = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL)]
-    parsed = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL) or r[1].startswith("no label")]
+    parsed = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL) or r[1].startswith(BEFORE_LABEL)]
     rates = [r[2] for r in labelled if r[2] is not None]
     audits = [r[3] for r in rows if r[3] is not None]
     steps = db.execute("SELECT COUNT(*) FROM steps WHERE step >= ?", (first_rl,)).fetchone()[0]

@@ -249,6 +249,7 @@ def test_per_step_gates_count_each_generated_problem_at_the_gate_it_stopped(tmp_
         ("teacher", 0, "no label: program failed: NameError", -1.0),  # parsed, no label
         ("teacher", 0, "solve rate outside the window (0.00)", -0.5),  # labelled, not admitted
         ("teacher", 1, None, 0.8),  # admitted and paid
+        ("teacher", 0, "not new: repeats a problem its prompt showed", -1.0),  # parsed, a copy: no label run
     ]
     with Archive.open(tmp_path) as arc:
         arc.commit_step({"step": 0}, [{"key": f"k{i}", "text": f"p{i}", "role": role, "valid": valid,
@@ -258,13 +259,13 @@ def test_per_step_gates_count_each_generated_problem_at_the_gate_it_stopped(tmp_
                                        "invalid_reason": "leak: majority answer appears in the problem",
                                        "teacher_reward": 0.0}], [])
         assert step_gates(arc) == [
-            {"step": 0, "outputs": 4, "parsed": 3, "labelled": 2, "valid": 1, "paid": 1},
+            {"step": 0, "outputs": 5, "parsed": 4, "labelled": 2, "valid": 1, "paid": 1},
             {"step": 1, "outputs": 1, "parsed": 1, "labelled": 1, "valid": 0, "paid": 0}]
     out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path), "--per-step"])
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert lines[0].split() == ["step", "outputs", "parsed", "labelled", "valid", "rewarded"]
-    assert lines[1].split() == ["0", "4", "0.75", "0.50", "0.25", "0.25"]
+    assert lines[1].split() == ["0", "5", "0.80", "0.40", "0.20", "0.20"]
     assert lines[2].split() == ["1", "1", "1.00", "1.00", "0.00", "0.00"]
 
 

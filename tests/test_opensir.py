@@ -14,6 +14,7 @@ from minisir.methods.opensir_prompts import (
     few_shot_problems,
     has_box,
     parse_teacher,
+    repeats,
     student_prompt,
     teacher_prompt,
     teacher_stop,
@@ -490,3 +491,41 @@ def test_graded_teacher_reward_has_spread_where_the_reference_has_none():
     failing = [None, None, _stats(False, reward=0.0), None]
     assert len({teacher_value(st, OpenSIRConfig()) for st in failing}) == 1  # no spread, nothing to learn
     assert {teacher_value(st, graded) for st in failing} == {-1.0, -0.5}
+
+
+def test_repeats_sees_a_copy_through_case_and_spacing_only():
+    shown = ["What is 10+15?", "A box holds 6 eggs. How many eggs are in 5 boxes?"]
+    assert repeats("What is 10 + 15 ?", shown) and repeats("what is 10+15?", shown)
+    assert repeats("A box holds 6 eggs.  How many eggs are in 5 boxes?", shown)
+    assert not repeats("What is 10 + 16?", shown) and not repeats("What is 10 - 15?", shown)
+    assert not repeats("What is 10 + 15?", [])
+
+
+def test_a_round_refuses_copies_of_what_its_prompt_showed_before_labels_or_students():
+    """The bundled model's teacher learned to hand back its reference (RESULTS.md, eighth sitting): a
+    copy is refused at parsing, so no program runs and no student samples it, and under graded rewards
+    it scores -1 beside -0.5 for a new problem outside the window, so a group that copies has spread."""
+    from types import SimpleNamespace
+
+    from minisir.methods.opensir import _metrics, _parse, _Round, teacher_value
+    from minisir.methods.opensir_prompts import NOT_NEW
+
+    def completion(text: str) -> SimpleNamespace:
+        return SimpleNamespace(text=text, finish_reason="stop", token_ids=[1, 2], rank=None)
+
+    for refuse in (True, False):
+        r = _Round.__new__(_Round)
+        r.cfg = OpenSIRConfig(teacher_format="fenced", labels="program", refuse_copies=refuse)
+        r.fenced, r.labelled, r.prefix, r.copies = True, True, "4", 0
+        r.shown = [["What is 10+15?", "What is 9 * 4?", *few_shot_problems(r.cfg.shots())]]
+        r.teacher = [[completion(" What is 10 + 15 ?\n```python\nprint(10 + 15)\n```"),
+                      completion(" WHAT IS 9 * 4?\n```python\nprint(9 * 4)\n```"),
+                      completion(" What is 10 + 16?\n```python\nprint(10 + 16)\n```")]]
+        _parse(r)
+        assert [x[2].problem for x in r.parsed] == (["What is 10 + 16?"] if refuse else
+                                                     ["What is 10 + 15 ?", "WHAT IS 9 * 4?", "What is 10 + 16?"])
+        assert [x[2].reason for x in r.cands] == ([NOT_NEW, NOT_NEW, None] if refuse else [None] * 3)
+        r.stats, r.executed, r.problems, r.pool_phase, r.teacher_ids, r.student_keys = {}, {}, [], False, [], []
+        r.teacher_tps = r.student_tps = 0.0
+        assert _metrics(r)["copy_rate"] == (2 / 3 if refuse else 0.0)
+    assert teacher_value(None, OpenSIRConfig(teacher_grading="graded")) == -1.0  # a copy has no stats

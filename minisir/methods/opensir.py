@@ -6,7 +6,8 @@ sampler and archive. Prompts and parsing (`opensir_prompts.py`) and rewards and 
 solvability window [0.5, 0.9] with non-zero edges, length weight 1 and 0 for unparsed
 problems, groups ranked by solvability + diversity, and an initial pool grown from the
 seed before RL. minisir adds one check the reference applies only to its initial pool:
-a problem whose majority answer is copied from its own text earns nothing (`leak_filter`).
+a problem whose majority answer is copied from its own text earns nothing (`leak_filter`);
+and a problem that repeats one its prompt showed is refused before students see it (`refuse_copies`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from .common import METRICS as COMMON_METRICS
 from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
                      own_top_p_field, sampled_by, temperature_field, to_sample, top_p_field)
 from .curves import NOT_SEED, Curve
-from .opensir_prompts import (TEACHER_EXAMPLES, TeacherOutput, TeacherShot, fenced_teacher_prompt, few_shot_problems,
-                              has_box, parse_fenced, parse_teacher, student_prompt, student_stop, teacher_prompt,
-                              teacher_stop)
+from .opensir_prompts import (NOT_NEW, TEACHER_EXAMPLES, TeacherOutput, TeacherShot, fenced_teacher_prompt, few_shot_problems,
+                              has_box, parse_fenced, parse_teacher, repeats, student_prompt, student_stop,
+                              teacher_prompt, teacher_stop)
 from .opensir_rewards import select_groups, solvability, student_reward, teacher_reward
 
 if TYPE_CHECKING:
@@ -91,6 +92,12 @@ class OpenSIRConfig(BaseModel):
         True, description="a problem shorter than min_problem_chars, with tags, or whose majority answer has no "
         "digit or is a number from its own text earns 0 and never trains students (beyond the reference)")
     min_problem_chars: int = Field(30, ge=0, description="shortest problem the leak filter accepts (reference 30)")
+    refuse_copies: bool = Field(True, description=(
+        "a teacher problem that repeats one its prompt showed (its reference, an archive example, a worked "
+        "example; case and spacing aside) is refused before students see it, as an output that gives no "
+        "problem (beyond the reference, which leaves copies to the diversity term; that term pays nothing "
+        "outside the window, and on the bundled model up to 16 of 16 outputs a step became copies of the "
+        "reference, RESULTS.md eighth sitting)"))
     think: bool | None = Field(
         None, description="teacher explains how its problem differs inside <think> first, and the format term "
         "requires it; null = on for chat prompts, off for few-shot completion prompts")
@@ -189,8 +196,9 @@ def _pool_phase(runner: "Context", cfg: OpenSIRConfig) -> bool:
 
 
 def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator, add_seeds: bool,
-                think: bool, program: bool = False) -> tuple[list[dict], list[str], list[dict]]:
-    """Reference problems, their teacher prompts, and the seed rows of a fresh archive."""
+                think: bool, program: bool = False) -> tuple[list[dict], list[str], list[dict], list[list[str]]]:
+    """Reference problems, their teacher prompts, the seed rows of a fresh archive, and the
+    problems each prompt shows (reference, archive examples, worked examples)."""
     archive = runner.problems
     seed_rows: list[dict] = []
     n_pool, fetch = archive.count_valid(), archive.valid_at  # a few rows by position: no full read
@@ -203,7 +211,7 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         n_pool, fetch = len(seeds), lambda positions: [seeds[i] for i in positions]
     picks = rng.choice(n_pool, size=cfg.references_per_step, replace=n_pool < cfg.references_per_step)
     refs = fetch([int(i) for i in picks])
-    prompts = []
+    prompts, shown = [], []
     for pick, ref in zip(picks, refs):
         k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
         others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
@@ -211,7 +219,8 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         prompts.append(fenced_teacher_prompt(ref["text"], examples, program, cfg.shots())
                        if cfg.fenced(runner.chat is not None)
                        else teacher_prompt(ref["text"], examples, runner.chat, think, program, cfg.shots()))
-    return refs, prompts, seed_rows
+        shown.append([ref["text"], *examples, *few_shot_problems(cfg.shots())])
+    return refs, prompts, seed_rows, shown
 
 
 # How this method's step metrics combine over rounds (methods.common.METRICS says how to read it).
@@ -235,7 +244,8 @@ def play(runner: "Context", step: int, phase: "Phase", round_: int = 0) -> "Step
 
     r = _Round(runner, step, round_)
     with phase("references"):
-        r.refs, prompts, r.problems = _references(runner, r.cfg, r.rng, round_ == 0, r.think, r.labelled)
+        r.refs, prompts, r.problems, r.shown = _references(runner, r.cfg, r.rng, round_ == 0, r.think,
+                                                            r.labelled)
     with phase("teacher"):
         _teach(r, prompts)
     with phase("parse"):
@@ -268,6 +278,8 @@ class _Round:
         self.prefix = f"{step}" if round_ == 0 else f"{step}r{round_}"
         self.rng = np.random.default_rng(step_seed(self.seed, step, "reference", round_))
         self.refs: list[dict] = []
+        self.shown: list[list[str]] = []  # per reference, the problems its prompt showed
+        self.copies = 0  # parsed outputs refused as repeats of a shown problem
         self.problems: list[dict] = []  # archive rows (new seeds first, then this round's candidates)
         self.teacher: list = []  # teacher completions, one group per reference
         self.cands: list[tuple[int, Any, TeacherOutput, str]] = []
@@ -299,6 +311,18 @@ def _parse(r: _Round) -> None:
                 else parse_teacher(c.text, c.finish_reason), f"{r.prefix}-{k}-{j}")
                for k, group in enumerate(r.teacher) for j, c in enumerate(group)]
     r.parsed = [x for x in r.cands if x[2].valid]
+    if r.cfg.refuse_copies:
+        _refuse_copies(r)
+
+
+def _refuse_copies(r: _Round) -> None:
+    """A parsed problem that repeats one its prompt showed is no new problem: refused before any
+    program runs or student samples it (graded: -1, as an output that gives no problem)."""
+    for k, _c, out, _key in r.parsed:
+        if repeats(out.problem, r.shown[k]):
+            out.valid, out.reason = False, NOT_NEW
+            r.copies += 1
+    r.parsed = [x for x in r.parsed if x[2].valid]
 
 
 def _label(r: _Round) -> None:
@@ -385,6 +409,7 @@ def _metrics(r: _Round) -> dict[str, Any]:
         "parse_rate": len(r.parsed) / n if n else 0.0,
         "valid_rate": sum(1 for st in stats.values() if st["admitted"]) / n if n else 0.0,
         "leak_rate": sum(1 for st in stats.values() if st["leak"]) / n if n else 0.0,
+        "copy_rate": r.copies / n if n else 0.0,
         "labelled_rate": sum(1 for ex in r.executed.values() if ex.answer is not None) / n if n else 0.0,
         "label_precision": mean_or_none([1.0 if a else 0.0 for a in audits]),
         "label_audited": len(audits),

@@ -72,6 +72,17 @@ PROGRAM_INSTRUCTION = (
 )
 
 
+# The refusal of a copy (archive_stats counts it as parsed, refused before its label).
+NOT_NEW = "not new: repeats a problem its prompt showed"
+
+
+def repeats(problem: str, shown: Sequence[str]) -> bool:
+    """Whether a teacher's problem is one of the problems its prompt showed (the reference, the
+    archive examples, the worked examples), case and spacing aside: a copy is not a new problem."""
+    squash = lambda t: re.sub(r"\s+", "", str(t)).lower()  # noqa: E731
+    return squash(problem) in {squash(t) for t in shown}
+
+
 def few_shot_problems(shots: Sequence[TeacherShot] = TEACHER_EXAMPLES) -> list[str]:
     """The fixed example problems shown to the teacher. Add their embeddings to the
     diversity reference so copying an example never looks novel."""
