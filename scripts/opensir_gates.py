@@ -1,9 +1,12 @@
 """An OpenSIR run's RL-phase teacher outputs gate by gate, from its archive (RESULTS.md, sixth sitting).
 
-    python scripts/opensir_gates.py runs/opensir-arith-s0 [more runs]
+    python scripts/opensir_gates.py runs/opensir-arith-s0 [more runs] [--block 10]
 
 Shares parsed, labelled and admitted; the solve rates of labelled problems against windows; how often
-the students' vote matched the executed answer; groups trained; the refusals by kind. A refusal reads
+the students' vote matched the executed answer; groups trained; the refusals by kind; and per block of
+`--block` steps (from step 0, phase 0 included), the share of teacher outputs whose text is their
+reference's (a copy, refused since method.refuse_copies; counted from `problems.parent_id`, so older
+archives answer too), their distinct texts and the share admitted. A refusal reads
 as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.AFTER_LABEL, BEFORE_LABEL).
 """
 
@@ -17,7 +20,7 @@ from collections import Counter
 from minisir.archive_stats import AFTER_LABEL, BEFORE_LABEL, reason_kind
 
 
-def report(path: str) -> None:
+def report(path: str, block: int = 10) -> None:
     """Print one run's gates over its RL phase (the steps after phase 0's pool steps)."""
     db = sqlite3.connect(f"file:{path}/archive.sqlite?mode=ro", uri=True)
     pool = [s for (s, m) in db.execute("SELECT step, metrics FROM steps") if json.loads(m).get("phase") == "pool"]
@@ -42,11 +45,33 @@ def report(path: str) -> None:
     print("  vote matched executed: %.2f of %d" % (sum(audits) / len(audits), len(audits)) if audits else "  no audit")
     print("  groups trained teacher/student:", teacher, student, "s a step %.0f" % seconds)
     print("  refusals:", Counter(reason_kind(r[1]) for r in rows if not r[0]).most_common(8))
+    print_copies(db, block)
+
+
+def print_copies(db: sqlite3.Connection, block: int) -> None:
+    """Per block of steps: teacher outputs, copies of their reference, distinct texts, admitted."""
+    squash = lambda t: "".join((t or "").split()).lower()  # noqa: E731  (as opensir_prompts.repeats)
+    blocks: dict[int, list] = {}
+    for step, text, parent, valid, reason in db.execute(
+            "SELECT c.step, c.text, p.text, c.valid, COALESCE(c.invalid_reason, '') FROM problems c "
+            "LEFT JOIN problems p ON p.id = c.parent_id WHERE c.role = 'teacher'"):
+        copy = (parent is not None and squash(text) == squash(parent)) or reason.startswith("not new")
+        blocks.setdefault(step // block, []).append((copy, text, valid))
+    print("  steps: outputs, copies of their reference, distinct texts, admitted")
+    for b in sorted(blocks):
+        rows = blocks[b]
+        print(f"    {b * block}-{b * block + block - 1}: {len(rows)}, {sum(r[0] for r in rows)}, "
+              f"{len({r[1] for r in rows})}, {sum(r[2] for r in rows)}")
 
 
 if __name__ == "__main__":
-    for run in sys.argv[1:]:
+    args = sys.argv[1:]
+    size = 10
+    if "--block" in args:
+        i = args.index("--block")
+        size, args = int(args[i + 1]), args[:i] + args[i + 2:]
+    for run in args:
         try:
-            report(run)
+            report(run, size)
         except sqlite3.OperationalError as exc:  # a schema-1 archive has no label columns
             sys.exit(f"{run}: {exc}; run `minisir archive upgrade {run}` first")
