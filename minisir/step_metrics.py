@@ -93,6 +93,7 @@ def summary_line(step: int, m: dict[str, Any]) -> str:
         f"step {step}{tag}: teacher {f('teacher_reward_mean')} student {f('student_reward_mean')} "
         f"solve {f('solve_rate_mean')} valid {f('valid_rate')} "
         + (f"labelled {f('labelled_rate')} " if m.get("labelled_rate") is not None else "")
+        + (f"copies {f('copy_rate')} " if m.get("copy_rate") else "")
         + f"div {f('diversity_mean')} "
         f"sol_tok {f('solution_tokens_mean', '{:.0f}')} trained {f('train_samples', '{:.0f}')} "
         f"loss {f('train_loss', '{:.4f}')} "

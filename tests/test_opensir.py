@@ -509,6 +509,7 @@ def test_a_round_refuses_copies_of_what_its_prompt_showed_before_labels_or_stude
 
     from minisir.methods.opensir import _metrics, _parse, _Round, teacher_value
     from minisir.methods.opensir_prompts import NOT_NEW
+    from minisir.step_metrics import summary_line
 
     def completion(text: str) -> SimpleNamespace:
         return SimpleNamespace(text=text, finish_reason="stop", token_ids=[1, 2], rank=None)
@@ -528,4 +529,5 @@ def test_a_round_refuses_copies_of_what_its_prompt_showed_before_labels_or_stude
         r.stats, r.executed, r.problems, r.pool_phase, r.teacher_ids, r.student_keys = {}, {}, [], False, [], []
         r.teacher_tps = r.student_tps = 0.0
         assert _metrics(r)["copy_rate"] == (2 / 3 if refuse else 0.0)
+        assert ("copies 0.67" in summary_line(4, _metrics(r))) == refuse  # the step line says so when any
     assert teacher_value(None, OpenSIRConfig(teacher_grading="graded")) == -1.0  # a copy has no stats
