@@ -89,7 +89,9 @@ class SQLMConfig(BaseModel):
         "what 'hardest' means for curriculum_examples and stretch problems (difficulty.computation): "
         "operations = more operations first, then bigger operands; digits = bigger operands first, then more "
         "operations. On the bundled model, ranking by operations climbed to long chains of one-digit numbers "
-        "while its two-digit sums stayed weak (RESULTS.md, seventh sitting); digits is unmeasured so far"))
+        "while its two-digit sums stayed weak (RESULTS.md, seventh sitting); ranked by digits from the same step "
+        "29 (one seed), it wrote and solved more two-digit chains, and arithmetic-medium's two-operation "
+        "questions still did not move (eighth sitting)"))
     stretch_samples: int = Field(0, ge=0, le=256, description=(
         "labels program: extra solver samples for a stretch problem, one harder than most of its round "
         "(difficulty.computation above the round's median) that none of its first solver_samples solved. With "
