@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 
 from minisir.archive_stats import AFTER_LABEL, BEFORE_LABEL, reason_kind
+from minisir.methods.opensir_prompts import NOT_NEW, repeats
 
 
 def report(path: str, block: int = 10) -> None:
@@ -50,12 +51,11 @@ def report(path: str, block: int = 10) -> None:
 
 def print_copies(db: sqlite3.Connection, block: int) -> None:
     """Per block of steps: teacher outputs, copies of their reference, distinct texts, admitted."""
-    squash = lambda t: "".join((t or "").split()).lower()  # noqa: E731  (as opensir_prompts.repeats)
     blocks: dict[int, list] = {}
     for step, text, parent, valid, reason in db.execute(
             "SELECT c.step, c.text, p.text, c.valid, COALESCE(c.invalid_reason, '') FROM problems c "
             "LEFT JOIN problems p ON p.id = c.parent_id WHERE c.role = 'teacher'"):
-        copy = (parent is not None and squash(text) == squash(parent)) or reason.startswith("not new")
+        copy = (parent is not None and repeats(text or "", [parent])) or reason.startswith(NOT_NEW)
         blocks.setdefault(step // block, []).append((copy, text, valid))
     print("  steps: outputs, copies of their reference, distinct texts, admitted")
     for b in sorted(blocks):

@@ -27,9 +27,9 @@ from .common import METRICS as COMMON_METRICS
 from .common import (SamplingConfig, completion_fields, max_tokens_field, mean_or_none, own_temperature_field,
                      own_top_p_field, sampled_by, temperature_field, to_sample, top_p_field)
 from .curves import NOT_SEED, Curve
-from .opensir_prompts import (NOT_NEW, TEACHER_EXAMPLES, TeacherOutput, TeacherShot, fenced_teacher_prompt, few_shot_problems,
-                              has_box, parse_fenced, parse_teacher, repeats, student_prompt, student_stop,
-                              teacher_prompt, teacher_stop)
+from .opensir_prompts import (NOT_NEW, TEACHER_EXAMPLES, TeacherOutput, TeacherShot, fenced_teacher_prompt,
+                              few_shot_problems, has_box, parse_fenced, parse_teacher, repeats, student_prompt,
+                              student_stop, teacher_prompt, teacher_stop)
 from .opensir_rewards import select_groups, solvability, student_reward, teacher_reward
 
 if TYPE_CHECKING:
