@@ -15,7 +15,10 @@ TINY = {
     "sampler": {"n_ctx": 2048, "n_parallel": 4},
     "method": {"name": "opensir", "references_per_step": 1, "teacher_samples": 2, "student_samples": 2,
                "teacher_max_tokens": 32, "student_max_tokens": 32, "length_cap": 32,
-               "initial_pool": 0},
+               "initial_pool": 0,
+               # force_valid_problem writes the same problem every round; from the second step the pool
+               # shows it, and the copy check (tests/test_opensir.py) would refuse it, so no step would train
+               "refuse_copies": False},
     "trainer": {"lora_rank": 4, "lora_alpha": 8, "micro_batch_tokens": 1024},
     "run": {"steps": 2, "seed": 0},
 }
