@@ -15,6 +15,12 @@ AFTER_LABEL = ("leak", "solve rate", "majority differs", "no clear majority", "a
 BEFORE_LABEL = ("no label", "not new")
 
 
+def gates_passed(valid: bool, reason: str) -> tuple[bool, bool]:
+    """(parsed, labelled) for one generated problem, read from its valid flag and invalid_reason."""
+    labelled = bool(valid) or reason.startswith(AFTER_LABEL)
+    return labelled or reason.startswith(BEFORE_LABEL), labelled
+
+
 def step_gates(archive: Archive) -> list[dict]:
     """Per step, how the generated problems (proposer/teacher rows) passed each gate, as shares
     of all outputs: parsed, labelled (its program ran and printed a label, or it needs none),
@@ -26,9 +32,9 @@ def step_gates(archive: Archive) -> list[dict]:
     out: dict[int, dict] = {}
     for step, valid, reason, reward in rows:
         g = out.setdefault(step, {"step": step, "outputs": 0, "parsed": 0, "labelled": 0, "valid": 0, "paid": 0})
-        labelled = bool(valid) or reason.startswith(AFTER_LABEL)
+        parsed, labelled = gates_passed(valid, reason)
         g["outputs"] += 1
-        g["parsed"] += labelled or reason.startswith(BEFORE_LABEL)
+        g["parsed"] += parsed
         g["labelled"] += labelled
         g["valid"] += bool(valid)
         g["paid"] += reward > 0

@@ -7,7 +7,7 @@ the students' vote matched the executed answer; groups trained; the refusals by 
 `--block` steps (from step 0, phase 0 included), the share of teacher outputs whose text is their
 reference's (a copy, refused since method.refuse_copies; counted from `problems.parent_id`, so older
 archives answer too), their distinct texts and the share admitted. A refusal reads
-as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.AFTER_LABEL, BEFORE_LABEL).
+as "labelled" or "parsed" the way `minisir archive stats` reads it (archive_stats.gates_passed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlite3
 import sys
 from collections import Counter
 
-from minisir.archive_stats import AFTER_LABEL, BEFORE_LABEL, reason_kind
+from minisir.archive_stats import gates_passed, reason_kind
 from minisir.methods.opensir_prompts import NOT_NEW, repeats
 
 
@@ -29,8 +29,9 @@ def report(path: str, block: int = 10) -> None:
     rows = db.execute("SELECT valid, COALESCE(invalid_reason, ''), solve_rate, majority_correct FROM problems "
                       "WHERE role = 'teacher' AND step >= ?", (first_rl,)).fetchall()
     n = len(rows)
-    labelled = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL)]
-    parsed = [r for r in rows if r[0] or r[1].startswith(AFTER_LABEL) or r[1].startswith(BEFORE_LABEL)]
+    passed = [gates_passed(r[0], r[1]) for r in rows]
+    labelled = [r for r, (_, lab) in zip(rows, passed) if lab]
+    parsed = [r for r, (par, _) in zip(rows, passed) if par]
     rates = [r[2] for r in labelled if r[2] is not None]
     audits = [r[3] for r in rows if r[3] is not None]
     steps = db.execute("SELECT COUNT(*) FROM steps WHERE step >= ?", (first_rl,)).fetchone()[0]
