@@ -211,7 +211,7 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         n_pool, fetch = len(seeds), lambda positions: [seeds[i] for i in positions]
     picks = rng.choice(n_pool, size=cfg.references_per_step, replace=n_pool < cfg.references_per_step)
     refs = fetch([int(i) for i in picks])
-    prompts, shown = [], []
+    prompts, shown, worked = [], [], few_shot_problems(cfg.shots())
     for pick, ref in zip(picks, refs):
         k = min(cfg.few_shot, n_pool - 1)  # examples: other pool positions than the reference's
         others = [int(i) + (i >= pick) for i in rng.choice(n_pool - 1, size=k, replace=False)] if k else []
@@ -219,7 +219,7 @@ def _references(runner: "Context", cfg: OpenSIRConfig, rng: np.random.Generator,
         prompts.append(fenced_teacher_prompt(ref["text"], examples, program, cfg.shots())
                        if cfg.fenced(runner.chat is not None)
                        else teacher_prompt(ref["text"], examples, runner.chat, think, program, cfg.shots()))
-        shown.append([ref["text"], *examples, *few_shot_problems(cfg.shots())])
+        shown.append([ref["text"], *examples, *worked])
     return refs, prompts, seed_rows, shown
 
 
