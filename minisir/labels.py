@@ -242,8 +242,8 @@ def reused_numbers(problem: str, program: str) -> list[str]:
     """The numbers a program writes more often than its problem states them, when the problem asks
     for no power: "How many toys did 12 kids buy?" labelled by `print(12 * 12)`.
 
-    On the bundled model 26 of one OpenSIR seed's 120 admitted problems were such squares of their
-    only number (RESULTS.md, ninth sitting), so the label answered no question. A stated number counts
+    On the bundled model 30 of one OpenSIR seed's 120 admitted problems were such squares or doubles
+    of a stated number (RESULTS.md, tenth sitting), so the label answered no question. A stated number counts
     once per time the text writes it, as a numeral (also as a percentage or a fraction's value) or a
     word; a number only implied (60, 24, 12 ...) may be reused freely, one the text states may not
     ("How many seconds are in 60 minutes?" is refused: a rare cost). Empty when the program does not
