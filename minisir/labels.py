@@ -144,6 +144,12 @@ _TEXT_FRACTION = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d+)(?![\d.])")
 
 def program_constants(program: str) -> set | None:
     """The numeric constants a program writes, as absolute Fractions; None when it does not parse."""
+    written = _written_constants(program)
+    return None if written is None else set(written)
+
+
+def _written_constants(program: str) -> list | None:
+    """Every numeric constant a program writes, as an absolute Fraction, once per time it is written."""
     import ast
     from fractions import Fraction
 
@@ -151,9 +157,9 @@ def program_constants(program: str) -> set | None:
         tree = ast.parse(program)
     except (SyntaxError, ValueError):
         return None
-    return {abs(Fraction(repr(node.value))) for node in ast.walk(tree)
+    return [abs(Fraction(repr(node.value))) for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and type(node.value) in (int, float)
-            and node.value == node.value and abs(node.value) != float("inf")}
+            and node.value == node.value and abs(node.value) != float("inf")]
 
 
 def _text_numbers(problem: str) -> list[tuple[str, set]]:
@@ -249,21 +255,15 @@ def reused_numbers(problem: str, program: str) -> list[str]:
     ("How many seconds are in 60 minutes?" is refused: a rare cost). Empty when the program does not
     parse or the problem has a power word (square, area, cube, itself, power, ^).
     """
-    import ast
     from collections import Counter
     from fractions import Fraction
 
     from .evaluate import format_number
 
-    if _POWER_WORDS.search(problem):
+    constants = None if _POWER_WORDS.search(problem) else _written_constants(program)
+    if not constants:
         return []
-    try:
-        tree = ast.parse(program)
-    except (SyntaxError, ValueError):
-        return []
-    written = Counter(abs(Fraction(repr(node.value))) for node in ast.walk(tree)
-                      if isinstance(node, ast.Constant) and type(node.value) in (int, float)
-                      and node.value == node.value and abs(node.value) != float("inf"))
+    written = Counter(constants)
     stated: Counter = Counter()
     for _, values in _text_numbers(problem):
         stated.update(values)
