@@ -47,6 +47,8 @@ _REASON_KINDS: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"(program failed: \w+)(?::.*)?$"), r"\1"),
     (re.compile(r"program leaves .+ of the problem unused$"), "program leaves a number of the problem unused"),
     (re.compile(r"program uses .+, which the problem never states$"), "program uses a number the problem never states"),
+    (re.compile(r"program uses .+ more often than the problem states it$"),
+     "program uses a number more often than the problem states it"),
     (re.compile(r"program printed a number too large to check .*$"), "program printed a number too large to check"),
     (re.compile(r"program gives .+, but the problem's .+ is .+$"), "program gives another value than the problem's expression"),
     (re.compile(r"the problem's expression .+ does not evaluate$"), "the problem's expression does not evaluate"),

@@ -14,7 +14,9 @@ problem's numbers, and minisir runs it:
 A program that fails, times out or prints no number gives no label, with the reason. So does a
 program that leaves a number of its problem unused (unused_numbers): "What is the remainder when
 5 * 4 is divided by 3?" with `print(5 * 4)` labels a sum the words do not ask for; and so does one
-that computes with a number its problem never states (foreign_numbers).
+that computes with a number its problem never states (foreign_numbers), or with a stated one more
+often than the problem states it, unless it asks for a power (reused_numbers): "How many toys did
+12 kids buy?" with `print(12 * 12)`.
 
 `method.labels` then decides what the label is (LabelMode).
 """
@@ -142,6 +144,12 @@ _TEXT_FRACTION = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d+)(?![\d.])")
 
 def program_constants(program: str) -> set | None:
     """The numeric constants a program writes, as absolute Fractions; None when it does not parse."""
+    written = _written_constants(program)
+    return None if written is None else set(written)
+
+
+def _written_constants(program: str) -> list | None:
+    """Every numeric constant a program writes, as an absolute Fraction, once per time it is written."""
     import ast
     from fractions import Fraction
 
@@ -149,9 +157,9 @@ def program_constants(program: str) -> set | None:
         tree = ast.parse(program)
     except (SyntaxError, ValueError):
         return None
-    return {abs(Fraction(repr(node.value))) for node in ast.walk(tree)
+    return [abs(Fraction(repr(node.value))) for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and type(node.value) in (int, float)
-            and node.value == node.value and abs(node.value) != float("inf")}
+            and node.value == node.value and abs(node.value) != float("inf")]
 
 
 def _text_numbers(problem: str) -> list[tuple[str, set]]:
@@ -232,10 +240,43 @@ def foreign_numbers(problem: str, program: str) -> list[str]:
     return [format_number(v) for v in sorted(literals - stated)]
 
 
+# Words that make a number's square (or higher power) what the problem asks for.
+_POWER_WORDS = re.compile(r"squar|area|itself|power|cube|cubic|\^|\*\*", re.I)
+
+
+def reused_numbers(problem: str, program: str) -> list[str]:
+    """The numbers a program writes more often than its problem states them, when the problem asks
+    for no power: "How many toys did 12 kids buy?" labelled by `print(12 * 12)`.
+
+    On the bundled model 30 of one OpenSIR seed's 120 admitted problems were such squares or doubles
+    of a stated number (RESULTS.md, tenth sitting), so the label answered no question. A stated number counts
+    once per time the text writes it, as a numeral (also as a percentage or a fraction's value) or a
+    word; a number only implied (60, 24, 12 ...) may be reused freely, one the text states may not
+    ("How many seconds are in 60 minutes?" is refused: a rare cost). Empty when the program does not
+    parse or the problem has a power word (square, area, cube, itself, power, ^).
+    """
+    from collections import Counter
+    from fractions import Fraction
+
+    from .evaluate import format_number
+
+    constants = None if _POWER_WORDS.search(problem) else _written_constants(program)
+    if not constants:
+        return []
+    written = Counter(constants)
+    stated: Counter = Counter()
+    for _, values in _text_numbers(problem):
+        stated.update(values)
+    stated.update(Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS)
+    return [format_number(v) for v in sorted(written) if 0 < stated[v] < written[v]]
+
+
 STATED_NUMBERS_DESCRIPTION = (
     "labels program/agree: refuse a label program that computes with a number its problem never states "
     "(number words and IMPLIED_NUMBERS such as 60, 12 or 365 count as stated): on the bundled model such labels "
-    "belong to another problem; turn off for topics with constants of their own (physics, unit conversions)")
+    "belong to another problem; nor one that writes a stated number more often than the problem does, unless the "
+    "problem asks for a power (square, area, cube): such labels squared the problem's only number; turn off for "
+    "topics with constants of their own (physics, unit conversions)")
 
 
 def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=None,
@@ -246,7 +287,8 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
     given beside a bare expression must compute the expression's value (own_value_check), and one
     for a bare expression that does not evaluate is refused. whole_output: the label is all a program
     printed (output_label, for a method.verifier), not its last number, and no expression is checked.
-    stated_only: refuse a program that computes with a number its problem never states (foreign_numbers).
+    stated_only: refuse a program that computes with a number its problem never states (foreign_numbers),
+    or with a stated one more often than stated (reused_numbers).
     """
     from .sandbox import SandboxConfig, run_batch
 
@@ -270,6 +312,11 @@ def execute(problems: Sequence[str], programs: Sequence[str | None], sandbox=Non
         foreign = foreign_numbers(problem or "", program) if stated_only else []
         if foreign:
             out[i] = Executed(None, None, f"program uses {', '.join(foreign[:3])}, which the problem never states")
+            continue
+        # a bare expression's program is held to the expression's value instead (own_value_check)
+        reused = reused_numbers(problem or "", program) if stated_only and not exprs[i] else []
+        if reused:
+            out[i] = Executed(None, None, f"program uses {', '.join(reused[:3])} more often than the problem states it")
             continue
         expr = _program_expression(program)
         value = exact_value(expr) if expr else None

@@ -299,6 +299,8 @@ def test_stats_group_refusals_by_kind_and_keep_each_reason_in_the_archive(tmp_pa
         "no label: program gives another value than the problem's expression"
     assert reason_kind("no label: the problem's expression 2 * (4 + 1 does not evaluate") == \
         "no label: the problem's expression does not evaluate"
+    assert reason_kind("no label: program uses 12, 5 more often than the problem states it") == \
+        "no label: program uses a number more often than the problem states it"
     out = CliRunner().invoke(main, ["archive", "stats", str(tmp_path)])
     assert out.exit_code == 0, out.output
     lines = [line.strip() for line in out.output.splitlines()]

@@ -6,7 +6,7 @@ import pytest
 
 from minisir.answers import matches
 from minisir.labels import (audit, bare_expression, exact_value, execute, foreign_numbers, printed_number,
-                            unused_numbers)
+                            reused_numbers, unused_numbers)
 from minisir.sandbox import SandboxConfig
 
 
@@ -200,3 +200,32 @@ def test_a_program_computing_with_numbers_its_problem_never_states_gives_no_labe
     assert (out.answer, out.reason) == (None, "program uses 6, 58, which the problem never states")
     (kept,) = execute(["How far does a stone fall in 2 seconds?"], ["print(0.5 * 9.8 * 2 ** 2)"], stated_only=False)
     assert kept.answer == "19.6"  # method.stated_numbers_only: false, for topics with constants of their own
+
+
+@pytest.mark.parametrize("problem, program, reused", [
+    # admitted with these labels in the ninth sitting's runs (RESULTS.md): a stated number squared or doubled
+    ("How many toys did 12 kids buy?", "print(12 * 12)", ["12"]),
+    ("Karl has 29 yellow apples. How many yellow apples does he have now?", "print(29 + 29)", ["29"]),
+    ("When you have a correct answer of 872 + 88 + 8 on the number line?", "print(872 + 88 + 8 + 8)", ["8"]),
+    ("Matt sold 25 eggs and put one together at the end. How many eggs?", "print(25 * 1 + 1)", ["1"]),
+    # stated as often as written, or a power asked for, or a number only implied
+    ("Sam puts 6 toys in each of 6 boxes. How many toys?", "print(6 * 6)", []),
+    ("You have five plums and buy 5 more. How many plums?", "print(5 + 5)", []),
+    ("A square garden has sides of 7 m. What is its area?", "print(7 * 7)", []),
+    ("What is 9 squared?", "print(9 ** 2)", []),
+    ("What is 3^2?", "print(3 ** 2)", []),
+    ("How many seconds are in 5 hours?", "print(5 * 60 * 60)", []),
+    ("Tom has 35 marbles and gives 12 away. How many are left?", "print(35 - 12)", []),
+    ("What is 6 * 7?", "print(6 *", []),  # does not parse: running it says so
+])
+def test_reused_numbers_are_stated_numbers_the_program_writes_more_often(problem, program, reused):
+    assert reused_numbers(problem, program) == reused
+
+
+def test_a_program_that_squares_its_problems_only_number_gives_no_label():
+    problems = ["How many toys did 12 kids buy?", "Sam puts 6 toys in each of 6 boxes. How many toys?"]
+    out = execute(problems, ["print(12 * 12)", "print(6 * 6)"])
+    assert (out[0].answer, out[0].reason) == (None, "program uses 12 more often than the problem states it")
+    assert (out[1].answer, out[1].source) == ("36", "program")
+    (kept,) = execute(problems[:1], ["print(12 * 12)"], stated_only=False)
+    assert kept.answer == "144"  # method.stated_numbers_only: false turns the check off with the other
