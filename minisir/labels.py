@@ -220,6 +220,13 @@ _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
                       "triple": 3, "quarter": 4})
 
 
+def _word_numbers(problem: str) -> list:
+    """The values of the number words a text writes ("five", "dozen", "twice"), once per word, as Fractions."""
+    from fractions import Fraction
+
+    return [Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS]
+
+
 def foreign_numbers(problem: str, program: str) -> list[str]:
     """The constants a program writes that its problem never states: a label computed from numbers
     the solvers cannot see. On the bundled model's own problems such programs were solved 10x less
@@ -236,7 +243,7 @@ def foreign_numbers(problem: str, program: str) -> list[str]:
     if not literals:
         return []
     stated = {Fraction(n) for n in IMPLIED_NUMBERS}.union(*(values for _, values in _text_numbers(problem)))
-    stated |= {Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS}
+    stated |= set(_word_numbers(problem))
     return [format_number(v) for v in sorted(literals - stated)]
 
 
@@ -256,7 +263,6 @@ def reused_numbers(problem: str, program: str) -> list[str]:
     parse or the problem has a power word (square, area, cube, itself, power, ^).
     """
     from collections import Counter
-    from fractions import Fraction
 
     from .evaluate import format_number
 
@@ -267,7 +273,7 @@ def reused_numbers(problem: str, program: str) -> list[str]:
     stated: Counter = Counter()
     for _, values in _text_numbers(problem):
         stated.update(values)
-    stated.update(Fraction(_NUMBER_WORDS[w]) for w in re.findall(r"[a-z]+", problem.lower()) if w in _NUMBER_WORDS)
+    stated.update(_word_numbers(problem))
     return [format_number(v) for v in sorted(written) if 0 < stated[v] < written[v]]
 
 
